@@ -1,0 +1,201 @@
+"""Command line: `cl-lsp [--stdio|--tcp]` serves LSP; `complete` and `download` run once.
+
+In server mode stdout belongs to the protocol: every log line goes to stderr, `--log-file`
+or the client's `window/logMessage`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from . import __version__
+from .config import describe_settings
+
+log = logging.getLogger("cl_lsp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", metavar="PATH",
+                        help="GGUF model file (else the model.path setting, then CL_LSP_MODEL, "
+                             "then the default Code Llama 7B, downloaded once)")
+    common.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log detail (-vv for debug)")
+
+    settings_help = "\n".join(f"  {key} (default {default}): {doc}"
+                              for key, default, doc in describe_settings())
+    parser = argparse.ArgumentParser(
+        prog="cl-lsp",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A language server with Code Llama fill-in-the-middle completions.",
+        epilog="Settings (initializationOptions / workspace/didChangeConfiguration):\n"
+               + settings_help,
+    )
+    parser.add_argument("--version", action="version", version=f"cl-lsp {__version__}")
+    transport = parser.add_mutually_exclusive_group()
+    transport.add_argument("--stdio", action="store_true",
+                           help="speak LSP on stdin/stdout (the default)")
+    transport.add_argument("--tcp", action="store_true", help="listen for one LSP client on TCP")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    complete = commands.add_parser(
+        "complete", parents=[common],
+        help="complete FILE at a position once and print the suggestion",
+        description="Run the completion pipeline once, as the server would for an editor.")
+    complete.add_argument("file", type=Path, help="source file")
+    complete.add_argument("--line", type=int, required=True, help="0-based line")
+    complete.add_argument("--character", type=int, required=True,
+                          help="0-based column in characters (code points)")
+    complete.add_argument("--json", action="store_true",
+                          help="print the completion with the prompt ids and timings as JSON")
+    complete.add_argument("--settings", metavar="JSON", default=None,
+                          help='settings as JSON, e.g. \'{"completion": {"maxTokens": 64}}\'')
+    commands.add_parser("download", parents=[common],
+                        help="fetch the default model into the Hugging Face cache")
+    return parser
+
+
+def setup_logging(verbose: int, log_file: str | None) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(level)
+    stderr.setFormatter(logging.Formatter("cl-lsp %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(stderr)
+    if log_file:
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(to_file)
+    # pygls logs every message at INFO/DEBUG; keep it to warnings unless asked for debug.
+    logging.getLogger("pygls").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_file)
+    if args.command == "complete":
+        return complete_once(args)
+    if args.command == "download":
+        return download()
+    from .server import build_server, install_lsp_log_handler
+
+    server = build_server(cli_model=args.model)
+    install_lsp_log_handler(server, logging.INFO if args.verbose else logging.WARNING)
+    if args.tcp:
+        log.warning("listening on %s:%d", args.host, args.port)
+        server.start_tcp(args.host, args.port)
+    else:
+        server.start_io(sys.stdin.buffer, claim_stdout())
+    return 0
+
+
+def claim_stdout() -> BinaryIO:
+    """Keep the real stdout for the protocol alone.
+
+    Native code (llama.cpp, ggml) and libraries may print to file descriptor 1, and
+    llama-cpp-python briefly points it at /dev/null while loading; either would corrupt or
+    swallow protocol messages written by another thread. The protocol gets a private
+    duplicate of stdout; descriptor 1 and `sys.stdout` are pointed at stderr.
+    """
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return protocol_out
+
+
+def download() -> int:
+    from .models import ModelError, download_default_model, terminal_progress
+
+    try:
+        path = download_default_model(terminal_progress())
+    except ModelError as error:
+        print(f"cl-lsp: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def complete_once(args: argparse.Namespace) -> int:
+    from .config import parse_settings
+    from .documents import UTF32, Document, PositionError
+    from .engine import Engine, EngineError
+    from .models import (
+        ModelError,
+        cached_default_model,
+        check_model_file,
+        download_default_model,
+        resolve_model_path,
+        terminal_progress,
+    )
+    from .pipeline import finish_completion, plan_completion
+
+    settings, problems = parse_settings(json.loads(args.settings) if args.settings else None)
+    for problem in problems:
+        print(f"cl-lsp: setting {problem}", file=sys.stderr)
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"cl-lsp: cannot read {args.file}: {error}", file=sys.stderr)
+        return 2
+    document = Document(uri=args.file.resolve().as_uri(), text=text, version=0)
+    try:
+        offset = document.offset_at(args.line, args.character, UTF32, strict=True)
+    except PositionError as error:
+        print(f"cl-lsp: {args.file}: {error}", file=sys.stderr)
+        return 2
+    try:
+        path, source = resolve_model_path(args.model, settings.model.path)
+        if path is None:
+            cached = cached_default_model()
+            if cached is None:
+                print("cl-lsp: downloading the default model (once)", file=sys.stderr)
+                cached = download_default_model(terminal_progress())
+            path, source = str(cached), "default model"
+        model = check_model_file(path, source)
+        engine = Engine()
+        engine.load_blocking(model, settings.model)
+    except (ModelError, EngineError) as error:
+        print(f"cl-lsp: {error}", file=sys.stderr)
+        return 1
+    assert engine.vocab is not None
+    plan = plan_completion(text, offset, vocab=engine.vocab, settings=settings.completion,
+                           n_ctx=engine.n_ctx, path=str(args.file))
+    generation = engine.generate_blocking(plan.request) if plan.request else None
+    suggestion = finish_completion(plan, generation)
+    if args.json:
+        print(json.dumps({
+            "completion": suggestion.text,
+            "raw": suggestion.raw,
+            "mode": plan.context.mode.value,
+            "reason": plan.context.reason,
+            "language": plan.context.language,
+            "prompt_format": plan.prompt.layout.value if plan.prompt else None,
+            "prompt_tokens": list(plan.prompt.tokens) if plan.prompt else [],
+            "evaluated_tokens": generation.evaluated_tokens if generation else 0,
+            "generated_tokens": list(generation.token_ids) if generation else [],
+            "stop_reason": generation.stop_reason if generation else None,
+            "seconds": round(generation.seconds, 3) if generation else 0.0,
+            "model": str(model),
+        }, ensure_ascii=False, indent=2))
+    elif suggestion.text:
+        print(suggestion.text)
+    else:
+        reason = plan.context.reason if plan.request is None else "the model suggested nothing"
+        print(f"cl-lsp: no completion here ({reason})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Settings: one typed, fully defaulted tree, checked once.
+
+Editors send settings as `initializationOptions` and `workspace/didChangeConfiguration`
+(camelCase keys, optionally wrapped in a `"cl-lsp"` section). `parse_settings` turns such a
+mapping into `Settings`, keeping the previous (or default) value for every key that is missing
+or invalid, and returns one human-readable problem per rejected key so the server can tell the
+user without refusing the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (llama.cpp runs best with one thread each)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            physical = core = ""
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    physical = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                    cores.add((physical, core))
+    except OSError:
+        pass
+    return max(1, min(available, len(cores) or available))
+
+
+class PromptFormat(str, enum.Enum):
+    """How the fill-in-the-middle prompt is laid out."""
+
+    AUTO = "auto"  # SPM at a token boundary, PSM when the prefix ends inside an identifier
+    SPM = "spm"
+    PSM = "psm"
+
+
+def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
+    return {"range": (low, high)}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str | None = None
+    """Local GGUF file. Without it: --model, then CL_LSP_MODEL, then the default Code Llama 7B."""
+    n_ctx: int = field(default=4096, metadata=_range(256, 131072))
+    """Context window in tokens (prompt + generated text)."""
+    n_threads: int = field(default=0, metadata=_range(0, 512))
+    """CPU threads for the model; 0 means one per physical core."""
+    n_batch: int = field(default=512, metadata=_range(8, 8192))
+    """Prompt tokens evaluated per batch."""
+    use_mmap: bool = True
+    """Map the model file instead of reading it into memory."""
+    gpu_layers: int = field(default=0, metadata=_range(-1, 1000))
+    """Layers to offload to a GPU when llama.cpp was built with one (-1: all)."""
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    enabled: bool = True
+    """Offer completions at all."""
+    max_tokens: int = field(default=128, metadata=_range(1, 4096))
+    """Most tokens generated for a multi-line suggestion."""
+    max_tokens_single_line: int = field(default=48, metadata=_range(1, 4096))
+    """Most tokens generated for a single-line suggestion."""
+    temperature: float = field(default=0.0, metadata=_range(0.0, 2.0))
+    """Sampling temperature; 0 picks the most likely token (deterministic)."""
+    prefix_tokens: int = field(default=1500, metadata=_range(16, 100000))
+    """Budget for the text before the cursor, in model tokens."""
+    suffix_tokens: int = field(default=500, metadata=_range(0, 100000))
+    """Budget for the text after the cursor, in model tokens."""
+    prompt_format: PromptFormat = PromptFormat.AUTO
+    """"auto", "spm" (suffix first) or "psm" (prefix first)."""
+    in_strings: bool = True
+    """Complete inside string literals."""
+    in_comments: bool = True
+    """Complete inside comments."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    completion: CompletionSettings = field(default_factory=CompletionSettings)
+
+    def threads(self) -> int:
+        return self.model.n_threads or physical_cores()
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+SECTION_NAMES = ("cl-lsp", "clLsp", "cl_lsp")
+
+
+def parse_settings(
+    raw: Any, base: Settings | None = None
+) -> tuple[Settings, list[str]]:
+    """Overlay `raw` on `base`; return the new settings and the problems found.
+
+    Every problem names the key, the bad value and what is used instead.
+    """
+    base = base or Settings()
+    if raw is None:
+        return base, []
+    if isinstance(raw, Mapping):
+        for name in SECTION_NAMES:
+            if isinstance(raw.get(name), Mapping):
+                raw = raw[name]
+                break
+    problems: list[str] = []
+    settings = _overlay(base, raw, "", problems)
+    return settings, problems
+
+
+def _overlay(current: Any, raw: Any, where: str, problems: list[str]) -> Any:
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where or 'settings'}: expected an object, got {raw!r}; ignored")
+        return current
+    hints = get_type_hints(type(current))
+    fields = {f.name: f for f in dataclasses.fields(current)}
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = snake(str(key)).replace("-", "_")
+        path = f"{where}{key}"
+        if name not in fields:
+            problems.append(f"{path}: unknown setting; ignored")
+            continue
+        kind = hints[name]
+        old = getattr(current, name)
+        if dataclasses.is_dataclass(kind):
+            changes[name] = _overlay(old, value, path + ".", problems)
+            continue
+        try:
+            changes[name] = _coerce(value, kind, fields[name].metadata.get("range"))
+        except ValueError as error:
+            problems.append(f"{path}: {error}; keeping {_show(old)}")
+    return dataclasses.replace(current, **changes)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return "null" if value is None else repr(value)
+
+
+def _coerce(value: Any, kind: Any, bounds: tuple[float | None, float | None] | None) -> Any:
+    args = get_args(kind)
+    if get_origin(kind) is not None and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        (kind,) = [arg for arg in args if arg is not type(None)]
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        allowed = [member.value for member in kind]
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+        return kind(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ValueError(f"expected a whole number, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if bounds:
+        low, high = bounds
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"{value!r} is outside {low}..{high}")
+    return value
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(camelCase key, default, description) for every setting, for docs and `--help`."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        instance = cls()
+        hints = get_type_hints(cls)
+        docs = _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            key = prefix + camel(f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], key + ".")
+            else:
+                rows.append((key, _show(getattr(instance, f.name)), docs.get(f.name, "")))
+
+    walk(Settings, "")
+    return rows
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal right after each field)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = following.value.value.strip()
+    return docs

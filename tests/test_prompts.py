@@ -1,0 +1,117 @@
+"""FIM prompts against Code Llama's reference format, with the real Llama tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from cl_lsp.config import PromptFormat
+from cl_lsp.prompts import (
+    FimTokens,
+    Layout,
+    build_fim_prompt,
+    build_prefix_prompt,
+    choose_layout,
+    encode_nospace,
+    find_fim_tokens,
+)
+
+BOS, PRE, SUF, MID, EOT = 1, 32007, 32008, 32009, 32010
+DEF_F = [822, 285, 29898, 29916, 1125]  # enc("def f(x):") with the implicit leading space
+RETURN_X = [13, 1678, 736, 921]  # enc_nospace("\n    return x")
+
+
+def test_vocabulary_finds_code_llama_tokens_by_text(tiny_vocab):
+    assert tiny_vocab.fim == FimTokens(bos=BOS, pre=PRE, suf=SUF, mid=MID, eot=EOT)
+    assert {EOT, 2} <= tiny_vocab.stop_ids
+
+
+def test_reference_encodings(tiny_vocab):
+    assert tiny_vocab.encode("def f(x):") == DEF_F
+    assert encode_nospace(tiny_vocab.encode, "\n    return x") == RETURN_X
+    # enc keeps SentencePiece's implicit space, enc_nospace drops it
+    assert tiny_vocab.encode("\n    return x") == [29871, *RETURN_X]
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        pytest.param(Layout.PSM, [BOS, PRE, *DEF_F, SUF, *RETURN_X, MID], id="psm"),
+        pytest.param(Layout.SPM, [BOS, PRE, SUF, *RETURN_X, MID, *DEF_F], id="spm"),
+    ],
+)
+def test_exact_prompt_ids(tiny_vocab, layout, expected):
+    prompt = build_fim_prompt("def f(x):", "\n    return x", tiny_vocab.encode, tiny_vocab.fim,
+                              layout)
+    assert prompt.layout is layout
+    assert list(prompt.tokens) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "layout", "expected"),
+    [
+        pytest.param("", "\n    return x", Layout.SPM, [BOS, PRE, SUF, *RETURN_X, MID],
+                     id="empty-prefix"),
+        pytest.param("def f(x):", "", Layout.SPM, [BOS, PRE, SUF, MID, *DEF_F], id="empty-suffix"),
+        pytest.param("def f(x):", "", Layout.PSM, [BOS, PRE, *DEF_F, SUF, MID], id="psm-no-suffix"),
+    ],
+)
+def test_empty_parts(tiny_vocab, prefix, suffix, layout, expected):
+    prompt = build_fim_prompt(prefix, suffix, tiny_vocab.encode, tiny_vocab.fim, layout)
+    assert list(prompt.tokens) == expected
+
+
+def test_user_text_never_becomes_a_control_token(tiny_vocab):
+    code = 'marker = "<PRE> <SUF> <MID> <EOT> ▁<PRE>"\n'
+    prompt = build_fim_prompt(code, code, tiny_vocab.encode, tiny_vocab.fim, Layout.PSM)
+    ids = list(prompt.tokens)
+    assert ids.count(PRE) == ids.count(SUF) == ids.count(MID) == 1
+    assert EOT not in ids
+
+
+@pytest.mark.parametrize(
+    ("setting", "prefix", "expected"),
+    [
+        pytest.param(PromptFormat.AUTO, "def f(x):", Layout.SPM, id="auto-boundary"),
+        pytest.param(PromptFormat.AUTO, "x = 1\n    ", Layout.SPM, id="auto-indent"),
+        pytest.param(PromptFormat.AUTO, "    return fib", Layout.PSM, id="auto-mid-identifier"),
+        pytest.param(PromptFormat.AUTO, "한국어", Layout.PSM, id="auto-mid-unicode-identifier"),
+        pytest.param(PromptFormat.SPM, "    return fib", Layout.SPM, id="forced-spm"),
+        pytest.param(PromptFormat.PSM, "def f(x):", Layout.PSM, id="forced-psm"),
+    ],
+)
+def test_layout_choice(setting, prefix, expected):
+    fim = FimTokens(BOS, PRE, SUF, MID, EOT)
+    assert choose_layout(setting, prefix, fim) is expected
+
+
+def test_models_without_fim_tokens_get_a_prefix_prompt():
+    assert choose_layout(PromptFormat.SPM, "def f", None) is Layout.PREFIX
+    assert build_prefix_prompt([5, 6], bos=1).tokens == (1, 5, 6)
+    assert build_prefix_prompt([5, 6], bos=None).tokens == (5, 6)
+
+
+def test_find_fim_tokens_scans_the_vocabulary_when_ids_differ():
+    texts = {3: "<PRE>", 4: "<SUF>", 5: "<MID>", 6: "<EOT>"}
+    found = find_fim_tokens(10, lambda i: texts.get(i, f"t{i}"), bos=0)
+    assert found == FimTokens(bos=0, pre=3, suf=4, mid=5, eot=6)
+    assert find_fim_tokens(10, lambda i: f"t{i}", bos=0) is None
+
+
+def test_spm_keeps_the_cache_valid_while_typing(tiny_vocab):
+    """Typing at the cursor changes only the tail of an SPM prompt (PSM: everything after it)."""
+    suffix = "\n    return total\n\n\ndef other():\n    pass\n"
+    before = "def total(xs):\n    total = 0\n    for x in xs:\n        total += "
+    after = before + "x "
+
+    def shared(a, b):
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    spm = [build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.SPM).tokens
+           for p in (before, after)]
+    psm = [build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.PSM).tokens
+           for p in (before, after)]
+    assert len(spm[1]) - shared(*spm) <= 3
+    assert len(psm[1]) - shared(*psm) > len(encode_nospace(tiny_vocab.encode, suffix))
