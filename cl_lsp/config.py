@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -159,9 +160,10 @@ def _overlay(current: Any, raw: Any, where: str, problems: list[str]) -> Any:
 
 
 def _show(value: Any) -> str:
+    """A value as the user writes it in JSON settings."""
     if isinstance(value, enum.Enum):
         value = value.value
-    return "null" if value is None else repr(value)
+    return json.dumps(value)
 
 
 def _coerce(value: Any, kind: Any, bounds: tuple[float | None, float | None] | None) -> Any:

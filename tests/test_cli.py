@@ -1,0 +1,162 @@
+"""The command line: `complete` (one-shot pipeline), `download`, `--tcp`, `--help`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import offline_env
+from hubmock import serve_hub
+
+from cl_lsp.models import DEFAULT_FILE, DEFAULT_REPO
+from cl_lsp.prompts import Layout, build_fim_prompt
+
+BOS, PRE, SUF, MID = 1, 32007, 32008, 32009
+
+
+def cl_lsp(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cl_lsp", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, check=False)
+
+
+def test_version_and_help_list_every_setting(tmp_path):
+    env = offline_env(tmp_path)
+    version = cl_lsp("--version", env=env)
+    assert version.returncode == 0 and version.stdout.startswith("cl-lsp ")
+    shown = cl_lsp("--help", env=env).stdout
+    for option in ("--stdio", "--tcp", "--model", "--log-file", "complete", "download"):
+        assert option in shown
+    assert "completion.maxTokens (default 128)" in shown
+
+
+def test_complete_json_shows_the_exact_spm_prompt(tmp_path, x_model):
+    source = tmp_path / "f.py"
+    source.write_text("def f(x):\n    return x\n")
+    result = cl_lsp("complete", str(source), "--line", "0", "--character", "9",
+                    "--model", str(x_model), "--json", env=offline_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["prompt_format"] == "spm"
+    assert answer["prompt_tokens"] == [BOS, PRE, SUF, 13, 1678, 736, 921, 13, MID,
+                                       822, 285, 29898, 29916, 1125]
+    assert answer["evaluated_tokens"] == len(answer["prompt_tokens"])
+    assert answer["mode"] == "multi_line"
+    assert answer["completion"] == " x" * 128  # completion.maxTokens
+
+
+def test_complete_uses_psm_inside_an_identifier(tmp_path, x_model, tiny_vocab):
+    text = "def fib(n):\n    return fi"
+    source = tmp_path / "fib.py"
+    source.write_text(text)
+    result = cl_lsp("complete", str(source), "--line", "1", "--character", "13",
+                    "--model", str(x_model), "--json",
+                    "--settings", '{"completion": {"maxTokensSingleLine": 3}}',
+                    env=offline_env(tmp_path))
+    answer = json.loads(result.stdout)
+    expected = build_fim_prompt(text, "", tiny_vocab.encode, tiny_vocab.fim, Layout.PSM)
+    assert answer["prompt_format"] == "psm"
+    assert answer["prompt_tokens"] == list(expected.tokens)
+    assert answer["completion"] == " x x x"
+
+
+def test_complete_plain_output_and_clear_errors(tmp_path, x_model):
+    env = offline_env(tmp_path)
+    source = tmp_path / "v.py"
+    source.write_text("value = \n")
+    plain = cl_lsp("complete", str(source), "--line", "0", "--character", "8",
+                   "--model", str(x_model), env=env)
+    assert plain.returncode == 0 and plain.stdout == " x" * 48 + "\n"
+    outside = cl_lsp("complete", str(source), "--line", "9", "--character", "0",
+                     "--model", str(x_model), env=env)
+    assert outside.returncode == 2 and "past the end" in outside.stderr
+    missing = cl_lsp("complete", str(source), "--line", "0", "--character", "8",
+                     "--model", str(tmp_path / "none.gguf"), env=env)
+    assert missing.returncode == 1 and "model file not found" in missing.stderr
+    nothing = cl_lsp("complete", str(source), "--line", "0", "--character", "2",
+                     "--model", str(x_model), env=env)
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert "cursor inside identifier" in nothing.stderr
+
+
+def test_complete_reads_cl_lsp_model_from_the_environment(tmp_path, x_model):
+    source = tmp_path / "v.py"
+    source.write_text("value = \n")
+    env = offline_env(tmp_path, CL_LSP_MODEL=str(x_model))
+    result = cl_lsp("complete", str(source), "--line", "0", "--character", "8", "--json",
+                    env=env)
+    assert json.loads(result.stdout)["model"] == str(x_model)
+
+
+def test_download_fetches_the_default_model_once(tmp_path, x_model):
+    with serve_hub({(DEFAULT_REPO, DEFAULT_FILE): x_model}) as hub:
+        env = offline_env(tmp_path, HF_ENDPOINT=hub.endpoint)
+        del env["HF_HUB_OFFLINE"]
+        first = cl_lsp("download", env=env)
+        assert first.returncode == 0, first.stderr
+        path = Path(first.stdout.strip())
+        assert path.read_bytes() == x_model.read_bytes()
+        assert str(tmp_path / "hf-home") in str(path)
+        assert "MB" in first.stderr  # the progress bar
+        again = cl_lsp("download", env=env)
+        assert again.returncode == 0 and again.stdout == first.stdout
+        assert len(hub.file_requests("GET")) == 1
+        # and `complete` without --model now uses it
+        source = tmp_path / "v.py"
+        source.write_text("value = \n")
+        used = cl_lsp("complete", str(source), "--line", "0", "--character", "8", "--json",
+                      env=env)
+        assert json.loads(used.stdout)["model"] == str(path)
+
+
+def test_download_offline_fails_clearly(tmp_path):
+    result = cl_lsp("download", env=offline_env(tmp_path), timeout=60)
+    assert result.returncode == 1
+    assert "could not be downloaded" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def lsp_message(payload: dict) -> bytes:
+    body = json.dumps(payload).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def read_message(stream) -> dict:
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return json.loads(stream.read(length))
+
+
+def test_tcp_transport_listens_on_loopback(tmp_path, x_model):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cl_lsp", "--tcp", "--port", str(port), "--model", str(x_model)],
+        env=offline_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the server never listened"
+                time.sleep(0.1)
+        with connection, connection.makefile("rb") as replies:
+            connection.sendall(lsp_message({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                            "params": {"capabilities": {}}}))
+            reply = read_message(replies)
+            assert reply["id"] == 1
+            assert "inlineCompletionProvider" in reply["result"]["capabilities"]
+    finally:
+        server.kill()
+        server.wait(10)
