@@ -91,6 +91,17 @@ class CompletionSettings:
     """Complete inside string literals."""
     in_comments: bool = True
     """Complete inside comments."""
+    debounce_ms: int = field(default=150, metadata=_range(0, 5000))
+    """Wait this long after a request before starting the model; a newer request for the same
+    document replaces the waiting one."""
+    generation_timeout_ms: int = field(default=4000, metadata=_range(0, 600000))
+    """Stop generating after this long and show what there is (0: no limit)."""
+    stable_window: bool = True
+    """Keep the start of the prefix window in place across requests so the model's KV cache
+    stays valid (false: cut a fresh window every time)."""
+    reuse: bool = True
+    """Answer without the model when the user types what the shown suggestion starts with, or
+    returns to text seen recently."""
 
 
 @dataclass(frozen=True)

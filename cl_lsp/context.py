@@ -357,12 +357,17 @@ def is_identifier_char(ch: str) -> bool:
 
 
 def ends_inside_identifier(prefix: str) -> bool:
-    """True if the last character of ``prefix`` is an identifier character.
+    """True if ``prefix`` ends inside an identifier (a name that may go on).
 
     Identifier characters: letters (including non-ASCII), digits, combining marks, ``_`` and
-    ``$``.
+    ``$``. A run of them that starts with a digit is a number, not a name: ``(1`` ends at a
+    token boundary as far as the prompt layout is concerned.
     """
-    return bool(prefix) and is_identifier_char(prefix[-1])
+    end = len(prefix)
+    start = end
+    while start > 0 and is_identifier_char(prefix[start - 1]):
+        start -= 1
+    return start < end and not prefix[start].isdigit()
 
 
 def _is_joiner(ch: str) -> bool:

@@ -21,7 +21,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,9 @@ from .config import ModelSettings, camel, physical_cores
 from .prompts import FimTokens, find_fim_tokens
 
 log = logging.getLogger(__name__)
+# Prompt tokens evaluated per llama.cpp call: small enough that a cancellation waits at most one
+# chunk (prompt evaluation itself cannot be interrupted), large enough to keep matrix kernels busy.
+PREFILL_CHUNK = 32
 native = logging.getLogger("cl_lsp.llama_cpp")
 
 
@@ -111,6 +114,9 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     stop_at_newline: bool = False
+    max_seconds: float | None = None  # wall-clock cap on sampling, after the prompt
+    # Called with the text so far at each newline; an index there ends the generation.
+    stop_check: Callable[[str], int | None] | None = field(default=None, compare=False)
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
@@ -120,8 +126,10 @@ class Generation:
     token_ids: tuple[int, ...]
     prompt_tokens: int
     evaluated_tokens: int  # prompt tokens actually run through the model (not in the KV cache)
-    stop_reason: str  # "eot", "max_tokens", "newline", "cancelled", "context_full"
+    # "eot", "max_tokens", "newline", "end_of_block", "timeout", "cancelled", "context_full"
+    stop_reason: str
     seconds: float
+    stopped_at: float = 0.0  # time.monotonic() when generation ended
 
 
 @dataclass
@@ -232,7 +240,7 @@ class Engine:
             raise EngineError("no model is loaded")
         tokens = list(request.tokens)
         if request.cancel.is_set():
-            return Generation("", (), len(tokens), 0, "cancelled", 0.0)
+            return Generation("", (), len(tokens), 0, "cancelled", 0.0, time.monotonic())
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise EngineError(
@@ -240,65 +248,89 @@ class Engine:
                 f"({self.n_ctx}); lower completion.prefixTokens/suffixTokens or raise model.nCtx"
             )
         max_tokens = min(request.max_tokens, room)
-        evaluated = self._tokens_to_evaluate(tokens)
         self.counters.generations_started += 1
         self.counters.prompt_tokens += len(tokens)
-        self.counters.evaluated_tokens += evaluated
+        self.busy.set()
+        try:
+            evaluated, cancelled = self._prefill(tokens, request.cancel)
+            self.counters.evaluated_tokens += evaluated
+            if cancelled:
+                return self._cancelled(tokens, evaluated, (), "", started)
+            text, generated, reason = self._sample(tokens, request, max_tokens)
+            evaluated += 1  # `generate` evaluates the prompt's last token itself
+            self.counters.evaluated_tokens += 1
+        except Exception as error:
+            raise EngineError(f"the model failed while generating: {error}") from error
+        finally:
+            self.busy.clear()
+        if reason == "cancelled":
+            return self._cancelled(tokens, evaluated, tuple(generated), text, started)
+        self.counters.generated_tokens += len(generated)
+        seconds = time.perf_counter() - started
+        log.debug("generated %d tokens (%s) after evaluating %d/%d prompt tokens in %.2f s",
+                  len(generated), reason, evaluated, len(tokens), seconds)
+        return Generation(text, tuple(generated), len(tokens), evaluated, reason, seconds,
+                          time.monotonic())
+
+    def _cancelled(self, tokens: list[int], evaluated: int, generated: tuple[int, ...],
+                   text: str, started: float) -> Generation:
+        self.counters.generations_cancelled += 1
+        self.counters.generated_tokens += len(generated)
+        return Generation(text, generated, len(tokens), evaluated, "cancelled",
+                          time.perf_counter() - started, time.monotonic())
+
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> tuple[int, bool]:
+        """Evaluate all but the prompt's last token, re-using the KV cache up to the first
+        changed token, in small chunks so a cancellation is noticed between them."""
+        llm = self._llm
+        target = len(tokens) - 1
+        common = 0
+        for old, new in zip(llm._input_ids, tokens[:target]):
+            if old != new:
+                break
+            common += 1
+        llm.n_tokens = common  # `eval` drops the KV cache from here on
+        evaluated = 0
+        while common + evaluated < target:
+            if cancel.is_set():
+                return evaluated, True
+            start = common + evaluated
+            chunk = tokens[start:min(target, start + PREFILL_CHUNK)]
+            llm.eval(chunk)
+            evaluated += len(chunk)
+        return evaluated, False
+
+    def _sample(self, tokens: list[int], request: GenerationRequest, max_tokens: int
+                ) -> tuple[str, list[int], str]:
+        llm, vocab = self._llm, self.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text: list[str] = []
+        text = ""
         generated: list[int] = []
         reason = "context_full" if max_tokens < request.max_tokens else "max_tokens"
         sampling = {"temp": request.temperature, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
         if request.temperature <= 0:
             sampling = {"temp": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0}
-        self.busy.set()
-        try:
-            for token in llm.generate(tokens, repeat_penalty=1.0, reset=True, **sampling):
-                if request.cancel.is_set():
-                    reason = "cancelled"
-                    self.counters.generations_cancelled += 1
-                    break
-                if token in vocab.stop_ids:
-                    reason = "eot"
-                    break
-                generated.append(token)
-                piece = decoder.decode(vocab.piece(token))
-                text.append(piece)
-                if request.stop_at_newline and "\n" in piece:
-                    reason = "newline"
-                    break
-                if len(generated) >= max_tokens:
-                    break
-        except Exception as error:
-            raise EngineError(f"the model failed while generating: {error}") from error
-        finally:
-            self.busy.clear()
-        self.counters.generated_tokens += len(generated)
-        text.append(decoder.decode(b"", final=True))
-        seconds = time.perf_counter() - started
-        log.debug("generated %d tokens (%s) after evaluating %d/%d prompt tokens in %.2f s",
-                  len(generated), reason, evaluated, len(tokens), seconds)
-        return Generation("".join(text), tuple(generated), len(tokens), evaluated, reason,
-                          seconds)
-
-    def _tokens_to_evaluate(self, tokens: Sequence[int]) -> int:
-        """How many prompt tokens `Llama.generate` will run (the rest come from the KV cache)."""
-        llm = self._llm
-        cached = llm._input_ids
-        common = 0
-        for old, new in zip(cached, tokens):
-            if old != new:
+        deadline = (time.monotonic() + request.max_seconds) if request.max_seconds else None
+        for token in llm.generate(tokens, repeat_penalty=1.0, reset=True, **sampling):
+            if request.cancel.is_set():
+                return text, generated, "cancelled"
+            if token in vocab.stop_ids:
+                return text, generated, "eot"
+            generated.append(token)
+            piece = decoder.decode(vocab.piece(token))
+            text += piece
+            if "\n" in piece:
+                if request.stop_at_newline:
+                    return text, generated, "newline"
+                if request.stop_check is not None:
+                    cut = request.stop_check(text)
+                    if cut is not None:
+                        return text[:cut], generated, "end_of_block"
+            if len(generated) >= max_tokens:
                 break
-            common += 1
-        if common == len(tokens):
-            if llm.n_tokens == len(tokens) and not getattr(llm, "_requires_eval", True):
-                return 0
-            return 1
-        return len(tokens) - common
-
-    def tokenize_for_worker(self, text: str) -> list[int]:
-        """Tokenize on the worker's own model (for callers already on the worker thread)."""
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            if deadline is not None and time.monotonic() > deadline:
+                return text, generated, "timeout"
+        return text + decoder.decode(b"", final=True), generated, reason
 
     # -- lifetime ----------------------------------------------------------------------------
 

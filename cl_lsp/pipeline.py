@@ -8,13 +8,20 @@ exactly what an editor would get.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from .config import CompletionSettings
+from .config import CompletionSettings, camel
 from .context import CompletionMode, CursorContext, extract_context
-from .engine import Generation, GenerationRequest, Vocabulary
-from .postprocess import clean_completion
+from .engine import Engine, Generation, GenerationRequest, Vocabulary
+from .postprocess import clean_completion, end_of_block_cut
 from .prompts import FimPrompt, Layout, build_fim_prompt, build_prefix_prompt, choose_layout
+from .reuse import ResultCache, Shown, typed_ahead
+from .scheduler import Scheduler, Ticket
 
 # Room kept free in the context window besides prompt and generation (control tokens etc.).
 CONTEXT_MARGIN = 8
@@ -85,6 +92,9 @@ def plan_completion(
         max_tokens=settings.max_tokens_single_line if single else multi_line_tokens,
         temperature=settings.temperature,
         stop_at_newline=single,
+        max_seconds=settings.generation_timeout_ms / 1000 or None,
+        stop_check=None if single else functools.partial(end_of_block_cut,
+                                                         prefix=context.prefix),
     )
     return CompletionPlan(context, prompt, request)
 
@@ -93,10 +103,166 @@ def finish_completion(plan: CompletionPlan, generation: Generation | None) -> Su
     if generation is None or generation.stop_reason == "cancelled":
         return Suggestion("", generation.text if generation else "", plan, generation)
     context = plan.context
+    raw = generation.text
+    if generation.stop_reason == "timeout" and "\n" in raw.rstrip("\n"):
+        raw = raw[:raw.rstrip("\n").rfind("\n")]  # keep whole lines of a cut-off answer
     text = clean_completion(
-        generation.text,
+        raw,
         prefix=context.prefix,
         suffix=context.suffix,
         single_line=context.mode is CompletionMode.SINGLE_LINE,
     )
     return Suggestion(text, generation.text, plan, generation)
+
+
+@dataclass
+class RequestRecord:
+    """What happened to one completion request (for the log, `cl-lsp.status` and benches)."""
+
+    uri: str
+    version: int
+    offset: int
+    started: float  # time.monotonic()
+    outcome: str = "pending"  # generated, typed_ahead, cached, none, superseded, stale, cancelled
+    debounce_ms: float = 0.0
+    model_ms: float = 0.0
+    total_ms: float = 0.0
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+    stop_reason: str | None = None
+    stop_latency_ms: float | None = None  # superseded generation: from supersede to stop
+    layout: str | None = None
+    mode: str | None = None
+
+    @property
+    def overhead_ms(self) -> float:
+        """Everything but waiting out the debounce and running the model."""
+        return self.total_ms - self.debounce_ms - self.model_ms
+
+    def as_dict(self) -> dict[str, object]:
+        fields = {camel(name): value for name, value in self.__dict__.items()}
+        fields["overheadMs"] = self.overhead_ms
+        return fields
+
+
+class Completions:
+    """Completion requests for all documents: reuse first, then debounce, newest wins, model.
+
+    Owns the per-document state that makes typing cheap: the stable prefix-window start, the
+    suggestion last shown, the result cache, and the scheduler's tickets.
+    """
+
+    def __init__(self, engine: Engine, settings: Callable[[], CompletionSettings]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.scheduler = Scheduler()
+        self.cache = ResultCache()
+        self.shown: dict[str, Shown] = {}
+        self.anchors: dict[str, int] = {}
+        self.recent: deque[RequestRecord] = deque(maxlen=1000)
+        self.answers_without_model = 0
+
+    def forget(self, uri: str) -> None:
+        """The document closed: drop its state and stop its work."""
+        self.scheduler.cancel(uri)
+        self.shown.pop(uri, None)
+        self.anchors.pop(uri, None)
+
+    def changed(self, uri: str) -> None:
+        """The document changed: whatever runs for it computes for old text."""
+        self.scheduler.cancel(uri)
+
+    def clear(self) -> None:
+        """Settings or model changed: cached answers no longer hold."""
+        self.cache.clear()
+        self.shown.clear()
+
+    async def suggest(
+        self,
+        uri: str,
+        text: str,
+        version: int,
+        offset: int,
+        current_version: Callable[[], int | None],
+        *,
+        language_id: str | None = None,
+    ) -> tuple[str, RequestRecord]:
+        record = RequestRecord(uri, version, offset, time.monotonic())
+        self.recent.append(record)
+        ticket = self.scheduler.take(uri)
+        try:
+            return await self._suggest(ticket, record, text, offset, current_version,
+                                       language_id), record
+        except asyncio.CancelledError:
+            record.outcome = "cancelled"
+            raise
+        finally:
+            self.scheduler.release(ticket)
+            record.total_ms = (time.monotonic() - record.started) * 1000
+
+    async def _suggest(self, ticket: Ticket, record: RequestRecord, text: str, offset: int,
+                       current_version: Callable[[], int | None],
+                       language_id: str | None) -> str:
+        settings = self.settings()
+        vocab = self.engine.vocab
+        assert vocab is not None
+        before, after = settings.prefix_tokens * 8, settings.suffix_tokens * 8
+        key = ResultCache.key(text, offset, before, after, (settings, self.engine.model_path))
+        if settings.reuse:
+            shown = self.shown.get(record.uri)
+            rest = shown and typed_ahead(shown, text, offset, before, after)
+            if rest:
+                record.outcome = "typed_ahead"
+                self.answers_without_model += 1
+                self.cache.put(key, rest)
+                return rest
+            cached = self.cache.get(key)
+            if cached is not None:
+                record.outcome = "cached"
+                self.answers_without_model += 1
+                if cached:
+                    self.shown[record.uri] = Shown(text, offset, cached)
+                return cached
+        waited = time.monotonic()
+        go_on = await self.scheduler.debounce(ticket, settings.debounce_ms / 1000)
+        record.debounce_ms = (time.monotonic() - waited) * 1000
+        if not go_on:
+            record.outcome = "superseded"
+            return ""
+        if current_version() != record.version:
+            record.outcome = "stale"
+            return ""
+        plan = plan_completion(
+            text, offset, vocab=vocab, settings=settings, n_ctx=self.engine.n_ctx,
+            language_id=language_id, path=record.uri,
+            anchor=self.anchors.get(record.uri) if settings.stable_window else None,
+        )
+        self.anchors[record.uri] = plan.context.window_start
+        record.mode = plan.context.mode.value
+        if plan.request is None or plan.prompt is None:
+            record.outcome = "none"
+            self.cache.put(key, "")
+            return ""
+        record.layout = plan.prompt.layout.value
+        generation = await self.engine.generate(replace(plan.request, cancel=ticket.cancel))
+        record.model_ms = generation.seconds * 1000
+        record.prompt_tokens = generation.prompt_tokens
+        record.evaluated_tokens = generation.evaluated_tokens
+        record.generated_tokens = len(generation.token_ids)
+        record.stop_reason = generation.stop_reason
+        if generation.stop_reason == "cancelled" or ticket.superseded:
+            record.outcome = "superseded"
+            if ticket.superseded_at is not None:
+                record.stop_latency_ms = max(
+                    0.0, (generation.stopped_at - ticket.superseded_at) * 1000)
+            return ""
+        if current_version() != record.version:
+            record.outcome = "stale"
+            return ""
+        suggestion = finish_completion(plan, generation)
+        record.outcome = "generated"
+        self.cache.put(key, suggestion.text)
+        if suggestion.text:
+            self.shown[record.uri] = Shown(text, offset, suggestion.text)
+        return suggestion.text

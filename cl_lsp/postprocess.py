@@ -69,6 +69,34 @@ def trim_trailing_whitespace(text: str, ctx: FilterInput) -> str:
     return text.rstrip()
 
 
+BLOCK_OPENERS = (":", "{", "(", "[", "=>", " do", " then", "->")
+
+
+def indent_width(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def end_of_block_cut(text: str, prefix: str) -> int | None:
+    """Where a multi-line suggestion leaves the block the cursor is in, or None.
+
+    The cursor's line sets the block's indentation: a complete generated line indented less
+    (or, after a block opener such as `:` or `{`, not more) ends the block; everything from
+    that line on is cut. The first generated line continues the cursor's line and never counts.
+    """
+    cursor_line = prefix[prefix.rfind("\n") + 1:]
+    stripped = cursor_line.strip()
+    base = indent_width(cursor_line) if stripped else len(cursor_line.expandtabs(4))
+    opens_block = bool(stripped) and stripped.endswith(BLOCK_OPENERS)
+    lines = text.split("\n")
+    position = len(lines[0])
+    for line in lines[1:-1]:  # the last piece is not a complete line yet
+        width = indent_width(line)
+        if line.strip() and (width <= base if opens_block else width < base):
+            return position
+        position += 1 + len(line)
+    return None
+
+
 FILTERS: tuple[Filter, ...] = (
     strip_control_tokens,
     cut_single_line,

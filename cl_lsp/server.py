@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,8 +29,10 @@ from .models import (
     check_model_file,
     download_default_model,
     resolve_model_path,
+    terminal_progress,
+    throttled,
 )
-from .pipeline import Suggestion, finish_completion, plan_completion
+from .pipeline import Completions
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,7 @@ class ClLanguageServer(LanguageServer):
         self.documents = DocumentStore()
         self.engine = Engine()
         self.position_encoding = UTF16
-        self.anchors: dict[str, int] = {}  # stable prefix-window start per document
-        self.inflight: dict[str, threading.Event] = {}  # cancel flag of the running request
-        self.last: dict[str, tuple[int, int, Suggestion]] = {}  # (version, offset, result)
+        self.completions = Completions(self.engine, lambda: self.settings.completion)
         self.pending_problems: list[str] = []
         self.load_task: asyncio.Task[None] | None = None
         self.progress_supported = False
@@ -139,6 +137,8 @@ class ClLanguageServer(LanguageServer):
         for problem in problems:
             self.tell(types.MessageType.Warning, f"setting {problem}")
         reload = new.model != self.settings.model
+        if new != self.settings:
+            self.completions.clear()
         self.settings = new
         return reload
 
@@ -189,8 +189,9 @@ class ClLanguageServer(LanguageServer):
 
     # -- completion --------------------------------------------------------------------------
 
-    async def suggest(self, uri: str, position: types.Position) -> tuple[Document, Suggestion]:
-        """The suggestion for a cursor, or raise `Unanswerable` with why there is none."""
+    async def suggest(self, uri: str, position: types.Position) -> tuple[Document, str, int]:
+        """The suggestion text for a cursor (and the document and cursor offset), or raise
+        `Unanswerable` with why there is none."""
         document = self.documents.get(uri)
         if document is None:
             raise Unanswerable(f"{uri} is not open")
@@ -208,48 +209,22 @@ class ClLanguageServer(LanguageServer):
                                         self.position_encoding, strict=True)
         except PositionError as error:
             raise Unanswerable(f"{uri}: {error}") from error
-        version = document.version
-        cached = self.last.get(uri)
-        if cached and cached[:2] == (version, offset):
-            return document, cached[2]
-        if (previous := self.inflight.pop(uri, None)) is not None:
-            previous.set()  # newest wins: the older request's answer would be stale
-        vocab = self.engine.vocab
-        assert vocab is not None
-        started = time.perf_counter()
-        plan = plan_completion(
-            text, offset, vocab=vocab, settings=self.settings.completion,
-            n_ctx=self.engine.n_ctx, language_id=document.language_id, path=uri,
-            anchor=self.anchors.get(uri),
+
+        def current_version() -> int | None:
+            return document.version if self.documents.get(uri) is document else None
+
+        suggestion, record = await self.completions.suggest(
+            uri, text, document.version, offset, current_version,
+            language_id=document.language_id)
+        log.info(
+            "%s:%d:%d %s %s/%s prompt=%d evaluated=%d generated=%d stop=%s debounce=%.0fms "
+            "model=%.0fms overhead=%.1fms",
+            Path(uri).name, position.line, position.character, record.outcome, record.mode,
+            record.layout, record.prompt_tokens, record.evaluated_tokens,
+            record.generated_tokens, record.stop_reason, record.debounce_ms, record.model_ms,
+            record.overhead_ms,
         )
-        self.anchors[uri] = plan.context.window_start
-        planned = time.perf_counter()
-        generation = None
-        if plan.request is not None:
-            self.inflight[uri] = plan.request.cancel
-            try:
-                generation = await self.engine.generate(plan.request)
-            finally:
-                if self.inflight.get(uri) is plan.request.cancel:
-                    del self.inflight[uri]
-        if self.documents.get(uri) is not document or document.version != version:
-            raise Unanswerable(f"{uri} changed while the suggestion was computed")
-        suggestion = finish_completion(plan, generation)
-        if generation is not None:
-            log.info(
-                "%s:%d:%d %s %s prompt=%d evaluated=%d generated=%d stop=%s "
-                "plan=%.1fms model=%.0fms",
-                Path(uri).name, position.line, position.character, plan.context.mode.value,
-                plan.prompt.layout.value if plan.prompt else "-", generation.prompt_tokens,
-                generation.evaluated_tokens, len(generation.token_ids), generation.stop_reason,
-                (planned - started) * 1000, generation.seconds * 1000,
-            )
-        else:
-            log.info("%s:%d:%d no completion: %s", Path(uri).name, position.line,
-                     position.character, plan.context.reason)
-        if generation is None or generation.stop_reason != "cancelled":
-            self.last[uri] = (version, offset, suggestion)
-        return document, suggestion
+        return document, suggestion, offset
 
 
 class Unanswerable(Exception):
@@ -262,7 +237,6 @@ class Progress:
     def __init__(self, ls: ClLanguageServer, title: str) -> None:
         self.ls, self.title = ls, title
         self.token: str | None = None
-        self._last_report = 0.0
 
     async def begin(self, message: str) -> None:
         log.info("%s: %s", self.title, message)
@@ -293,22 +267,26 @@ class Progress:
             self.ls.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
             self.token = None
 
-    def threadsafe_bytes(self, loop: asyncio.AbstractEventLoop):
-        """A download progress callback usable from any thread (throttled to 2 per second)."""
+    def threadsafe_bytes(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """A download progress callback usable from any thread: a bar on stderr, and
+        `$/progress` reports to the editor at most twice a second."""
+        bar = terminal_progress()
 
-        def on_bytes(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - self._last_report < 0.5 and done != total:
-                return
-            self._last_report = now
-            mb = done / 1e6
+        def to_editor(done: int, total: int | None) -> None:
             if total:
                 percentage = int(done * 100 / total)
-                message = f"downloading {mb:.0f}/{total / 1e6:.0f} MB"
+                message = f"downloading {done / 1e6:.0f}/{total / 1e6:.0f} MB"
             else:
-                percentage, message = None, f"downloading {mb:.0f} MB"
+                percentage, message = None, f"downloading {done / 1e6:.0f} MB"
             loop.call_soon_threadsafe(self._send_report, message, percentage)
 
+        editor = throttled(to_editor, 0.5)
+
+        def on_bytes(done: int, total: int | None) -> None:
+            bar(done, total)
+            editor(done, total)
+
+        on_bytes.close = bar.close  # type: ignore[attr-defined]
         return on_bytes
 
 
@@ -348,8 +326,8 @@ def did_change_configuration(ls: ClLanguageServer,
 
 def did_open(ls: ClLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
+    ls.completions.forget(item.uri)
     ls.documents.open(item.uri, item.text, item.version, item.language_id)
-    ls.anchors.pop(item.uri, None)
 
 
 def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -366,36 +344,32 @@ def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) 
         else:
             document.apply_change(None, None, change.text)
     document.version = params.text_document.version
-    if (running := ls.inflight.get(uri)) is not None:
-        running.set()  # its answer would be for the old text
+    ls.completions.changed(uri)
 
 
 def did_close(ls: ClLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     ls.documents.close(uri)
-    ls.anchors.pop(uri, None)
-    ls.last.pop(uri, None)
-    if (running := ls.inflight.pop(uri, None)) is not None:
-        running.set()
+    ls.completions.forget(uri)
 
 
 async def inline_completion(
     ls: ClLanguageServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
     try:
-        _, suggestion = await ls.suggest(params.text_document.uri, params.position)
+        _, suggestion, _ = await ls.suggest(params.text_document.uri, params.position)
     except Unanswerable as why:
         log.debug("no inline completion: %s", why)
         return types.InlineCompletionList(items=[])
     except EngineError as error:
         log.error("%s", error)
         return types.InlineCompletionList(items=[])
-    if not suggestion.text:
+    if not suggestion:
         return types.InlineCompletionList(items=[])
     cursor = params.position
     return types.InlineCompletionList(items=[
         types.InlineCompletionItem(
-            insert_text=suggestion.text,
+            insert_text=suggestion,
             range=types.Range(start=cursor, end=cursor),
         )
     ])
@@ -406,24 +380,24 @@ async def completion(
 ) -> types.CompletionList:
     empty = types.CompletionList(is_incomplete=True, items=[])
     try:
-        document, suggestion = await ls.suggest(params.text_document.uri, params.position)
+        document, suggestion, offset = await ls.suggest(params.text_document.uri,
+                                                        params.position)
     except Unanswerable as why:
         log.debug("no completion: %s", why)
         return empty
     except EngineError as error:
         log.error("%s", error)
         return empty
-    if not suggestion.text:
+    if not suggestion:
         return empty
     # Replace the word being typed, so clients that filter by it (eglot, Helix) keep the item.
-    prefix = suggestion.plan.context.prefix
-    word = 0
-    while word < len(prefix) and is_identifier_char(prefix[-1 - word]):
-        word += 1
-    typed = prefix[len(prefix) - word:]
-    cursor_offset = suggestion.plan.context.window_start + len(prefix)
-    start = document.position_at(cursor_offset - word, ls.position_encoding)
-    new_text = typed + suggestion.text
+    text = document.text
+    word_start = offset
+    while word_start > 0 and offset - word_start < 256 and is_identifier_char(
+            text[word_start - 1]):
+        word_start -= 1
+    start = document.position_at(word_start, ls.position_encoding)
+    new_text = text[word_start:offset] + suggestion
     first_line = new_text.split("\n", 1)[0]
     item = types.CompletionItem(
         label=first_line,
@@ -450,6 +424,8 @@ async def completion(
 
 def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     status = ls.engine.status()
+    status["answersWithoutModel"] = ls.completions.answers_without_model
+    status["recent"] = [record.as_dict() for record in list(ls.completions.recent)[-200:]]
     status["loading"] = ls.load_task is not None and not ls.load_task.done()
     status["documents"] = len(ls.documents)
     status["positionEncoding"] = ls.position_encoding
@@ -458,8 +434,7 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
 
 
 def shutdown(ls: ClLanguageServer, params: None) -> None:
-    for flag in ls.inflight.values():
-        flag.set()
+    ls.completions.scheduler.cancel_all()
     if ls.load_task and not ls.load_task.done():
         ls.load_task.cancel()
 

@@ -144,3 +144,29 @@ def test_smollm2_generates_readable_text(smollm2_model):
     text = llm.detokenize(out).decode("utf-8")
     assert text.isascii() and text.strip()
     assert "Paris" in text
+
+
+@pytest.mark.parametrize("dtype", assets.QUANT_DTYPES)
+def test_quantized_build_loads_and_generates(tmp_path, dtype):
+    # the bench model's code path (random k-quant blocks written directly), tiny shape
+    kw = {"n_layer": 2, "n_embd": 256, "n_head": 4, "n_ff": 512, "dtype": dtype}
+    path = assets.build_codellama_gguf(tmp_path / f"{dtype}.gguf", **kw)
+    assert path.stat().st_size == assets.codellama_gguf_size(**kw)
+    llm = _load(path)
+    assert llm.n_vocab() == 32016
+    out = _greedy(llm, b"def f(x):", 16)
+    assert len(out) == 16  # no NaN logits, no early stop: silent output rows are zero
+    assert not set(out) & {0, 1, 2, *range(32000, 32016)}
+    assert len(set(out)) >= 4
+    assert llm.detokenize(out).decode("utf-8").strip()
+    assert _greedy(llm, b"def f(x):", 16) == out
+
+
+def test_quantized_build_rejects_unsupported_args(tmp_path):
+    with pytest.raises(ValueError, match="divisible by 256"):
+        assets.build_codellama_gguf(tmp_path / "a.gguf", n_embd=64, dtype="q4_k")
+    with pytest.raises(ValueError, match="forced_token"):
+        assets.build_codellama_gguf(
+            tmp_path / "b.gguf", n_embd=256, n_ff=512, forced_token=921, dtype="q4_k_m"
+        )
+    assert not list(tmp_path.iterdir())

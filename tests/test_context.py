@@ -802,6 +802,8 @@ def test_property_window_invariants(
         pytest.param("x = foo_", True, id="underscore"),
         pytest.param("$var", True, id="dollar"),
         pytest.param("x1", True, id="digit"),
+        pytest.param("(12", False, id="number"),
+        pytest.param("x = 3e", False, id="number-with-letter"),
         pytest.param("변수", True, id="korean"),
         pytest.param("e\u0301", True, id="combining-mark"),
         pytest.param("foo(", False, id="paren"),

@@ -58,3 +58,24 @@ def test_trim_suffix_overlap(raw, suffix, single, expected):
 )
 def test_clean_completion(raw, suffix, single, expected):
     assert clean_completion(raw, prefix="", suffix=suffix, single_line=single) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "text", "expected"),
+    [
+        pytest.param("def f(xs):\n    total = 0\n    ", "for x in xs:\n        total += x\n"
+                     "    return total\n\ndef g():\n    pass\n",
+                     "for x in xs:\n        total += x\n    return total\n", id="python-next-def"),
+        pytest.param("def f(x):", "\n    return x\n\nprint(f(1))\n", "\n    return x\n",
+                     id="after-opener"),
+        pytest.param("if (a) {", "\n    b();\n}\nc();\n", "\n    b();", id="brace-block"),
+        pytest.param("    ", "x = 1\n    y = 2\n", None, id="still-inside"),
+        pytest.param("x = ", "1\ny = 2\n", None, id="top-level-never-ends"),
+        pytest.param("\tif a:\n\t\t", "b()\n\t\tc()\n\td()\n", "b()\n\t\tc()", id="tabs"),
+    ],
+)
+def test_end_of_block_cut(prefix, text, expected):
+    from cl_lsp.postprocess import end_of_block_cut
+
+    cut = end_of_block_cut(text, prefix)
+    assert (None if cut is None else text[:cut]) == expected

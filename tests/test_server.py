@@ -175,7 +175,7 @@ async def test_edits_with_korean_and_emoji_keep_positions_right(start_server, x_
 async def test_a_cheap_request_is_not_delayed_by_a_running_generation(start_server,
                                                                        slow_x_model, tmp_path):
     client = await start_server(model=slow_x_model,
-                                options={"completion": {"maxTokens": 1500}})
+                                options={"completion": {"maxTokens": 600}})
     uri = (tmp_path / "slow.py").as_uri()
     other = (tmp_path / "other.py").as_uri()
     open_doc(client, uri, "def f():\n    \n")
@@ -190,7 +190,7 @@ async def test_a_cheap_request_is_not_delayed_by_a_running_generation(start_serv
     assert (await status(client))["busy"], "the generation should still be running"
     assert cheap < 0.5
     result = await slow
-    assert result.items[0].insert_text == " x" * 1500
+    assert result.items[0].insert_text == " x" * 600
     slow_took = time.perf_counter() - started
     assert slow_took > 4 * cheap
 
@@ -214,7 +214,7 @@ async def test_cancel_request_stops_the_generation(start_server, slow_x_model, t
         await asyncio.wait_for(future, 10)
     answered = time.perf_counter() - cancelled_at
     assert answered < 1.0
-    for _ in range(100):
+    for _ in range(1000):
         current = await status(client)
         if not current["busy"]:
             break
