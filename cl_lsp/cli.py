@@ -128,7 +128,7 @@ def download() -> int:
 
 
 def complete_once(args: argparse.Namespace) -> int:
-    from .config import parse_settings
+    from .config import CompletionSettings, Settings, parse_settings
     from .documents import UTF32, Document, PositionError
     from .engine import Engine, EngineError
     from .models import (
@@ -141,7 +141,10 @@ def complete_once(args: argparse.Namespace) -> int:
     )
     from .pipeline import finish_completion, plan_completion
 
-    settings, problems = parse_settings(json.loads(args.settings) if args.settings else None)
+    # One-shot: nobody is typing, so no time cap unless asked for (--settings).
+    one_shot = Settings(completion=CompletionSettings(generation_timeout_ms=0))
+    settings, problems = parse_settings(json.loads(args.settings) if args.settings else None,
+                                        one_shot)
     for problem in problems:
         print(f"cl-lsp: setting {problem}", file=sys.stderr)
     try:

@@ -79,3 +79,11 @@ def test_every_setting_is_documented():
     keys = {key for key, _, _ in rows}
     assert {"model.path", "model.nCtx", "completion.maxTokens", "completion.promptFormat"} <= keys
     assert all(doc for _, _, doc in rows)
+
+
+def test_the_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, default, _ in describe_settings():
+        assert f"| `{key}` | `{default}` |" in readme, key

@@ -53,7 +53,8 @@ async def test_an_edit_during_generation_never_returns_the_stale_answer(start_se
     (record,) = records(current, uri)
     assert record["outcome"] == "superseded"
     assert record["generatedTokens"] < 2000
-    assert record["stopLatencyMs"] is not None and record["stopLatencyMs"] < 2000
+    # within a token or a prompt chunk: milliseconds when idle; generous for a loaded machine
+    assert record["stopLatencyMs"] is not None and record["stopLatencyMs"] < 5000
     assert current["counters"]["generationsCancelled"] == 1
 
 
