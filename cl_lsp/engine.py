@@ -92,20 +92,105 @@ class Vocabulary:
             stops.add(self.fim.eot)
         self.stop_ids = frozenset(stops)
 
-    def encode(self, text: str) -> list[int]:
-        """User text to ids: implicit leading space (SentencePiece), no BOS, special=False."""
+        self._lines = LineCache(self._tokenize) if self._tokenizes_line_by_line() else None
+
+    def _tokenize(self, text: str) -> list[int]:
         if not text:
             return []
         return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
+    def encode(self, text: str) -> list[int]:
+        """User text to ids: implicit leading space (SentencePiece), no BOS, special=False.
+
+        Exactly what the tokenizer gives for the whole text; computed line by line from a
+        cache where that is provably the same (see `LineCache`), so a keystroke costs the
+        tokenization of one line, not of the whole context window.
+        """
+        if self._lines is None:
+            return self._tokenize(text)
+        return self._lines.encode(text)
+
     def count(self, text: str) -> int:
         return len(self.encode(text))
+
+    def _tokenizes_line_by_line(self) -> bool:
+        """True if no token but the newline byte contains a newline, so tokenization never
+        crosses one (SentencePiece vocabularies like Llama's), and the line-wise encoding
+        matches the whole-text one on a sample with the awkward cases."""
+        newline = self._tokenize("\n")
+        if newline[-1:] != self._tokenize("☺\n")[-1:]:
+            return False
+        for token in range(self.n_vocab):
+            text = self._model.token_get_text(token)
+            if "\n" in text or "\u010a" in text:  # GPT-2 style byte-level BPE spells \n as Ċ
+                return False
+        cache = LineCache(self._tokenize)
+        sample = ("\nimport os\n\n\ndef f(x):\n    return x  # é 😀\n\t\tif a:\r\n  b = '\\n'\n"
+                  "  \n<PRE> ☺ x\n")
+        return all(cache.encode(part) == self._tokenize(part)
+                   for part in (sample, sample[1:], sample[5:], "a\n", "\n", "  x\n\n"))
 
     def piece(self, token: int) -> bytes:
         return self._model.detokenize([token])
 
     def close(self) -> None:
         self._model.close()
+
+
+class _MarkerMerged(Exception):
+    pass
+
+
+class LineCache:
+    """Whole-text encoding assembled from cached per-line encodings.
+
+    Valid when no token spans a newline: then `enc(a + "\\n" + b)` is `enc(a + "\\n")`
+    followed by the encoding of `b` without SentencePiece's implicit leading space. The first
+    line keeps the implicit space; every later line is encoded as `"☺" + line` minus the
+    tokens of `"☺"` (Code Llama's own trick for encoding without the leading space).
+    """
+
+    LIMIT = 50_000
+
+    def __init__(self, tokenize: Callable[[str], list[int]]) -> None:
+        self._tokenize = tokenize
+        self._marker = tokenize("☺")
+        self._first: dict[str, list[int]] = {}
+        self._later: dict[str, list[int]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        try:
+            return self._encode(text)
+        except _MarkerMerged:  # a line whose start merged with "☺": no shortcut for it
+            return self._tokenize(text)
+
+    def _encode(self, text: str) -> list[int]:
+        lines = text.split("\n")
+        last = len(lines) - 1
+        tokens = self._line(self._first, lines[0] + ("\n" if last else ""), first=True)
+        for number, line in enumerate(lines[1:], start=1):
+            tokens.extend(self._line(self._later, line + ("\n" if number < last else ""),
+                                     first=False))
+        return tokens
+
+    def _line(self, cache: dict[str, list[int]], line: str, *, first: bool) -> list[int]:
+        tokens = cache.get(line)
+        if tokens is None:
+            if len(cache) > self.LIMIT:
+                cache.clear()
+            if first:
+                tokens = self._tokenize(line)
+            elif line:
+                marked = self._tokenize("☺" + line)
+                if marked[:len(self._marker)] != self._marker:
+                    raise _MarkerMerged(line)
+                tokens = marked[len(self._marker):]
+            else:
+                tokens = []
+            cache[line] = tokens
+        return list(tokens)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cl_lsp.config import PromptFormat
@@ -115,3 +117,31 @@ def test_spm_keeps_the_cache_valid_while_typing(tiny_vocab):
            for p in (before, after)]
     assert len(spm[1]) - shared(*spm) <= 3
     assert len(psm[1]) - shared(*psm) > len(encode_nospace(tiny_vocab.encode, suffix))
+
+
+def test_line_cached_encoding_is_exactly_the_tokenizer(tiny_vocab):
+    """The per-line cache must give the very ids the tokenizer gives for the whole text."""
+    import sysconfig
+
+    assert tiny_vocab._lines is not None  # Llama's SentencePiece vocabulary qualifies
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in ("textwrap.py", "shlex.py", "fractions.py", "colorsys.py"):
+        text = (stdlib / name).read_text(encoding="utf-8")
+        for start, end in ((0, 3000), (1234, 5000), (777, 778), (10, 2500)):
+            part = text[start:end]
+            assert tiny_vocab.encode(part) == tiny_vocab._tokenize(part), (name, start, end)
+    tricky = "\n\n  x = '☺'\r\n\tüñí😀\n<PRE> <EOT>\n☺☺\n   \n"
+    for start in range(len(tricky)):
+        assert tiny_vocab.encode(tricky[start:]) == tiny_vocab._tokenize(tricky[start:])
+
+
+def test_byte_level_bpe_vocabularies_are_tokenized_whole(smollm2_model):
+    from cl_lsp.engine import Vocabulary
+
+    vocab = Vocabulary(smollm2_model)
+    try:
+        assert vocab._lines is None
+        assert vocab.encode("def f():\n\n    return 1\n") == vocab._tokenize(
+            "def f():\n\n    return 1\n")
+    finally:
+        vocab.close()
