@@ -1,7 +1,7 @@
 """Typing benchmark: replay realistic typing against the real server over stdio.
 
-    python bench/typing.py [--model PATH | --tiny] [--bursts 16] [--configs responsive,naive]
-                           [--files A,B,...] [--seed 0] [--time-limit 600] [--json OUT]
+    python bench/typing_replay.py [--model PATH | --tiny] [--bursts 16] [--configs responsive,naive]
+                           [--files A,B,...] [--seed 0] [--time-limit 720] [--json OUT]
 
 For every configuration (one server each, started like an editor starts it:
 ``python -m cl_lsp --stdio --model PATH``, settings in ``initializationOptions``) the same
@@ -37,35 +37,29 @@ optional ``npm pack lodash`` when no JavaScript package is found on the machine.
 
 from __future__ import annotations
 
+import argparse
+import ast
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.util
+import json
+import math
 import os
+import platform
+import random
+import shutil
+import subprocess
 import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# This file is named like the standard library's `typing`: when run as `python bench/typing.py`
-# its directory comes first on sys.path and would shadow the real module for everything
-# imported afterwards. Drop that entry before importing anything else.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import ast  # noqa: E402
-import asyncio  # noqa: E402
-import concurrent.futures  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sysconfig  # noqa: E402
-import tarfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(_HERE).parent
+ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = ROOT / "bench" / ".cache"
 MODELS_DIR = ROOT / "bench" / ".models"
 TINY_MODEL = MODELS_DIR / "tiny-codellama.F32.gguf"
@@ -83,6 +77,8 @@ LODASH_FILES = ("debounce.js", "template.js")
 BIG_FILE_LINES = 20_000
 SPAN = (10, 40)  # characters deleted and typed back
 PACE_MS = (30, 120)  # between keystrokes
+# Outcomes of requests that ran to an answer (not cut short by a newer request).
+ANSWERED = ("generated", "typed_ahead", "cached", "none")
 LANGUAGES = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
              ".ts": "typescript"}
 
@@ -249,7 +245,10 @@ def lodash_files() -> list[Path]:
             return []
         tarball = CACHE_DIR / out.stdout.strip().splitlines()[-1]
         with tarfile.open(tarball) as archive:
-            archive.extractall(CACHE_DIR / "lodash", filter="data")
+            try:
+                archive.extractall(CACHE_DIR / "lodash", filter="data")
+            except TypeError:  # Python without extraction filters
+                archive.extractall(CACHE_DIR / "lodash")
     return [package / name for name in LODASH_FILES if (package / name).is_file()]
 
 
@@ -290,7 +289,7 @@ def big_file(seed: int) -> tuple[Source, Spot]:
     source = Source(Path("big.py"), f"stdlib-{BIG_FILE_LINES}-lines.py", "\n".join(lines) + "\n",
                     "python")
     middle = BIG_FILE_LINES // 2
-    for start, path, text in parts:
+    for start, _path, text in parts:
         if start <= middle < start + text.count("\n"):
             try:
                 local = python_body_lines(text)
@@ -317,7 +316,8 @@ def server_env() -> dict[str, str]:
     """No model from the user's setup, no way off the machine (like tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CL_LSP"))}
     env.update(HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9",
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(CACHE_DIR / "hf-home"))
+               HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HOME=os.path.join(tempfile.gettempdir(), "cl-lsp-bench-hf-home"))
     return env
 
 
@@ -493,6 +493,9 @@ async def run_burst(server: Server, spot: Spot, uri: str, pace: list[float],
     last = futures[-1]
     records = records_for(after, uri)
     typed = [r for r in records if r["version"] > 1]
+    by_version = {r["version"]: r for r in typed}
+    outside = [futures[v - 2].ms() - r["totalMs"] for v, r in by_version.items()
+               if 0 <= v - 2 < len(futures) and futures[v - 2].ms() is not None]
     first_record = next((r for r in records if r["version"] == 1), None)
     delta = counters_delta(before, after)
     last_record = typed[-1] if typed else None
@@ -514,6 +517,8 @@ async def run_burst(server: Server, spot: Spot, uri: str, pace: list[float],
                                   if r["outcome"] == "generated"],
         "stopLatencyMs": [r["stopLatencyMs"] for r in typed
                           if r["outcome"] == "superseded" and r["stopLatencyMs"] is not None],
+        "overheadMs": [r["overheadMs"] for r in typed if r["outcome"] in ANSWERED],
+        "outsideRequestMs": outside,
         "outcomes": [r["outcome"] for r in typed],
         "layouts": [r["layout"] for r in typed if r["layout"]],
     }
@@ -550,6 +555,20 @@ async def run_overhead(server: Server, source: Source, spot: Spot, keys: int, se
     }
 
 
+def expected_seconds(bursts: list[dict[str, Any]], durations: list[float], big: bool,
+                     args: argparse.Namespace) -> float:
+    """Time another burst and then the large-file test would take, judging by the bursts so
+    far (the large-file test: one request at a new spot, then its keystrokes one by one)."""
+    if not durations:
+        return 0.0
+    needed = sum(durations) / len(durations)
+    if big:
+        first = percentile([b["firstRequestMs"] or 0 for b in bursts], 0.5) or 0
+        k2s = percentile([b["keystrokeToSuggestionMs"] or 0 for b in bursts], 0.5) or 0
+        needed += (first + args.overhead_keys * (k2s + sum(PACE_MS) / 2)) / 1000
+    return needed
+
+
 async def run_config(name: str, completion: dict[str, Any], model: Path, spots: list[Spot],
                      big: tuple[Source, Spot] | None, args: argparse.Namespace
                      ) -> dict[str, Any]:
@@ -562,15 +581,21 @@ async def run_config(name: str, completion: dict[str, Any], model: Path, spots: 
         result["loadSeconds"] = round(time.monotonic() - started, 2)
         log(f"{name}: model loaded in {result['loadSeconds']} s (pid {server.pid}, "
             f"n_ctx {loaded.get('nCtx')})")
+        durations: list[float] = []
         for index, spot in enumerate(spots):
             elapsed = time.monotonic() - started
-            if elapsed > args.time_limit:
-                log(f"{name}: time limit ({args.time_limit:.0f} s) reached after {index} bursts")
+            needed = expected_seconds(result["bursts"], durations, big is not None, args)
+            if index and elapsed + needed > args.time_limit:
+                log(f"{name}: stopping after {index} bursts: {elapsed:.0f} s spent, another "
+                    f"burst and the large-file test would need ~{needed:.0f} s "
+                    f"(--time-limit {args.time_limit:.0f})")
                 result["timeLimited"] = True
                 break
             uri = (ROOT / "bench" / ".virtual" / f"b{index:03d}" / spot.source.name).as_uri()
+            burst_started = time.monotonic()
             burst = await run_burst(server, spot, uri, paces(args.seed, str(index),
                                                             len(spot.span)), args.answer_timeout)
+            durations.append(time.monotonic() - burst_started)
             result["bursts"].append(burst)
             k2s = burst["keystrokeToSuggestionMs"]
             log(f"{name} burst {index + 1}/{len(spots)} {spot.label} ({burst['keys']} keys): "
@@ -583,7 +608,7 @@ async def run_config(name: str, completion: dict[str, Any], model: Path, spots: 
             log(f"{name}: overhead on the {BIG_FILE_LINES}-line file: "
                 f"{[round(x, 1) for x in result['overhead']['overheadMs']]} ms")
         result["memory"] = server.memory()
-    except Exception as error:  # keep what was measured; report the failure
+    except Exception as error:  # noqa: BLE001  (keep what was measured; report the failure)
         log(f"{name}: failed: {type(error).__name__}: {error}")
         result["error"] = f"{type(error).__name__}: {error}"
         if server.pid:
@@ -608,7 +633,7 @@ async def run_memory(model: Path, mmap: bool, args: argparse.Namespace) -> dict[
         memory = server.memory()
         return {"useMmap": mmap, "loadSeconds": round(load, 2), "unanswered": unanswered,
                 **memory}
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (report it in the table)
         log(f"useMmap={mmap}: failed: {type(error).__name__}: {error}")
         return {"useMmap": mmap, "error": f"{type(error).__name__}: {error}",
                 **(server.memory() if server.pid else {})}
@@ -643,8 +668,11 @@ METRICS = (
     ("overhead", f"server overhead, {BIG_FILE_LINES // 1000}k-line file (ms)", 2),
     ("first", "first request at a new spot (ms)", 0),
     ("evaluatedBurst", "evaluated tokens / burst (all generations)", 0),
+    ("typingOverhead", "server overhead, typing (ms)", 2),
+    ("typingOutside", "round trip minus server time, typing (ms)", 1),
     ("outside", f"round trip minus server time, {BIG_FILE_LINES // 1000}k-line file (ms)", 1),
 )
+HEADLINE = 5  # METRICS[:HEADLINE] are the brief's figures; the rest are extra
 
 
 def summarize(result: dict[str, Any], model_bytes: int) -> dict[str, Any]:
@@ -658,6 +686,8 @@ def summarize(result: dict[str, Any], model_bytes: int) -> dict[str, Any]:
         "overhead": list(result.get("overhead", {}).get("overheadMs", [])),
         "first": [b["firstRequestMs"] for b in bursts if b["firstRequestMs"] is not None],
         "evaluatedBurst": [b["evaluatedTokensBurst"] for b in bursts],
+        "typingOverhead": [x for b in bursts for x in b["overheadMs"]],
+        "typingOutside": [x for b in bursts for x in b["outsideRequestMs"]],
         "outside": list(result.get("overhead", {}).get("outsideRequestMs", [])),
     }
     stats = {key: {"median": percentile(values, 0.5), "p95": percentile(values, 0.95),
@@ -693,17 +723,20 @@ def mb(value: int | None) -> str:
 
 def print_config(result: dict[str, Any], summary: dict[str, Any]) -> None:
     print(f"\n== {result['name']}  {json.dumps(result['options']['completion'])}")
-    print(f"   {summary['bursts']} bursts, {summary['keystrokes']} keystrokes, "
+    limited = " (stopped by --time-limit)" if result.get("timeLimited") else ""
+    print(f"   {summary['bursts']} bursts{limited}, {summary['keystrokes']} keystrokes, "
           f"{summary['unanswered']} unanswered, {result['seconds']} s"
           + (f"  ERROR: {result['error']}" if result["error"] else ""))
     print(f"   {'metric':<52} {'median':>9} {'p95':>9} {'n':>5}")
-    for key, label, digits in METRICS:
+    for index, (key, label, digits) in enumerate(METRICS):
+        if index == HEADLINE:
+            peak, size = summary["peakRssBytes"], summary["modelBytes"]
+            ratio = f" ({peak / size:.2f}x)" if peak and size else ""
+            print(f"   {'peak RSS (VmHWM) vs model file':<52} {mb(peak)} / {mb(size)}{ratio}")
+            print("   -- more")
         s = summary["stats"][key]
         print(f"   {label:<52} {fmt(s['median'], digits):>9} {fmt(s['p95'], digits):>9} "
               f"{s['n']:>5}")
-    peak, size = summary["peakRssBytes"], summary["modelBytes"]
-    ratio = f" ({peak / size:.2f}x)" if peak and size else ""
-    print(f"   {'peak RSS (VmHWM) vs model file':<52} {mb(peak)} / {mb(size)}{ratio}")
     print(f"   final answer: generated {summary['finalGenerated']}/{summary['bursts']}, "
           f"non-empty {summary['finalNonEmpty']}/{summary['bursts']}; bursts with more than "
           f"2 generations: {summary['burstsOver2Generations']}")
@@ -719,6 +752,9 @@ def print_ratios(summaries: dict[str, dict[str, Any]], base: str, other: str) ->
         ratio = None if a is None or b is None else (b / a if a else (math.inf if b else 1.0))
         ratios[key] = ratio
         print(f"   {label:<52} {fmt(ratio, 1) + 'x' if ratio is not None else '-':>9}")
+    a, b = summaries[base]["peakRssBytes"], summaries[other]["peakRssBytes"]
+    ratios["peakRss"] = b / a if a and b else None
+    print(f"   {'peak RSS (VmHWM)':<52} {fmt(ratios['peakRss'], 2) + 'x':>9}")
     return ratios
 
 
@@ -736,6 +772,12 @@ def print_memory(rows: list[dict[str, Any]], model_bytes: int) -> None:
               f"{mb(row.get('RssFile')):>9} {row['loadSeconds']:>7}")
 
 
+def loadavg() -> list[float]:
+    with contextlib.suppress(OSError, ValueError):
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return []
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError):
@@ -751,6 +793,7 @@ def machine() -> dict[str, Any]:
     import llama_cpp
 
     return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ramBytes": ram,
+            "loadavg": loadavg(),
             "python": platform.python_version(), "llamaCppPython": llama_cpp.__version__}
 
 
@@ -783,6 +826,8 @@ async def main_async(args: argparse.Namespace) -> int:
         model = tiny_model()
     else:
         model = bench_model()
+    if not model.is_file():
+        raise SystemExit(f"error: no model file at {model}")
     model_bytes = model.stat().st_size
     paths = [Path(p) for p in args.files.split(",")] if args.files else default_files()
     sources = [read_source(p) for p in paths]
@@ -798,6 +843,10 @@ async def main_async(args: argparse.Namespace) -> int:
           f"llama-cpp-python {info['llamaCppPython']}")
     print(f"files: {', '.join(s.name for s in sources)}; {len(spots)} bursts per configuration "
           f"({sum(len(s.span) for s in spots)} keystrokes), seed {args.seed}")
+    print(f"load average at start: {info['loadavg']}")
+    if info["loadavg"] and info["loadavg"][0] > info["nproc"] / 2:
+        log("warning: the machine is busy (load average above half the CPUs); "
+            "timings will be inflated")
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     summaries: dict[str, dict[str, Any]] = {}
@@ -816,14 +865,15 @@ async def main_async(args: argparse.Namespace) -> int:
     if memory_rows:
         print_memory(memory_rows, model_bytes)
     total = time.monotonic() - started
-    print(f"\ntotal {total:.0f} s")
+    end_load = loadavg()
+    print(f"\ntotal {total:.0f} s; load average at the end: {end_load}")
     if args.json:
         out = {"machine": info, "model": str(model), "modelBytes": model_bytes,
                "args": {k: v for k, v in vars(args).items()},
                "files": [str(p) for p in paths], "spots": [s.label for s in spots],
                "bigFile": big[1].label if big else None, "configs": results,
                "summaries": summaries, "ratios": ratios, "memory": memory_rows,
-               "seconds": round(total, 1)}
+               "seconds": round(total, 1), "loadavgEnd": end_load}
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
         print(f"wrote {args.json}")
     failed = any(r["error"] for r in results.values())
@@ -843,14 +893,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="responsive,naive",
                         help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-limit", type=float, default=600,
-                        help="seconds per configuration; no new burst starts after it (600)")
-    parser.add_argument("--answer-timeout", type=float, default=120,
+    parser.add_argument("--time-limit", type=float, default=720,
+                        help="seconds per configuration: no burst starts that would end it "
+                        "later, counting the large-file test (720)")
+    parser.add_argument("--answer-timeout", type=float, default=600,
                         help="seconds to wait for an answer before counting it unanswered")
     parser.add_argument("--ready-timeout", type=float, default=600,
                         help="seconds to wait for the model to load")
-    parser.add_argument("--overhead-keys", type=int, default=8,
-                        help=f"keystrokes on the {BIG_FILE_LINES}-line file (8)")
+    parser.add_argument("--overhead-keys", type=int, default=4,
+                        help=f"keystrokes on the {BIG_FILE_LINES}-line file (4)")
     parser.add_argument("--no-overhead", action="store_true",
                         help=f"skip the {BIG_FILE_LINES}-line file")
     parser.add_argument("--no-rss", action="store_true",
