@@ -79,13 +79,35 @@ class Document:
         """Apply one content change; `start`/`end` None means the whole document."""
         if start is None or end is None:
             self.text = new_text
-        else:
-            begin = self.offset_at(*start, encoding)
-            finish = self.offset_at(*end, encoding)
-            if finish < begin:
-                begin, finish = finish, begin
-            self.text = self.text[:begin] + new_text + self.text[finish:]
-        self._line_starts = None
+            self._line_starts = None
+            return
+        begin = self.offset_at(*start, encoding)
+        finish = self.offset_at(*end, encoding)
+        if finish < begin:
+            begin, finish = finish, begin
+        old_starts = self.line_starts
+        self.text = self.text[:begin] + new_text + self.text[finish:]
+        self._line_starts = _updated_line_starts(
+            old_starts, self.text, begin, finish, len(new_text) - (finish - begin))
+
+
+def _updated_line_starts(old: list[int], text: str, begin: int, finish: int, delta: int
+                         ) -> list[int]:
+    """Line starts after replacing old[begin:finish) (now `text`), rescanning only the lines
+    around the change: a keystroke in a 20,000-line file must not rescan the whole file.
+
+    The rescanned region starts one line before the change (a `\\r` there may now pair with a
+    `\\n`) and ends at a line start after it, where the text is unchanged."""
+    first = max(0, bisect.bisect_right(old, begin) - 2)
+    last = bisect.bisect_right(old, finish) + 1  # first old line start kept (shifted)
+    region_start = old[first]
+    if last < len(old):
+        region_end = old[last] + delta
+        middle = [m.end() for m in LINE_BREAK.finditer(text, region_start, region_end)
+                  if m.end() < region_end]
+        return old[:first + 1] + middle + [start + delta for start in old[last:]]
+    middle = [m.end() for m in LINE_BREAK.finditer(text, region_start)]
+    return old[:first + 1] + middle
 
 
 def units(text: str, encoding: str) -> int:

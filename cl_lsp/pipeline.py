@@ -62,6 +62,7 @@ def plan_completion(
     language_id: str | None = None,
     path: str | None = None,
     anchor: int | None = None,
+    suffix_anchor: str | None = None,
 ) -> CompletionPlan:
     multi_line_tokens = settings.max_tokens
     prefix_budget, suffix_budget = budgets(settings, n_ctx, multi_line_tokens)
@@ -77,6 +78,15 @@ def plan_completion(
         in_comments=settings.in_comments,
         anchor=anchor,
     )
+    if (
+        suffix_anchor is not None
+        and context.suffix != suffix_anchor
+        and text.startswith(suffix_anchor, offset)
+        and vocab.count(suffix_anchor) <= suffix_budget
+    ):
+        # Typing at the cursor leaves the text after it as it was: keep the suffix window
+        # exactly as last time, so the SPM prompt (suffix first) keeps its KV cache.
+        context = replace(context, suffix=suffix_anchor, window_end=offset + len(suffix_anchor))
     if context.mode is CompletionMode.NONE:
         return CompletionPlan(context, None, None)
     layout = choose_layout(settings.prompt_format, context.prefix, vocab.fim)
@@ -160,6 +170,7 @@ class Completions:
         self.cache = ResultCache()
         self.shown: dict[str, Shown] = {}
         self.anchors: dict[str, int] = {}
+        self.suffixes: dict[str, str] = {}  # suffix window last used, per document
         self.recent: deque[RequestRecord] = deque(maxlen=1000)
         self.answers_without_model = 0
 
@@ -168,6 +179,7 @@ class Completions:
         self.scheduler.cancel(uri)
         self.shown.pop(uri, None)
         self.anchors.pop(uri, None)
+        self.suffixes.pop(uri, None)
 
     def changed(self, uri: str) -> None:
         """The document changed: whatever runs for it computes for old text."""
@@ -237,8 +249,10 @@ class Completions:
             text, offset, vocab=vocab, settings=settings, n_ctx=self.engine.n_ctx,
             language_id=language_id, path=record.uri,
             anchor=self.anchors.get(record.uri) if settings.stable_window else None,
+            suffix_anchor=self.suffixes.get(record.uri) if settings.stable_window else None,
         )
         self.anchors[record.uri] = plan.context.window_start
+        self.suffixes[record.uri] = plan.context.suffix
         record.mode = plan.context.mode.value
         if plan.request is None or plan.prompt is None:
             record.outcome = "none"

@@ -69,3 +69,27 @@ def test_positions_outside_the_document():
     with pytest.raises(PositionError):
         document.offset_at(-1, 0)
     assert document.offset_at(5, 0) == len(document.text)
+
+
+def test_line_index_stays_exact_under_random_edits():
+    """The incrementally updated line index always equals a fresh scan."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.text(alphabet="ab \r\n\t😀", max_size=6)
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet="ab \r\n😀", max_size=40),
+           st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), pieces), max_size=6))
+    def check(text, edits):
+        document = Document("file:///h.txt", text, 1)
+        document.line_starts  # build the index so edits update it incrementally
+        for a, b, new in edits:
+            start = document.position_at(a % (len(document.text) + 1), UTF32)
+            end = document.position_at(b % (len(document.text) + 1), UTF32)
+            if start > end:
+                start, end = end, start
+            document.apply_change(start, end, new, UTF32)
+            assert document.line_starts == Document("file:///f", document.text, 1).line_starts
+
+    check()
