@@ -83,7 +83,7 @@ def test_line_index_stays_exact_under_random_edits():
            st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), pieces), max_size=6))
     def check(text, edits):
         document = Document("file:///h.txt", text, 1)
-        document.line_starts  # build the index so edits update it incrementally
+        assert document.line_starts  # build the index so edits update it incrementally
         for a, b, new in edits:
             start = document.position_at(a % (len(document.text) + 1), UTF32)
             end = document.position_at(b % (len(document.text) + 1), UTF32)
