@@ -68,6 +68,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "responsive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150,
                    "reuse": True},
     "naive": {"promptFormat": "psm", "stableWindow": False, "debounceMs": 0, "reuse": False},
+    # responsive with token healing instead of PSM inside identifiers (not a default yet)
+    "healed": {"promptFormat": "heal", "stableWindow": True, "debounceMs": 150,
+               "reuse": True},
 }
 PY_FILES = ("textwrap.py", "shlex.py", "fractions.py", "dataclasses.py")
 # JavaScript shipped with npm itself (present wherever npm is), relative to npm's global root.

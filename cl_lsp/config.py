@@ -49,6 +49,9 @@ class PromptFormat(str, enum.Enum):
     AUTO = "auto"  # SPM at a token boundary, PSM when the prefix ends inside an identifier
     SPM = "spm"
     PSM = "psm"
+    # SPM everywhere; inside an identifier the partial word leaves the prompt and the answer is
+    # constrained to start with it (token healing), so the KV cache survives typing a name.
+    HEAL = "heal"
 
 
 def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
@@ -86,7 +89,8 @@ class CompletionSettings:
     suffix_tokens: int = field(default=500, metadata=_range(0, 100000))
     """Budget for the text after the cursor, in model tokens."""
     prompt_format: PromptFormat = PromptFormat.AUTO
-    """"auto", "spm" (suffix first) or "psm" (prefix first)."""
+    """"auto" (SPM, or PSM inside an identifier), "spm", "psm", or "heal" (SPM with token
+    healing inside an identifier: cheaper while typing names)."""
     in_strings: bool = True
     """Complete inside string literals."""
     in_comments: bool = True

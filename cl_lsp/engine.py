@@ -93,6 +93,7 @@ class Vocabulary:
         self.stop_ids = frozenset(stops)
 
         self._lines = LineCache(self._tokenize) if self._tokenizes_line_by_line() else None
+        self._by_first_char: dict[str, list[tuple[int, str]]] | None = None
 
     def _tokenize(self, text: str) -> list[int]:
         if not text:
@@ -132,6 +133,25 @@ class Vocabulary:
 
     def piece(self, token: int) -> bytes:
         return self._model.detokenize([token])
+
+    def text_of(self, token: int) -> str:
+        return self._model.detokenize([token]).decode("utf-8", errors="replace")
+
+    def heal_candidates(self, remaining: str) -> list[int]:
+        """Tokens whose text agrees with the start of `remaining`: a prefix of it, or
+        `remaining` followed by more."""
+        if self._by_first_char is None:
+            index: dict[str, list[tuple[int, str]]] = {}
+            for token in range(self.n_vocab):
+                try:
+                    text = self._model.detokenize([token]).decode("utf-8")
+                except UnicodeDecodeError:  # a lone byte of a multi-byte character
+                    continue
+                if text:
+                    index.setdefault(text[0], []).append((token, text))
+            self._by_first_char = index
+        return [token for token, text in self._by_first_char.get(remaining[:1], ())
+                if text.startswith(remaining) or remaining.startswith(text)]
 
     def close(self) -> None:
         self._model.close()
@@ -199,6 +219,7 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     stop_at_newline: bool = False
+    heal: str = ""  # the answer must start with this text (token healing); it is stripped
     max_seconds: float | None = None  # wall-clock cap on sampling, after the prompt
     # Called with the text so far at each newline; an index there ends the generation.
     stop_check: Callable[[str], int | None] | None = field(default=None, compare=False)
@@ -336,18 +357,33 @@ class Engine:
         self.counters.generations_started += 1
         self.counters.prompt_tokens += len(tokens)
         self.busy.set()
+        evaluated = 0
         try:
             evaluated, cancelled = self._prefill(tokens, request.cancel)
-            self.counters.evaluated_tokens += evaluated
             if cancelled:
                 return self._cancelled(tokens, evaluated, (), "", started)
-            text, generated, reason = self._sample(tokens, request, max_tokens)
-            evaluated += 1  # `generate` evaluates the prompt's last token itself
-            self.counters.evaluated_tokens += 1
+            healed: list[int] = []
+            healed_text = ""
+            if request.heal:
+                healing = self._heal(tokens, request.heal, request.cancel)
+                evaluated += 1 + (len(healing[0]) if healing else 0)
+                if healing is None:
+                    if request.cancel.is_set():
+                        return self._cancelled(tokens, evaluated, (), "", started)
+                    return Generation("", (), len(tokens), evaluated, "eot",
+                                      time.perf_counter() - started, time.monotonic())
+                healed, healed_text = healing
+            else:
+                evaluated += 1  # `generate` evaluates the prompt's last token itself
+            text, generated, reason = self._sample(tokens + healed, request,
+                                                   max_tokens - len(healed), healed_text)
+            generated = healed + generated
+            text = text[len(request.heal):]
         except Exception as error:
             raise EngineError(f"the model failed while generating: {error}") from error
         finally:
             self.busy.clear()
+            self.counters.evaluated_tokens += evaluated
         if reason == "cancelled":
             return self._cancelled(tokens, evaluated, tuple(generated), text, started)
         self.counters.generated_tokens += len(generated)
@@ -356,6 +392,32 @@ class Engine:
                   len(generated), reason, evaluated, len(tokens), seconds)
         return Generation(text, tuple(generated), len(tokens), evaluated, reason, seconds,
                           time.monotonic())
+
+    def _heal(self, tokens: list[int], heal: str, cancel: threading.Event
+              ) -> tuple[list[int], str] | None:
+        """Greedy decoding constrained to spell `heal` (the last token may run past it).
+
+        Returns the chosen ids and their text, or None when cancelled or nothing fits.
+        """
+        import numpy as np
+
+        llm, vocab = self._llm, self.vocab
+        llm.eval(tokens[-1:])  # `_prefill` left the prompt's last token
+        chosen: list[int] = []
+        text = ""
+        while len(text) < len(heal) or not text.startswith(heal):
+            remaining = heal[len(text):]
+            if cancel.is_set() or not text.startswith(heal[:len(text)]):
+                return None
+            candidates = vocab.heal_candidates(remaining)
+            if not candidates:
+                return None
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab.n_vocab,))
+            best = max(candidates, key=lambda token: logits[token])
+            chosen.append(best)
+            text += vocab.text_of(best)
+            llm.eval([best])
+        return chosen, text
 
     def _cancelled(self, tokens: list[int], evaluated: int, generated: tuple[int, ...],
                    text: str, started: float) -> Generation:
@@ -385,11 +447,10 @@ class Engine:
             evaluated += len(chunk)
         return evaluated, False
 
-    def _sample(self, tokens: list[int], request: GenerationRequest, max_tokens: int
-                ) -> tuple[str, list[int], str]:
+    def _sample(self, tokens: list[int], request: GenerationRequest, max_tokens: int,
+                text: str = "") -> tuple[str, list[int], str]:
         llm, vocab = self._llm, self.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""
         generated: list[int] = []
         reason = "context_full" if max_tokens < request.max_tokens else "max_tokens"
         sampling = {"temp": request.temperature, "top_k": 40, "top_p": 0.95, "min_p": 0.05}

@@ -15,11 +15,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .config import CompletionSettings, camel
+from .config import CompletionSettings, PromptFormat, camel
 from .context import CompletionMode, CursorContext, extract_context
 from .engine import Engine, Generation, GenerationRequest, Vocabulary
 from .postprocess import clean_completion, end_of_block_cut
-from .prompts import FimPrompt, Layout, build_fim_prompt, build_prefix_prompt, choose_layout
+from .prompts import (
+    FimPrompt,
+    Layout,
+    build_fim_prompt,
+    build_healed_prompt,
+    build_prefix_prompt,
+    choose_layout,
+)
 from .reuse import ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
 
@@ -93,6 +100,9 @@ def plan_completion(
     if layout is Layout.PREFIX:
         prompt = build_prefix_prompt(vocab.encode(context.prefix),
                                      vocab.bos if vocab.add_bos else None)
+    elif settings.prompt_format is PromptFormat.HEAL:
+        assert vocab.fim is not None
+        prompt = build_healed_prompt(context.prefix, context.suffix, vocab.encode, vocab.fim)
     else:
         assert vocab.fim is not None
         prompt = build_fim_prompt(context.prefix, context.suffix, vocab.encode, vocab.fim, layout)
@@ -102,6 +112,7 @@ def plan_completion(
         max_tokens=settings.max_tokens_single_line if single else multi_line_tokens,
         temperature=settings.temperature,
         stop_at_newline=single,
+        heal=prompt.heal,
         max_seconds=settings.generation_timeout_ms / 1000 or None,
         stop_check=None if single else functools.partial(end_of_block_cut,
                                                          prefix=context.prefix),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import PromptFormat
-from .context import ends_inside_identifier
+from .context import ends_inside_identifier, is_identifier_char
 
 Encode = Callable[[str], list[int]]
 """SentencePiece-style encoding of user text: implicit leading space, no BOS, special=False."""
@@ -72,6 +72,7 @@ class FimTokens:
 class FimPrompt:
     layout: Layout
     tokens: tuple[int, ...]
+    heal: str = ""  # text left out of the prompt that the answer must start with
 
 
 def find_fim_tokens(
@@ -115,7 +116,7 @@ def encode_nospace(encode: Encode, text: str) -> list[int]:
 def choose_layout(setting: PromptFormat, prefix: str, fim: FimTokens | None) -> Layout:
     if fim is None:
         return Layout.PREFIX
-    if setting is PromptFormat.SPM:
+    if setting in (PromptFormat.SPM, PromptFormat.HEAL):
         return Layout.SPM
     if setting is PromptFormat.PSM:
         return Layout.PSM
@@ -134,6 +135,34 @@ def build_fim_prompt(
     else:
         raise ValueError(f"not a FIM layout: {layout}")
     return FimPrompt(layout, tuple(tokens))
+
+
+def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimTokens) -> FimPrompt:
+    """SPM with token healing when the prefix ends inside a name.
+
+    The partial word (with the space before it, which SentencePiece glues to the word) is left
+    out, so the prompt ends at a token boundary as in training and stays the same while the
+    word is typed; the answer is then constrained to begin with the left-out text. Falls back to
+    PSM if the cut is not a token boundary of the whole prefix's encoding.
+    """
+    if not ends_inside_identifier(prefix):
+        return build_fim_prompt(prefix, suffix, encode, fim, Layout.SPM)
+    word_start = len(prefix)
+    while word_start > 0 and is_identifier_char(prefix[word_start - 1]):
+        word_start -= 1
+    if not prefix[word_start:].isascii():  # non-ASCII words may need byte tokens: no healing
+        return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
+    cut = len(prefix)
+    while cut > 0 and is_identifier_char(prefix[cut - 1]):
+        cut -= 1
+    if cut > 0 and prefix[cut - 1] == " ":
+        cut -= 1
+    head = prefix[:cut]
+    head_ids = encode(head) if head else []
+    if encode(prefix)[: len(head_ids)] != head_ids:
+        return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
+    prompt = build_fim_prompt(head, suffix, encode, fim, Layout.SPM)
+    return FimPrompt(Layout.SPM, prompt.tokens, heal=prefix[cut:])
 
 
 def build_prefix_prompt(prefix_ids: Sequence[int], bos: int | None) -> FimPrompt:

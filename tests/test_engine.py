@@ -113,3 +113,21 @@ def test_a_corrupt_model_fails_with_a_clear_error(engine, tmp_path):
     with pytest.raises(EngineError, match="could not load the model"):
         engine.load_blocking(broken, SETTINGS)
     assert engine.state.value == "failed"
+
+
+def test_token_healing_spells_the_left_out_word_first(engine, tiny_model):
+    from cl_lsp.prompts import build_healed_prompt
+
+    load(engine, tiny_model)
+    vocab = engine.vocab
+    healed = build_healed_prompt("def f(x):\n    return fi", "\n", vocab.encode, vocab.fim)
+    assert healed.heal == " fi"
+    result = engine.generate_blocking(GenerationRequest(healed.tokens, 6, heal=healed.heal))
+    spelled = "".join(vocab.text_of(token) for token in result.token_ids)
+    assert spelled.startswith(" fi")
+    assert result.text == spelled[len(" fi"):]
+    # typing one more letter re-uses the whole prompt from the KV cache
+    again = build_healed_prompt("def f(x):\n    return fib", "\n", vocab.encode, vocab.fim)
+    second = engine.generate_blocking(GenerationRequest(again.tokens, 6, heal=again.heal))
+    assert second.evaluated_tokens <= 1 + len(second.token_ids)
+    assert "".join(vocab.text_of(t) for t in second.token_ids).startswith(" fib")

@@ -145,3 +145,19 @@ def test_byte_level_bpe_vocabularies_are_tokenized_whole(smollm2_model):
             "def f():\n\n    return 1\n")
     finally:
         vocab.close()
+
+
+def test_healed_prompt_leaves_the_partial_word_out_and_stays_put_while_typing(tiny_vocab):
+    from cl_lsp.prompts import build_healed_prompt
+
+    suffix = "\n\nprint(fib(10))\n"
+    healed = [build_healed_prompt(prefix, suffix, tiny_vocab.encode, tiny_vocab.fim)
+              for prefix in ("    return fi", "    return fib", "    return fibo")]
+    plain = build_fim_prompt("    return", suffix, tiny_vocab.encode, tiny_vocab.fim,
+                             Layout.SPM)
+    assert [p.tokens for p in healed] == [plain.tokens] * 3
+    assert [p.heal for p in healed] == [" fi", " fib", " fibo"]
+    at_boundary = build_healed_prompt("x = ", suffix, tiny_vocab.encode, tiny_vocab.fim)
+    assert at_boundary.heal == "" and at_boundary.layout is Layout.SPM
+    assert build_healed_prompt("x = 변", "", tiny_vocab.encode, tiny_vocab.fim).layout is (
+        Layout.PSM)
