@@ -139,6 +139,7 @@ class DocumentStore:
 
     def open(self, uri: str, text: str, version: int, language_id: str | None) -> Document:
         document = Document(uri=uri, text=text, version=version, language_id=language_id)
+        _ = document.line_starts  # index now, at open, not in the first request's time
         self._documents[uri] = document
         return document
 

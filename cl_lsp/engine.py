@@ -171,10 +171,12 @@ class LineCache:
     """
 
     LIMIT = 50_000
+    BULK = 8  # from this many unseen lines on, one whole-text call beats a call per line
 
     def __init__(self, tokenize: Callable[[str], list[int]]) -> None:
         self._tokenize = tokenize
         self._marker = tokenize("☺")
+        self._newline = tokenize("☺\n")[-1]  # no token but this one holds a newline
         self._first: dict[str, list[int]] = {}
         self._later: dict[str, list[int]] = {}
 
@@ -189,11 +191,35 @@ class LineCache:
     def _encode(self, text: str) -> list[int]:
         lines = text.split("\n")
         last = len(lines) - 1
+        if last >= self.BULK and self._mostly_unseen(lines):
+            return self._encode_whole(text, lines)
         tokens = self._line(self._first, lines[0] + ("\n" if last else ""), first=True)
         for number, line in enumerate(lines[1:], start=1):
             tokens.extend(self._line(self._later, line + ("\n" if number < last else ""),
                                      first=False))
         return tokens
+
+    def _mostly_unseen(self, lines: list[str]) -> bool:
+        unseen = sum(1 for line in lines[1:-1] if line + "\n" not in self._later)
+        return unseen >= self.BULK
+
+    def _encode_whole(self, text: str, lines: list[str]) -> list[int]:
+        """Tokenize once and file each line's share in the cache (a window the cache has not
+        seen, e.g. the first request at a new spot, costs one call instead of hundreds)."""
+        tokens = self._tokenize(text)
+        ends = [index + 1 for index, token in enumerate(tokens) if token == self._newline]
+        if len(ends) != len(lines) - 1:  # cannot happen if the vocabulary check held
+            return tokens
+        if len(self._later) > self.LIMIT:
+            self._later.clear()
+        start = 0
+        for number, end in enumerate(ends):
+            self._cache_for(number)[lines[number] + "\n"] = tokens[start:end]
+            start = end
+        return tokens
+
+    def _cache_for(self, number: int) -> dict[str, list[int]]:
+        return self._first if number == 0 else self._later
 
     def _line(self, cache: dict[str, list[int]], line: str, *, first: bool) -> list[int]:
         tokens = cache.get(line)
