@@ -131,14 +131,7 @@ def complete_once(args: argparse.Namespace) -> int:
     from .config import CompletionSettings, Settings, parse_settings
     from .documents import UTF32, Document, PositionError
     from .engine import Engine, EngineError
-    from .models import (
-        ModelError,
-        cached_default_model,
-        check_model_file,
-        download_default_model,
-        resolve_model_path,
-        terminal_progress,
-    )
+    from .models import ModelError, locate_model, terminal_progress
     from .pipeline import finish_completion, plan_completion
 
     # One-shot: nobody is typing, so no time cap unless asked for (--settings).
@@ -159,14 +152,9 @@ def complete_once(args: argparse.Namespace) -> int:
         print(f"cl-lsp: {args.file}: {error}", file=sys.stderr)
         return 2
     try:
-        path, source = resolve_model_path(args.model, settings.model.path)
-        if path is None:
-            cached = cached_default_model()
-            if cached is None:
-                print("cl-lsp: downloading the default model (once)", file=sys.stderr)
-                cached = download_default_model(terminal_progress())
-            path, source = str(cached), "default model"
-        model = check_model_file(path, source)
+        model = locate_model(
+            args.model, settings.model.path, terminal_progress(),
+            lambda: print("cl-lsp: downloading the default model (once)", file=sys.stderr))
         engine = Engine()
         engine.load_blocking(model, settings.model)
     except (ModelError, EngineError) as error:

@@ -533,3 +533,24 @@ def terminal_progress(stream: TextIO | None = None) -> TerminalProgress:
     Never draw on stdout in the server: stdout carries the LSP protocol.
     """
     return TerminalProgress(stream)
+
+
+def locate_model(
+    cli_path: str | None,
+    setting_path: str | None,
+    progress: ProgressCallback | None = None,
+    on_download: Callable[[], None] | None = None,
+) -> Path:
+    """The GGUF to load: --model, then the model.path setting, then CL_LSP_MODEL, then the
+    default model (from the Hugging Face cache, or downloaded once, calling `on_download`
+    first). Blocking (file checks, maybe a 4 GB download): run it off the event loop.
+    Raises ModelError with a message for a person."""
+    path, source = resolve_model_path(cli_path, setting_path)
+    if path is not None:
+        return check_model_file(path, source)
+    cached = cached_default_model()
+    if cached is None:
+        if on_download is not None:
+            on_download()
+        cached = download_default_model(progress)
+    return check_model_file(str(cached), "default model")

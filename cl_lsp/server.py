@@ -23,15 +23,7 @@ from .config import Settings, parse_settings
 from .context import is_identifier_char
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
-from .models import (
-    ModelError,
-    cached_default_model,
-    check_model_file,
-    download_default_model,
-    resolve_model_path,
-    terminal_progress,
-    throttled,
-)
+from .models import ModelError, locate_model, terminal_progress, throttled
 from .pipeline import Completions
 
 log = logging.getLogger(__name__)
@@ -172,20 +164,20 @@ class ClLanguageServer(LanguageServer):
         await progress.end(f"ready ({path.name})")
 
     async def find_model(self, progress: Progress) -> Path:
-        path, source = resolve_model_path(self.cli_model, self.settings.model.path)
-        if path is not None:
-            return check_model_file(path, source)
-        cached = cached_default_model()
-        if cached is not None:
-            return check_model_file(str(cached), "default model")
-        await progress.report("downloading the default model (about 4 GB, once)")
+        loop = asyncio.get_running_loop()
+
+        def announce_download() -> None:  # called on the download thread
+            loop.call_soon_threadsafe(self._announce_download, progress)
+
+        return await asyncio.to_thread(
+            locate_model, self.cli_model, self.settings.model.path,
+            progress.threadsafe_bytes(loop), announce_download)
+
+    def _announce_download(self, progress: Progress) -> None:
+        progress.send_report("downloading the default model (about 4 GB, once)")
         self.tell(types.MessageType.Info,
                   "no model configured: downloading the default Code Llama 7B (about 4 GB) "
                   "into the Hugging Face cache")
-        loop = asyncio.get_running_loop()
-        downloaded = await asyncio.to_thread(
-            download_default_model, progress.threadsafe_bytes(loop))
-        return check_model_file(str(downloaded), "default model")
 
     # -- completion --------------------------------------------------------------------------
 
@@ -255,9 +247,9 @@ class Progress:
 
     async def report(self, message: str, percentage: int | None = None) -> None:
         log.info("%s: %s", self.title, message)
-        self._send_report(message, percentage)
+        self.send_report(message, percentage)
 
-    def _send_report(self, message: str, percentage: int | None = None) -> None:
+    def send_report(self, message: str, percentage: int | None = None) -> None:
         if self.token is not None:
             self.ls.work_done_progress.report(
                 self.token, types.WorkDoneProgressReport(message=message, percentage=percentage))
@@ -278,7 +270,7 @@ class Progress:
                 message = f"downloading {done / 1e6:.0f}/{total / 1e6:.0f} MB"
             else:
                 percentage, message = None, f"downloading {done / 1e6:.0f} MB"
-            loop.call_soon_threadsafe(self._send_report, message, percentage)
+            loop.call_soon_threadsafe(self.send_report, message, percentage)
 
         editor = throttled(to_editor, 0.5)
 
