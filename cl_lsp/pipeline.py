@@ -13,6 +13,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from .config import CompletionSettings, PromptFormat, camel
@@ -167,6 +168,12 @@ class RequestRecord:
         return fields
 
 
+def _discard(future: asyncio.Future[object]) -> None:
+    """A plan nobody waits for any more: retrieve its outcome so no error goes unobserved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Completions:
     """Completion requests for all documents: reuse first, then debounce, newest wins, model.
 
@@ -184,6 +191,8 @@ class Completions:
         self.suffixes: dict[str, str] = {}  # suffix window last used, per document
         self.recent: deque[RequestRecord] = deque(maxlen=1000)
         self.answers_without_model = 0
+        # One thread plans every request, so the vocabulary's caches see one thread at a time.
+        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-plan")
 
     def forget(self, uri: str) -> None:
         """The document closed: drop its state and stop its work."""
@@ -247,21 +256,22 @@ class Completions:
                 if cached:
                     self.shown[record.uri] = Shown(text, offset, cached)
                 return cached
+        # Plan (tree-sitter, tokenizing) on the planner thread while the debounce runs: the
+        # event loop never tokenizes, and a new spot's cold tokenization hides in the wait.
+        planning = asyncio.get_running_loop().run_in_executor(self._planner, functools.partial(
+            plan_completion, text, offset, vocab=vocab, settings=settings,
+            n_ctx=self.engine.n_ctx, language_id=language_id, path=record.uri,
+            anchor=self.anchors.get(record.uri) if settings.stable_window else None,
+            suffix_anchor=self.suffixes.get(record.uri) if settings.stable_window else None,
+        ))
         waited = time.monotonic()
         go_on = await self.scheduler.debounce(ticket, settings.debounce_ms / 1000)
         record.debounce_ms = (time.monotonic() - waited) * 1000
-        if not go_on:
-            record.outcome = "superseded"
+        if not go_on or current_version() != record.version:
+            record.outcome = "superseded" if not go_on else "stale"
+            planning.add_done_callback(_discard)
             return ""
-        if current_version() != record.version:
-            record.outcome = "stale"
-            return ""
-        plan = plan_completion(
-            text, offset, vocab=vocab, settings=settings, n_ctx=self.engine.n_ctx,
-            language_id=language_id, path=record.uri,
-            anchor=self.anchors.get(record.uri) if settings.stable_window else None,
-            suffix_anchor=self.suffixes.get(record.uri) if settings.stable_window else None,
-        )
+        plan = await planning
         self.anchors[record.uri] = plan.context.window_start
         self.suffixes[record.uri] = plan.context.suffix
         record.mode = plan.context.mode.value
