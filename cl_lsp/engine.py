@@ -506,10 +506,6 @@ class Engine:
 
     # -- lifetime ----------------------------------------------------------------------------
 
-    async def run(self, function: Any, *args: Any) -> Any:
-        """Run any function that needs the model on the worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
     def close(self) -> None:
         self._executor.submit(self._unload)
         self._executor.shutdown(wait=True, cancel_futures=True)
