@@ -68,9 +68,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "responsive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150,
                    "reuse": True},
     "naive": {"promptFormat": "psm", "stableWindow": False, "debounceMs": 0, "reuse": False},
-    # responsive with token healing instead of PSM inside identifiers (not a default yet)
-    "healed": {"promptFormat": "heal", "stableWindow": True, "debounceMs": 150,
-               "reuse": True},
+    # responsive with the debounce fitted to the typing pace (completion.adaptiveDebounce)
+    "adaptive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150,
+                 "adaptiveDebounce": True, "reuse": True},
 }
 PY_FILES = ("textwrap.py", "shlex.py", "fractions.py", "dataclasses.py")
 # JavaScript shipped with npm itself (present wherever npm is), relative to npm's global root.
@@ -845,7 +845,8 @@ async def main_async(args: argparse.Namespace) -> int:
           f"({info['cpu']}), {info['ramBytes'] / 2**30:.0f} GiB RAM, "
           f"llama-cpp-python {info['llamaCppPython']}")
     print(f"files: {', '.join(s.name for s in sources)}; {len(spots)} bursts per configuration "
-          f"({sum(len(s.span) for s in spots)} keystrokes), seed {args.seed}")
+          f"({sum(len(s.span) for s in spots)} keystrokes), seed {args.seed}, "
+          f"{PACE_MS[0]:.0f}-{PACE_MS[1]:.0f} ms between keystrokes")
     print(f"load average at start: {info['loadavg']}")
     if info["loadavg"] and info["loadavg"][0] > info["nproc"] / 2:
         log("warning: the machine is busy (load average above half the CPUs); "
@@ -896,6 +897,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="responsive,naive",
                         help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pace", default="30,120",
+                        help="milliseconds between keystrokes, uniform in LO,HI (30,120)")
     parser.add_argument("--time-limit", type=float, default=720,
                         help="seconds per configuration: no burst starts that would end it "
                         "later, counting the large-file test (720)")
@@ -913,6 +916,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bursts < 1:
         parser.error("--bursts must be at least 1")
+    global PACE_MS
+    try:
+        low, high = (float(part) for part in args.pace.split(","))
+    except ValueError:
+        parser.error("--pace takes LO,HI in milliseconds, e.g. 30,120")
+    PACE_MS = (low, high)
     return asyncio.run(main_async(args))
 
 

@@ -174,6 +174,7 @@ def complete_once(args: argparse.Namespace) -> int:
             "language": plan.context.language,
             "prompt_format": plan.prompt.layout.value if plan.prompt else None,
             "prompt_tokens": list(plan.prompt.tokens) if plan.prompt else [],
+            "healed": plan.prompt.heal if plan.prompt else "",
             "evaluated_tokens": generation.evaluated_tokens if generation else 0,
             "generated_tokens": list(generation.token_ids) if generation else [],
             "stop_reason": generation.stop_reason if generation else None,

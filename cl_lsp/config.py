@@ -46,12 +46,12 @@ def physical_cores() -> int:
 class PromptFormat(str, enum.Enum):
     """How the fill-in-the-middle prompt is laid out."""
 
-    AUTO = "auto"  # SPM at a token boundary, PSM when the prefix ends inside an identifier
-    SPM = "spm"
-    PSM = "psm"
-    # SPM everywhere; inside an identifier the partial word leaves the prompt and the answer is
-    # constrained to start with it (token healing), so the KV cache survives typing a name.
-    HEAL = "heal"
+    # SPM; when the prefix ends inside a name, the partial word leaves the prompt and the answer
+    # is constrained to start with it (token healing), so the prompt ends at a token boundary as
+    # in training and the KV cache survives typing the name. PSM where healing cannot apply.
+    AUTO = "auto"
+    SPM = "spm"  # SPM always, even when the prompt then ends inside a word
+    PSM = "psm"  # PSM always: the prompt changes in the middle at every keystroke
 
 
 def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
@@ -89,8 +89,8 @@ class CompletionSettings:
     suffix_tokens: int = field(default=500, metadata=_range(0, 100000))
     """Budget for the text after the cursor, in model tokens."""
     prompt_format: PromptFormat = PromptFormat.AUTO
-    """"auto" (SPM, or PSM inside an identifier), "spm", "psm", or "heal" (SPM with token
-    healing inside an identifier: cheaper while typing names)."""
+    """"auto" (SPM; inside a name, SPM with token healing), "spm" or "psm" (always that
+    layout)."""
     in_strings: bool = True
     """Complete inside string literals."""
     in_comments: bool = True
@@ -98,6 +98,10 @@ class CompletionSettings:
     debounce_ms: int = field(default=150, metadata=_range(0, 5000))
     """Wait this long after a request before starting the model; a newer request for the same
     document replaces the waiting one."""
+    adaptive_debounce: bool = False
+    """Fit the wait to the user's typing instead: 1.5 times the time within which 3 of 4
+    recent keystrokes followed the one before, between 100 and 1000 ms (debounceMs until a
+    few keystrokes have been seen)."""
     generation_timeout_ms: int = field(default=4000, metadata=_range(0, 600000))
     """Stop generating after this long and show what there is (0: no limit)."""
     stable_window: bool = True

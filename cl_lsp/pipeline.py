@@ -16,18 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .config import CompletionSettings, PromptFormat, camel
+from .config import CompletionSettings, camel
 from .context import CompletionMode, CursorContext, extract_context
 from .engine import Engine, Generation, GenerationRequest, Vocabulary
 from .postprocess import clean_completion, end_of_block_cut
-from .prompts import (
-    FimPrompt,
-    Layout,
-    build_fim_prompt,
-    build_healed_prompt,
-    build_prefix_prompt,
-    choose_layout,
-)
+from .prompts import FimPrompt, build_prompt
 from .reuse import ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
 
@@ -97,16 +90,8 @@ def plan_completion(
         context = replace(context, suffix=suffix_anchor, window_end=offset + len(suffix_anchor))
     if context.mode is CompletionMode.NONE:
         return CompletionPlan(context, None, None)
-    layout = choose_layout(settings.prompt_format, context.prefix, vocab.fim)
-    if layout is Layout.PREFIX:
-        prompt = build_prefix_prompt(vocab.encode(context.prefix),
-                                     vocab.bos if vocab.add_bos else None)
-    elif settings.prompt_format is PromptFormat.HEAL:
-        assert vocab.fim is not None
-        prompt = build_healed_prompt(context.prefix, context.suffix, vocab.encode, vocab.fim)
-    else:
-        assert vocab.fim is not None
-        prompt = build_fim_prompt(context.prefix, context.suffix, vocab.encode, vocab.fim, layout)
+    prompt = build_prompt(settings.prompt_format, context.prefix, context.suffix, vocab.encode,
+                          vocab.fim, vocab.bos if vocab.add_bos else None)
     single = context.mode is CompletionMode.SINGLE_LINE
     request = GenerationRequest(
         tokens=prompt.tokens,
@@ -196,7 +181,7 @@ class Completions:
 
     def forget(self, uri: str) -> None:
         """The document closed: drop its state and stop its work."""
-        self.scheduler.cancel(uri)
+        self.scheduler.forget(uri)
         self.shown.pop(uri, None)
         self.anchors.pop(uri, None)
         self.suffixes.pop(uri, None)
@@ -265,7 +250,9 @@ class Completions:
             suffix_anchor=self.suffixes.get(record.uri) if settings.stable_window else None,
         ))
         waited = time.monotonic()
-        go_on = await self.scheduler.debounce(ticket, settings.debounce_ms / 1000)
+        wait = self.scheduler.debounce_seconds(record.uri, settings.debounce_ms / 1000,
+                                               adaptive=settings.adaptive_debounce)
+        go_on = await self.scheduler.debounce(ticket, wait)
         record.debounce_ms = (time.monotonic() - waited) * 1000
         if not go_on or current_version() != record.version:
             record.outcome = "superseded" if not go_on else "stale"

@@ -113,14 +113,17 @@ def encode_nospace(encode: Encode, text: str) -> list[int]:
     return tokens[len(marker):]
 
 
-def choose_layout(setting: PromptFormat, prefix: str, fim: FimTokens | None) -> Layout:
+def build_prompt(setting: PromptFormat, prefix: str, suffix: str, encode: Encode,
+                 fim: FimTokens | None, bos: int | None) -> FimPrompt:
+    """The prompt for `setting`: a plain prefix prompt for models without FIM tokens; SPM or PSM
+    when forced; by default (auto) SPM, with token healing when the prefix ends inside a name."""
     if fim is None:
-        return Layout.PREFIX
-    if setting in (PromptFormat.SPM, PromptFormat.HEAL):
-        return Layout.SPM
+        return build_prefix_prompt(encode(prefix) if prefix else [], bos)
     if setting is PromptFormat.PSM:
-        return Layout.PSM
-    return Layout.PSM if ends_inside_identifier(prefix) else Layout.SPM
+        return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
+    if setting is PromptFormat.SPM:
+        return build_fim_prompt(prefix, suffix, encode, fim, Layout.SPM)
+    return build_healed_prompt(prefix, suffix, encode, fim)
 
 
 def build_fim_prompt(

@@ -48,19 +48,34 @@ def test_complete_json_shows_the_exact_spm_prompt(tmp_path, x_model):
     assert answer["completion"] == " x" * 128  # completion.maxTokens
 
 
-def test_complete_uses_psm_inside_an_identifier(tmp_path, x_model, tiny_vocab):
+def test_complete_heals_the_word_being_typed_or_uses_psm_if_asked(tmp_path, x_model,
+                                                                  tiny_vocab):
     text = "def fib(n):\n    return fi"
     source = tmp_path / "fib.py"
     source.write_text(text)
-    result = cl_lsp("complete", str(source), "--line", "1", "--character", "13",
-                    "--model", str(x_model), "--json",
-                    "--settings", '{"completion": {"maxTokensSingleLine": 3}}',
-                    env=offline_env(tmp_path))
-    answer = json.loads(result.stdout)
+
+    def complete(settings: str) -> dict:
+        result = cl_lsp("complete", str(source), "--line", "1", "--character", "13",
+                        "--model", str(x_model), "--json", "--settings", settings,
+                        env=offline_env(tmp_path))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    healed = complete('{"completion": {"maxTokensSingleLine": 3}}')
+    # The default leaves the partial word out (the prompt ends at a token boundary) and makes
+    # the answer spell it first; the answer shown is what follows it.
+    head = build_fim_prompt("def fib(n):\n    return", "", tiny_vocab.encode, tiny_vocab.fim,
+                            Layout.SPM)
+    assert healed["prompt_format"] == "spm" and healed["healed"] == " fi"
+    assert healed["prompt_tokens"] == list(head.tokens)
+    spelled = "".join(tiny_vocab.text_of(token) for token in healed["generated_tokens"])
+    assert spelled.startswith(" fi") and healed["raw"] == spelled[3:]
+
+    psm = complete('{"completion": {"maxTokensSingleLine": 3, "promptFormat": "psm"}}')
     expected = build_fim_prompt(text, "", tiny_vocab.encode, tiny_vocab.fim, Layout.PSM)
-    assert answer["prompt_format"] == "psm"
-    assert answer["prompt_tokens"] == list(expected.tokens)
-    assert answer["completion"] == " x x x"
+    assert psm["prompt_format"] == "psm" and psm["healed"] == ""
+    assert psm["prompt_tokens"] == list(expected.tokens)
+    assert psm["completion"] == " x x x"
 
 
 def test_complete_plain_output_and_clear_errors(tmp_path, x_model):

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from cl_lsp.config import ModelSettings
-from cl_lsp.engine import Engine, EngineError, GenerationRequest
+from cl_lsp.engine import (
+    PREFILL_FIRST_CHUNK,
+    PREFILL_MIN_CHUNK,
+    Engine,
+    EngineError,
+    GenerationRequest,
+)
 from cl_lsp.prompts import Layout, build_fim_prompt
 
 SETTINGS = ModelSettings(n_ctx=1024, n_threads=2)
@@ -90,6 +96,34 @@ def test_a_cancelled_generation_stops_within_a_token(engine, slow_x_model):
     assert 0 < len(result[0].token_ids) < 900
     assert stopped_after < 0.5
     assert engine.counters.generations_cancelled == 1
+
+
+def test_prompt_chunks_grow_to_the_measured_speed(engine, tiny_model):
+    load(engine, tiny_model)
+    assert engine.prefill_chunk == PREFILL_FIRST_CHUNK and engine.prefill_rate is None
+    long_prefix = "".join(f"value_{n} = compute({n}, {n * 7})\n" for n in range(60))
+    result = engine.generate_blocking(GenerationRequest(prompt(engine, long_prefix), 2))
+    assert result.evaluated_tokens == result.prompt_tokens > 600
+    # The tiny model evaluates thousands of tokens a second: half a second's worth is more
+    # than a batch, so chunks become whole batches.
+    assert engine.prefill_rate > 1000
+    assert engine.prefill_chunk == SETTINGS.n_batch
+    assert engine.status()["prefillChunk"] == SETTINGS.n_batch
+
+
+@pytest.mark.parametrize(("rate", "n_batch", "chunk"), [
+    (17.0, 512, PREFILL_MIN_CHUNK),  # 7B on 2 cores: never below the efficient minimum
+    (100.0, 512, 48),  # half a second's worth, in steps of 16
+    (1e5, 512, 512),  # never more than a batch
+    (1e5, 8, 8),  # a batch smaller than the minimum wins
+])
+def test_prompt_chunk_is_half_a_second_of_work_within_bounds(rate, n_batch, chunk):
+    engine = Engine()
+    try:
+        engine.prefill_rate, engine.n_batch = rate, n_batch
+        assert engine.prefill_chunk == chunk
+    finally:
+        engine.close()
 
 
 def test_a_request_cancelled_before_it_starts_never_runs(engine, x_model):

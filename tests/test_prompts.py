@@ -12,7 +12,7 @@ from cl_lsp.prompts import (
     Layout,
     build_fim_prompt,
     build_prefix_prompt,
-    choose_layout,
+    build_prompt,
     encode_nospace,
     find_fim_tokens,
 )
@@ -71,23 +71,30 @@ def test_user_text_never_becomes_a_control_token(tiny_vocab):
 
 
 @pytest.mark.parametrize(
-    ("setting", "prefix", "expected"),
+    ("setting", "prefix", "layout", "heal"),
     [
-        pytest.param(PromptFormat.AUTO, "def f(x):", Layout.SPM, id="auto-boundary"),
-        pytest.param(PromptFormat.AUTO, "x = 1\n    ", Layout.SPM, id="auto-indent"),
-        pytest.param(PromptFormat.AUTO, "    return fib", Layout.PSM, id="auto-mid-identifier"),
-        pytest.param(PromptFormat.AUTO, "한국어", Layout.PSM, id="auto-mid-unicode-identifier"),
-        pytest.param(PromptFormat.SPM, "    return fib", Layout.SPM, id="forced-spm"),
-        pytest.param(PromptFormat.PSM, "def f(x):", Layout.PSM, id="forced-psm"),
+        pytest.param(PromptFormat.AUTO, "def f(x):", Layout.SPM, "", id="auto-boundary"),
+        pytest.param(PromptFormat.AUTO, "x = 1\n    ", Layout.SPM, "", id="auto-indent"),
+        pytest.param(PromptFormat.AUTO, "    return fib", Layout.SPM, " fib",
+                     id="auto-mid-identifier-heals"),
+        pytest.param(PromptFormat.AUTO, "x = (n_", Layout.SPM, "n_", id="auto-heals-after-paren"),
+        pytest.param(PromptFormat.AUTO, "한국어", Layout.PSM, "", id="auto-non-ascii-word-psm"),
+        pytest.param(PromptFormat.SPM, "    return fib", Layout.SPM, "", id="forced-spm"),
+        pytest.param(PromptFormat.PSM, "def f(x):", Layout.PSM, "", id="forced-psm"),
     ],
 )
-def test_layout_choice(setting, prefix, expected):
-    fim = FimTokens(BOS, PRE, SUF, MID, EOT)
-    assert choose_layout(setting, prefix, fim) is expected
+def test_prompt_format_setting(tiny_vocab, setting, prefix, layout, heal):
+    prompt = build_prompt(setting, prefix, "\n", tiny_vocab.encode, tiny_vocab.fim, BOS)
+    assert (prompt.layout, prompt.heal) == (layout, heal)
+    if layout is Layout.SPM and not heal:
+        assert prompt == build_fim_prompt(prefix, "\n", tiny_vocab.encode, tiny_vocab.fim,
+                                          Layout.SPM)
 
 
-def test_models_without_fim_tokens_get_a_prefix_prompt():
-    assert choose_layout(PromptFormat.SPM, "def f", None) is Layout.PREFIX
+def test_models_without_fim_tokens_get_a_prefix_prompt(tiny_vocab):
+    prompt = build_prompt(PromptFormat.AUTO, "def f", "", tiny_vocab.encode, None, BOS)
+    assert prompt.layout is Layout.PREFIX
+    assert prompt.tokens == (BOS, *tiny_vocab.encode("def f"))
     assert build_prefix_prompt([5, 6], bos=1).tokens == (1, 5, 6)
     assert build_prefix_prompt([5, 6], bos=None).tokens == (5, 6)
 

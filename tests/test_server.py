@@ -166,7 +166,8 @@ async def test_edits_with_korean_and_emoji_keep_positions_right(start_server, x_
     listing = await complete(client, uri, 1, col(line))
     (entry,) = listing.items
     assert entry.text_edit.range.start == types.Position(1, col("name = '😀' + '한' + "))
-    assert entry.text_edit.new_text.startswith("word x x")
+    # token healing may finish the word with a longer token, then the model's " x"s follow
+    assert entry.text_edit.new_text.startswith("word") and " x x" in entry.text_edit.new_text
     # the emoji line above is intact: completing after it sees the same text
     result = await inline(client, uri, 0, col("# 한국어 주석 😀"))
     assert result.items and result.items[0].insert_text.startswith(" x")
