@@ -113,9 +113,26 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class ActionSettings:
+    enabled: bool = True
+    """Offer the code actions Explain, Fix, Add documentation and Write tests."""
+    model: str | None = None
+    """GGUF file for code actions, e.g. Code Llama 7B/13B Instruct; without it, the completion
+    model writes them."""
+    max_tokens: int = field(default=512, metadata=_range(16, 8192))
+    """Most tokens the model writes for one action."""
+    temperature: float = field(default=0.2, metadata=_range(0.0, 2.0))
+    """Sampling temperature for actions (0: the most likely token every time)."""
+    n_ctx: int = field(default=4096, metadata=_range(512, 131072))
+    """Context window for an action (instruction, code and answer); never more than the
+    model was trained for."""
+
+
+@dataclass(frozen=True)
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
+    actions: ActionSettings = field(default_factory=ActionSettings)
 
     def threads(self) -> int:
         return self.model.n_threads or physical_cores()

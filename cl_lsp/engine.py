@@ -25,12 +25,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .config import ModelSettings, camel, physical_cores
-from .prompts import FimTokens, find_fim_tokens
+from .config import ActionSettings, ModelSettings, camel, physical_cores
+from .prompts import ChatPiece, FimTokens, find_fim_tokens, render_chat
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Prompt evaluation cannot be interrupted inside a llama.cpp call, so the prompt goes in chunks
 # and the cancel flag is checked between them. The chunk adapts to the measured speed so one
 # takes about PREFILL_CHUNK_SECONDS (a cancellation waits at most that long), but never drops
@@ -294,6 +295,15 @@ class Engine:
         self.busy = threading.Event()  # set while the worker runs a generation
         self.n_batch = 512
         self.prefill_rate: float | None = None  # prompt tokens/s, moving average of chunks
+        self.threads = physical_cores()
+        # Code actions: their own thread and llama.cpp context (see `Writer`).
+        self._writer_executor = ThreadPoolExecutor(max_workers=1,
+                                                   thread_name_prefix="cl-lsp-writer")
+        self._writer_lock = threading.Lock()  # held while a Writer uses a model
+        self._writing: threading.Event | None = None  # the running action's cancel flag
+        self._action_model: tuple[str, Any] | None = None  # (path, LlamaModel) of actions.model
+        self._completions_waiting = 0  # completion requests queued or running
+        self.actions_started = 0
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -342,15 +352,26 @@ class Engine:
         self._llm, self.vocab = llm, vocab
         self.model_path, self.n_ctx = path, llm.n_ctx()
         self.n_batch, self.prefill_rate = settings.n_batch, None
+        self.threads = threads
         self.state, self.error = EngineState.READY, None
         log.info("model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s)", path,
                  time.perf_counter() - started, self.n_ctx, threads, vocab.fim is not None)
+
+    def no_model(self, message: str) -> None:
+        """There is no model to load (the message says why); the state stays empty."""
+        self.state, self.error = EngineState.EMPTY, message
 
     def _fail(self, message: str) -> None:
         self.state, self.error = EngineState.FAILED, message
         log.error("%s", message)
 
     def _unload(self) -> None:
+        if self._writing is not None:
+            self._writing.set()  # an action writing with this model stops within a token
+        with self._writer_lock:
+            self._unload_model()
+
+    def _unload_model(self) -> None:
         if self._llm is not None:
             self._llm.close()
         if self.vocab is not None:
@@ -366,12 +387,17 @@ class Engine:
     async def generate(self, request: GenerationRequest) -> Generation:
         """Run on the worker; cancelling the awaiting task stops the generation within a token."""
         loop = asyncio.get_running_loop()
+        self._completions_waiting += 1  # a code action being written pauses meanwhile
         future = loop.run_in_executor(self._executor, self.generate_blocking, request)
+        future.add_done_callback(self._completion_done)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             request.cancel.set()
             raise
+
+    def _completion_done(self, _: object) -> None:
+        self._completions_waiting -= 1
 
     def generate_blocking(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
@@ -532,9 +558,79 @@ class Engine:
                 return text, generated, "timeout"
         return text + decoder.decode(b"", final=True), generated, reason
 
+    # -- code actions ----------------------------------------------------------------------
+
+    async def write(self, job: Callable[[Writer], T], settings: ActionSettings,
+                    cancel: threading.Event) -> T:
+        """Run `job` on the writer thread with a `Writer` for the actions model; cancelling the
+        awaiting task sets `cancel`, which stops the writing within one token."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._writer_executor, self._write_blocking, job, settings,
+                                      cancel)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    def _write_blocking(self, job: Callable[[Writer], T], settings: ActionSettings,
+                        cancel: threading.Event) -> T:
+        with self._writer_lock:
+            self._writing = cancel
+            try:
+                return job(Writer(self._writer_model(settings), n_ctx=settings.n_ctx,
+                                  threads=self.threads, n_batch=self.n_batch, engine=self,
+                                  max_tokens=settings.max_tokens,
+                                  temperature=settings.temperature, cancel=cancel))
+            finally:
+                self._writing = None
+
+    def _writer_model(self, settings: ActionSettings) -> Any:
+        """The LlamaModel that writes actions: actions.model, or the completion model's."""
+        if not settings.model:
+            if self._llm is None and self.state is EngineState.LOADING:
+                raise EngineError("the model is still loading; try again when cl-lsp reports "
+                                  "it ready")
+            if self._llm is None:
+                raise EngineError(self.error or "no model is loaded: set model.path (or "
+                                  "actions.model) to a GGUF file")
+            return self._llm._model
+        path = str(Path(settings.model).expanduser())
+        if self._action_model is None or self._action_model[0] != path:
+            self._drop_action_model()
+            self._action_model = (path, self._load_action_model(path))
+        return self._action_model[1]
+
+    def _load_action_model(self, path: str) -> Any:
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
+        if not Path(path).is_file():
+            raise EngineError(f"actions model not found: {path} (set actions.model to a GGUF "
+                              "file, or leave it empty to use the completion model)")
+        params = llama_cpp.llama_model_default_params()
+        route_native_logs()
+        started = time.perf_counter()
+        try:
+            model = LlamaModel(path_model=path, params=params, verbose=True)  # see Vocabulary
+        except Exception as error:
+            raise EngineError(f"could not load the actions model {path}: {error}. Is it a "
+                              "complete GGUF file that this llama.cpp supports?") from error
+        log.info("actions model %s loaded in %.1f s", path, time.perf_counter() - started)
+        return model
+
+    def _drop_action_model(self) -> None:
+        if self._action_model is not None:
+            self._action_model[1].close()
+            self._action_model = None
+
     # -- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._writing is not None:
+            self._writing.set()
+        self._writer_executor.submit(self._drop_action_model)
+        self._writer_executor.shutdown(wait=True, cancel_futures=True)
         self._executor.submit(self._unload)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -546,7 +642,185 @@ class Engine:
             "nCtx": self.n_ctx,
             "fim": self.vocab is not None and self.vocab.fim is not None,
             "busy": self.busy.is_set(),
+            "writing": self._writing is not None,
             "prefillChunk": self.prefill_chunk,
             "prefillTokensPerSecond": round(self.prefill_rate or 0.0, 1),
             "counters": self.counters.as_dict(),
         }
+
+
+@dataclass(frozen=True)
+class Written:
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    stop_reason: str  # "eos", "max_tokens", "cancelled"
+    seconds: float
+
+
+WRITER_CONTEXT_STEP = 256  # KV cache sizes are rounded up to this
+WRITER_SEED = 1234  # sampling is seeded: the same request gives the same answer
+
+
+class Writer:
+    """Writes long answers (code actions) with a llama.cpp context of its own.
+
+    The context shares the loaded weights with the completion model (or uses actions.model),
+    so it costs only its KV cache, which is sized to the job and freed after it. It runs on the
+    writer thread, never on the completion worker, and pauses while a completion waits: the
+    CPU goes to whoever is typing. Cancellation is checked at every token and prompt chunk.
+    """
+
+    def __init__(self, model: Any, *, n_ctx: int, threads: int, n_batch: int, engine: Engine,
+                 max_tokens: int, temperature: float, cancel: threading.Event) -> None:
+        import llama_cpp
+
+        self._model = model
+        self._engine = engine
+        self.threads, self.n_batch = threads, n_batch
+        trained = model.n_ctx_train()
+        self.n_ctx = min(n_ctx, trained) if trained > 0 else n_ctx
+        self.max_tokens, self.temperature, self.cancel = max_tokens, temperature, cancel
+        self.template = model.metadata().get("tokenizer.chat_template") or None
+        self.bos, eos = model.token_bos(), model.token_eos()
+        self.add_bos = bool(model.add_bos_token()) or not self.template
+        self.bos_token = model.token_get_text(self.bos) if self.bos >= 0 else ""
+        self.eos_token = model.token_get_text(eos) if eos >= 0 else ""
+        self._spm = model.vocab_type() == llama_cpp.LLAMA_VOCAB_TYPE_SPM
+        self._marker = self._tokenize("☺", special=False)
+
+    def _tokenize(self, text: str, *, special: bool) -> list[int]:
+        if not text:
+            return []
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def count(self, text: str) -> int:
+        """Tokens of user text (for budgets)."""
+        return len(self._tokenize(text, special=False))
+
+    def prompt(self, system: str, user: str) -> list[int]:
+        """The chat prompt as ids: template text with its control tokens, messages as text."""
+        pieces = render_chat(system, user, self.template, bos_token=self.bos_token,
+                             eos_token=self.eos_token)
+        ids: list[int] = []
+        for piece in pieces:
+            ids.extend(self._encode_piece(piece, follows_text=bool(ids) and not self._is_control(
+                ids[-1])))
+        if self.add_bos and self.bos >= 0 and ids[:1] != [self.bos]:
+            ids.insert(0, self.bos)
+        return ids
+
+    def _encode_piece(self, piece: ChatPiece, *, follows_text: bool) -> list[int]:
+        # SentencePiece puts a space before text that starts a prompt or follows a control
+        # token; text that continues text gets none. Tokenizing the pieces one by one must
+        # give what tokenizing the whole prompt would.
+        if not (self._spm and follows_text):
+            return self._tokenize(piece.text, special=piece.special)
+        marked = self._tokenize("☺" + piece.text, special=piece.special)
+        if marked[:len(self._marker)] != self._marker:
+            return self._tokenize(piece.text, special=piece.special)
+        return marked[len(self._marker):]
+
+    def _is_control(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_control(self._model.vocab, token))
+
+    def _piece(self, token: int) -> bytes:
+        # LlamaModel.token_to_piece returns its whole buffer, NUL padding included.
+        import ctypes
+
+        import llama_cpp
+
+        buffer = ctypes.create_string_buffer(64)
+        size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, 64, 0, False)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, -size, 0,
+                                                  False)
+        return buffer.raw[:max(size, 0)]
+
+    def generate(self, tokens: list[int], *,
+                 on_text: Callable[[str], None] | None = None) -> Written:
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaSampler
+
+        started = time.perf_counter()
+        room = self.n_ctx - len(tokens)
+        if room < 1:
+            raise EngineError(f"the prompt ({len(tokens)} tokens) does not fit the actions "
+                              f"context window ({self.n_ctx}); raise actions.nCtx")
+        max_tokens = min(self.max_tokens, room)
+        params = llama_cpp.llama_context_default_params()
+        size = -(-(len(tokens) + max_tokens) // WRITER_CONTEXT_STEP) * WRITER_CONTEXT_STEP
+        params.n_ctx = min(self.n_ctx, size)
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_threads = params.n_threads_batch = self.threads
+        self._engine.actions_started += 1
+        ctx = LlamaContext(model=self._model, params=params, verbose=True)
+        batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=True)
+        sampler = LlamaSampler()
+        try:
+            self._set_up(sampler)
+            if not self._prefill(ctx, batch, tokens):
+                return Written("", len(tokens), 0, "cancelled", time.perf_counter() - started)
+            text, generated, reason = self._sample(ctx, batch, sampler, len(tokens), max_tokens,
+                                                   on_text)
+        finally:
+            sampler.close()
+            batch.close()
+            ctx.close()
+        return Written(text, len(tokens), generated, reason, time.perf_counter() - started)
+
+    def _set_up(self, sampler: Any) -> None:
+        import llama_cpp
+
+        # Small models loop without a repetition penalty; code repeats a lot, so keep it mild.
+        llama_cpp.llama_sampler_chain_add(sampler.sampler, llama_cpp.llama_sampler_init_penalties(
+            self._model.n_vocab(), 64, 1.1, 0.0, 0.0))
+        if self.temperature <= 0:
+            sampler.add_greedy()
+            return
+        sampler.add_top_k(40)
+        sampler.add_top_p(0.95, 1)
+        sampler.add_min_p(0.05, 1)
+        sampler.add_temp(self.temperature)
+        sampler.add_dist(WRITER_SEED)
+
+    def _wait_turn(self) -> bool:
+        """Wait while a completion is queued or running; False once cancelled."""
+        while self._engine._completions_waiting > 0 and not self.cancel.is_set():
+            time.sleep(0.01)
+        return not self.cancel.is_set()
+
+    def _prefill(self, ctx: Any, batch: Any, tokens: list[int]) -> bool:
+        done = 0
+        while done < len(tokens):
+            if not self._wait_turn():
+                return False
+            chunk = tokens[done:done + min(self.n_batch, self._engine.prefill_chunk)]
+            batch.set_batch(chunk, done, logits_all=False)
+            ctx.decode(batch)
+            done += len(chunk)
+        return True
+
+    def _sample(self, ctx: Any, batch: Any, sampler: Any, position: int, max_tokens: int,
+                on_text: Callable[[str], None] | None) -> tuple[str, int, str]:
+        import llama_cpp
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text, generated = "", 0
+        while generated < max_tokens:
+            if not self._wait_turn():
+                return text, generated, "cancelled"
+            token = sampler.sample(ctx, -1)
+            if llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
+                return text + decoder.decode(b"", final=True), generated, "eos"
+            generated += 1
+            text += decoder.decode(self._piece(token))
+            if on_text is not None:
+                on_text(text)
+            batch.set_batch([token], position, logits_all=True)
+            ctx.decode(batch)
+            position += 1
+        return text + decoder.decode(b"", final=True), generated, "max_tokens"

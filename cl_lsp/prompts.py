@@ -21,6 +21,7 @@ This module is pure: the tokenizer is passed in.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -172,3 +173,70 @@ def build_prefix_prompt(prefix_ids: Sequence[int], bos: int | None) -> FimPrompt
     """Plain continuation for models without FIM tokens."""
     tokens = ([bos] if bos is not None and bos >= 0 else []) + list(prefix_ids)
     return FimPrompt(Layout.PREFIX, tuple(tokens))
+
+
+# -- instruct prompts (code actions) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatPiece:
+    """A run of prompt text. Template text may spell control tokens (`<|im_start|>`) and is
+    tokenized with special tokens parsed; user text (code, messages) never is."""
+
+    text: str
+    special: bool
+
+
+# Code Llama Instruct / Llama 2 chat (facebookresearch/codellama `generation.py`,
+# `chat_completion`): the system prompt is folded into the first user turn and `[INST]` is
+# plain text, so the whole prompt is user text after BOS.
+B_INST, E_INST = "[INST]", "[/INST]"
+B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
+# Stand-ins for the messages while a GGUF chat template renders (invisible separators: no
+# template produces them itself).
+_SYSTEM_MARK, _USER_MARK = "\u2063system\u2063", "\u2063user\u2063"
+
+
+def render_chat(system: str, user: str, template: str | None, *, bos_token: str = "",
+                eos_token: str = "") -> tuple[ChatPiece, ...]:
+    """One system and one user message, ready for the assistant's answer.
+
+    With the GGUF's own chat template (`tokenizer.chat_template`) when it has one, else in
+    Code Llama Instruct's format. The caller adds BOS when the model wants it and the pieces
+    do not start with it.
+    """
+    if not template:
+        content = f"{B_SYS}{system}{E_SYS}{user}".strip()
+        return (ChatPiece(f"{B_INST} {content} {E_INST}", special=False),)
+    rendered = _render_template(template, bos_token, eos_token)
+    pieces: list[ChatPiece] = []
+    for part in re.split(f"({_SYSTEM_MARK}|{_USER_MARK})", rendered):
+        if part == _SYSTEM_MARK:
+            pieces.append(ChatPiece(system, special=False))
+        elif part == _USER_MARK:
+            pieces.append(ChatPiece(user, special=False))
+        elif part:
+            pieces.append(ChatPiece(part, special=True))
+    if not any(piece.text == user and not piece.special for piece in pieces):
+        raise ValueError("the model's chat template does not show the user's message")
+    return tuple(pieces)
+
+
+def _render_template(template: str, bos_token: str, eos_token: str) -> str:
+    import jinja2.sandbox
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True)
+    compiled = environment.from_string(template)
+    variables = {"bos_token": bos_token, "eos_token": eos_token,
+                 "add_generation_prompt": True, "raise_exception": raise_exception}
+    try:
+        return compiled.render(messages=[{"role": "system", "content": _SYSTEM_MARK},
+                                         {"role": "user", "content": _USER_MARK}], **variables)
+    except jinja2.TemplateError:  # templates without a system role (Mistral's, say)
+        return compiled.render(messages=[{"role": "user",
+                                          "content": f"{_SYSTEM_MARK}\n\n{_USER_MARK}"}],
+                               **variables)

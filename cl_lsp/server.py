@@ -7,9 +7,13 @@ State (documents, settings, the engine) lives on `ClLanguageServer`; handlers re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import threading
+import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,8 +23,10 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from . import __version__
+from .action_jobs import ActionRecord, ActionRequest, offer, write_action
+from .actions import ActionKind, Diagnostic, TargetTooLarge
 from .config import Settings, parse_settings
-from .context import is_identifier_char
+from .context import is_identifier_char, language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
 from .models import ModelError, locate_model, terminal_progress, throttled
@@ -29,6 +35,13 @@ from .pipeline import Completions
 log = logging.getLogger(__name__)
 
 STATUS_COMMAND = "cl-lsp.status"
+RUN_ACTION_COMMAND = "cl-lsp.runAction"
+ACTION_KINDS = {
+    ActionKind.FIX: types.CodeActionKind.QuickFix,
+    ActionKind.DOCUMENT: types.CodeActionKind.RefactorRewrite,
+    ActionKind.EXPLAIN: "refactor.cl-lsp.explain",
+    ActionKind.TESTS: "refactor.cl-lsp.tests",
+}
 COMPLETION_TRIGGERS = [".", "(", "[", "{", ",", ":", "="]
 # Documents above this size are still synced but not completed: the context window is a few
 # kilobytes anyway, and the editor should not wait on a multi-megabyte scan.
@@ -114,7 +127,11 @@ class ClLanguageServer(LanguageServer):
         self.load_task: asyncio.Task[None] | None = None
         self.progress_supported = False
         self.markdown_documentation = False
+        self.resolve_edits = False  # the client resolves code actions' edits lazily
+        self.versioned_edits = False  # the client takes `documentChanges` (with versions)
         self.log_handler: LspLogHandler | None = None
+        self.action_records: deque[ActionRecord] = deque(maxlen=50)
+        self.progress_cancels: dict[str, threading.Event] = {}
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -150,6 +167,8 @@ class ClLanguageServer(LanguageServer):
             await self.engine.load(path, self.settings.model)
         except (ModelError, EngineError) as error:
             self.tell(types.MessageType.Error, str(error))
+            if isinstance(error, ModelError):
+                self.engine.no_model(str(error))
             await progress.end("no model")
             return
         except asyncio.CancelledError:
@@ -219,6 +238,113 @@ class ClLanguageServer(LanguageServer):
         return document, suggestion, offset
 
 
+    # -- code actions ------------------------------------------------------------------------
+
+    def offer_actions(self, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        """Titled actions for a selection or cursor; nothing here touches the model."""
+        document = self.documents.get(params.text_document.uri)
+        if document is None or not self.settings.actions.enabled:
+            return None
+        where, encoding = params.range, self.position_encoding
+        try:
+            start = document.offset_at(where.start.line, where.start.character, encoding)
+            end = document.offset_at(where.end.line, where.end.character, encoding)
+        except PositionError as error:
+            raise JsonRpcInvalidParams(f"codeAction: {error}") from error
+        reported = list(params.context.diagnostics)
+        diagnostics = [Diagnostic(d.range.start.line, d.message, d.source,
+                                  None if d.code is None else str(d.code)) for d in reported]
+        requests = offer(document.text, min(start, end), max(start, end), uri=document.uri,
+                         version=document.version,
+                         language=language_for(document.language_id, document.uri),
+                         diagnostics=diagnostics)
+        only = params.context.only or []
+        actions = []
+        for request in requests:
+            kind = ACTION_KINDS[request.kind]
+            if only and not any(kind == o or kind.startswith(f"{o}.") for o in only):
+                continue
+            data = request.to_data()
+            action = types.CodeAction(
+                title=f"cl-lsp: {request.title}", kind=kind, data=data,
+                diagnostics=[reported[diagnostics.index(d)] for d in request.diagnostics] or None)
+            if not self.resolve_edits:  # the editor runs the command, we apply the edit
+                action.command = types.Command(title=action.title, command=RUN_ACTION_COMMAND,
+                                               arguments=[data])
+            actions.append(action)
+        return actions
+
+    async def write_action(self, request: ActionRequest) -> types.WorkspaceEdit | None:
+        """Have the model write the action; the edit, or None after telling the user why."""
+        record = ActionRecord(request.kind.value, request.title)
+        self.action_records.append(record)
+        title = request.title
+        document = self.documents.get(request.uri)
+        if document is None or document.version != request.version:
+            return self._refuse(record, "stale", f"{title}: the document changed since the "
+                                "action was offered; run it again")
+        text = document.text
+        cancel = threading.Event()
+        progress = Progress(self, f"cl-lsp: {title}", cancel)
+        await progress.begin("waiting for the model")
+        loop = asyncio.get_running_loop()
+        reported = [0.0]
+
+        def on_text(answer: str) -> None:  # on the writer thread, at every token
+            if time.monotonic() - reported[0] >= 0.5:
+                reported[0] = time.monotonic()
+                loop.call_soon_threadsafe(progress.send_report,
+                                          f"{len(answer)} characters written")
+
+        job = functools.partial(write_action, request=request, text=text, path=request.uri,
+                                record=record, on_text=on_text)
+        try:
+            result = await self.engine.write(job, self.settings.actions, cancel)
+        except TargetTooLarge as error:
+            return self._refuse(record, "too_large", f"{title}: {error}")
+        except EngineError as error:
+            return self._refuse(record, "failed", f"{title}: {error}",
+                                types.MessageType.Error)
+        except asyncio.CancelledError:
+            record.outcome = "cancelled"
+            raise
+        finally:
+            record.seconds = round(time.monotonic() - record.started, 3)
+            await progress.end(record.outcome)
+        log.info("%s: %s, prompt %d tokens, wrote %d (%s) in %.1f s", title, record.outcome,
+                 record.prompt_tokens, record.generated_tokens, record.stop_reason,
+                 record.seconds)
+        if cancel.is_set():
+            return self._refuse(record, "cancelled", f"{title}: cancelled",
+                                types.MessageType.Info)
+        if self.documents.get(request.uri) is not document or document.version != (
+                request.version):
+            return self._refuse(record, "stale", f"{title}: the document changed while the "
+                                "model was writing; nothing was applied, run it again")
+        if request.kind is ActionKind.EXPLAIN and result.message:
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Info, message=result.message))
+        if result.edit is None:
+            return self._refuse(record, "nothing", f"{title}: {result.message}")
+        record.outcome = "edit"
+        start = document.position_at(result.edit.start, self.position_encoding)
+        end = document.position_at(result.edit.end, self.position_encoding)
+        edit = types.TextEdit(range=types.Range(start=types.Position(*start),
+                                                end=types.Position(*end)),
+                              new_text=result.edit.new_text)
+        if not self.versioned_edits:
+            return types.WorkspaceEdit(changes={request.uri: [edit]})
+        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(
+                uri=request.uri, version=request.version),
+            edits=[edit])])
+
+    def _refuse(self, record: ActionRecord, outcome: str, message: str,
+                kind: types.MessageType = types.MessageType.Warning) -> None:
+        record.outcome = outcome
+        self.tell(kind, message)
+
+
 class Unanswerable(Exception):
     """There is no suggestion for this request; the reason goes to the log."""
 
@@ -226,9 +352,11 @@ class Unanswerable(Exception):
 class Progress:
     """Work-done progress if the client supports it; otherwise only the log."""
 
-    def __init__(self, ls: ClLanguageServer, title: str) -> None:
+    def __init__(self, ls: ClLanguageServer, title: str,
+                 cancel: threading.Event | None = None) -> None:
         self.ls, self.title = ls, title
         self.token: str | None = None
+        self.cancel = cancel  # set when the user cancels the progress in the editor
 
     async def begin(self, message: str) -> None:
         log.info("%s: %s", self.title, message)
@@ -241,9 +369,11 @@ class Progress:
             log.debug("work done progress refused: %s", error)
             return
         self.token = token
+        if self.cancel is not None:
+            self.ls.progress_cancels[token] = self.cancel
         self.ls.work_done_progress.begin(
             token, types.WorkDoneProgressBegin(title=self.title, message=message,
-                                               cancellable=False))
+                                               cancellable=self.cancel is not None))
 
     async def report(self, message: str, percentage: int | None = None) -> None:
         log.info("%s: %s", self.title, message)
@@ -256,6 +386,7 @@ class Progress:
 
     async def end(self, message: str) -> None:
         if self.token is not None:
+            self.ls.progress_cancels.pop(self.token, None)
             self.ls.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
             self.token = None
 
@@ -296,6 +427,13 @@ def initialize(ls: ClLanguageServer, params: types.InitializeParams) -> None:
     item_caps = completion_caps and completion_caps.completion_item
     ls.markdown_documentation = bool(
         item_caps and types.MarkupKind.Markdown in (item_caps.documentation_format or ()))
+    code_actions = params.capabilities.text_document and (
+        params.capabilities.text_document.code_action)
+    resolvable = code_actions and code_actions.resolve_support
+    ls.resolve_edits = bool(resolvable and "edit" in resolvable.properties)
+    workspace = params.capabilities.workspace
+    ls.versioned_edits = bool(workspace and workspace.workspace_edit
+                              and workspace.workspace_edit.document_changes)
     new, problems = parse_settings(params.initialization_options, ls.settings)
     ls.settings = new
     ls.pending_problems = problems
@@ -414,6 +552,42 @@ async def completion(
     return types.CompletionList(is_incomplete=True, items=[item])
 
 
+def code_action(ls: ClLanguageServer,
+                params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    return ls.offer_actions(params)
+
+
+async def resolve_code_action(ls: ClLanguageServer, action: types.CodeAction
+                              ) -> types.CodeAction:
+    try:
+        request = ActionRequest.from_data(action.data)
+    except ValueError as error:
+        raise JsonRpcInvalidParams(f"codeAction/resolve: {error}") from error
+    action.edit = await ls.write_action(request)
+    return action
+
+
+async def run_action_command(ls: ClLanguageServer, *args: Any) -> None:
+    """For editors without codeAction/resolve: write the action, then apply its edit."""
+    try:
+        request = ActionRequest.from_data(args[0] if args else None)
+    except ValueError as error:
+        raise JsonRpcInvalidParams(f"{RUN_ACTION_COMMAND}: {error}") from error
+    edit = await ls.write_action(request)
+    if edit is None:
+        return
+    result = await ls.workspace_apply_edit_async(
+        types.ApplyWorkspaceEditParams(edit=edit, label=f"cl-lsp: {request.title}"))
+    if not result.applied:
+        ls.tell(types.MessageType.Warning, f"{request.title}: the editor did not apply the "
+                f"edit ({result.failure_reason or 'no reason given'})")
+
+
+def cancel_progress(ls: ClLanguageServer, params: types.WorkDoneProgressCancelParams) -> None:
+    if (cancel := ls.progress_cancels.get(str(params.token))) is not None:
+        cancel.set()
+
+
 def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     status = ls.engine.status()
     status["answersWithoutModel"] = ls.completions.answers_without_model
@@ -422,6 +596,8 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     status["documents"] = len(ls.documents)
     status["positionEncoding"] = ls.position_encoding
     status["pid"] = os.getpid()
+    status["actions"] = [record.as_dict() for record in ls.action_records]
+    status["actionsStarted"] = ls.engine.actions_started
     return status
 
 
@@ -446,7 +622,13 @@ def build_server(cli_model: str | None = None) -> ClLanguageServer:
         types.TEXT_DOCUMENT_COMPLETION,
         types.CompletionOptions(trigger_characters=COMPLETION_TRIGGERS, resolve_provider=False),
     )(completion)
+    ls.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+        code_action_kinds=sorted(set(ACTION_KINDS.values())), resolve_provider=True))(
+        code_action)
+    ls.feature(types.CODE_ACTION_RESOLVE)(resolve_code_action)
+    ls.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)(cancel_progress)
     ls.command(STATUS_COMMAND)(execute_status)
+    ls.command(RUN_ACTION_COMMAND)(run_action_command)
     return ls
 
 

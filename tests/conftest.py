@@ -81,15 +81,22 @@ def tiny_vocab(tiny_model: Path):
 
 
 def client_capabilities(*, encodings: list[str] | None = None, progress: bool = True,
-                        ) -> types.ClientCapabilities:
+                        resolve: bool = True) -> types.ClientCapabilities:
     return types.ClientCapabilities(
         general=types.GeneralClientCapabilities(position_encodings=encodings)
         if encodings else None,
         window=types.WindowClientCapabilities(work_done_progress=progress),
+        workspace=types.WorkspaceClientCapabilities(
+            apply_edit=True,
+            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)),
         text_document=types.TextDocumentClientCapabilities(
             inline_completion=types.InlineCompletionClientCapabilities(),
             completion=types.CompletionClientCapabilities(),
             synchronization=types.TextDocumentSyncClientCapabilities(),
+            code_action=types.CodeActionClientCapabilities(
+                data_support=True,
+                resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"])
+                if resolve else None),
         ),
     )
 
@@ -110,7 +117,7 @@ async def start_server(tmp_path: Path):
 
     async def start(*, model: Path | str | None = None, options: dict | None = None,
                     env: dict[str, str] | None = None, encodings: list[str] | None = None,
-                    progress: bool = True, wait_ready: bool = True):
+                    progress: bool = True, wait_ready: bool = True, resolve: bool = True):
         # Exact-length assertions must not depend on how busy the machine is: no time cap
         # unless a test asks for one.
         options = dict(options or {})
@@ -124,7 +131,8 @@ async def start_server(tmp_path: Path):
         clients.append(client)
         client.init_result = await asyncio.wait_for(client.initialize_session(
             types.InitializeParams(
-                capabilities=client_capabilities(encodings=encodings, progress=progress),
+                capabilities=client_capabilities(encodings=encodings, progress=progress,
+                                                 resolve=resolve),
                 initialization_options=options,
                 root_uri=tmp_path.as_uri(),
             )), 30)
