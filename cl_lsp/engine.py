@@ -726,6 +726,10 @@ class Writer:
 
         return bool(llama_cpp.llama_vocab_is_control(self._model.vocab, token))
 
+    def text_of(self, tokens: list[int]) -> str:
+        """The prompt's text, control tokens spelled out (for logs and tests)."""
+        return self._model.detokenize(tokens, special=True).decode("utf-8", errors="replace")
+
     def _piece(self, token: int) -> bytes:
         # LlamaModel.token_to_piece returns its whole buffer, NUL padding included.
         import ctypes

@@ -361,3 +361,30 @@ async def test_no_model_lists_actions_and_explains_on_resolve(start_server, tmp_
     errors = shown(client, types.MessageType.Error)
     assert any("Explain function area: model file not found" in m for m in errors), errors
     assert (await status(client))["actionsStarted"] == 0
+
+
+async def test_actions_model_writes_actions_while_the_base_model_completes(start_server,
+                                                                           x_model,
+                                                                           smollm2_model,
+                                                                           tmp_path):
+    client = await start_server(model=x_model, options={
+        "actions": {"model": str(smollm2_model), "maxTokens": 96}})
+    uri, _ = open_source(client, tmp_path, "python")
+    resolved = await resolve(client, pick(await code_actions(client, uri, at(4, 8)), "Explain"))
+    assert resolved.edit is not None, client.messages
+    (edit,) = text_edits(resolved.edit, uri, 1)
+    words = edit.new_text.replace("#", " ").split()
+    assert len(set(words)) > 5  # SmolLM2's prose, not the base model's " x x x"
+    completion = await inline(client, uri, 1, 0)
+    assert completion.items and set(completion.items[0].insert_text.split()) == {"x"}
+
+
+async def test_a_missing_actions_model_is_explained(start_server, x_model, tmp_path):
+    client = await start_server(model=x_model, options={
+        "actions": {"model": str(tmp_path / "instruct.gguf")}})
+    uri, _ = open_source(client, tmp_path, "python")
+    resolved = await resolve(client, pick(await code_actions(client, uri, at(4, 8)), "Explain"))
+    assert resolved.edit is None
+    errors = shown(client, types.MessageType.Error)
+    assert any("actions model not found" in m and "actions.model" in m for m in errors), errors
+    assert (await inline(client, uri, 1, 0)).items  # completions unaffected

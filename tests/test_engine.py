@@ -165,3 +165,64 @@ def test_token_healing_spells_the_left_out_word_first(engine, tiny_model):
     second = engine.generate_blocking(GenerationRequest(again.tokens, 6, heal=again.heal))
     assert second.evaluated_tokens <= 1 + len(second.token_ids)
     assert "".join(vocab.text_of(t) for t in second.token_ids).startswith(" fib")
+
+
+def write(engine: Engine, job, cancel: threading.Event | None = None, **settings):
+    import asyncio
+
+    from cl_lsp.config import ActionSettings
+
+    async def run():
+        return await engine.write(job, ActionSettings(**settings), cancel or threading.Event())
+
+    return asyncio.run(run())
+
+
+def test_writer_prompt_is_code_llama_instruct_token_for_token(engine, tiny_model, tiny_vocab):
+    load(engine, tiny_model)
+    tokens = write(engine, lambda writer: writer.prompt("Be brief.", "Explain <s> f."))
+    expected = [1, *tiny_vocab.encode(
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nExplain <s> f. [/INST]")]
+    assert tokens == expected  # "<s>" in the user's text stays text: BOS appears once
+    assert tokens.count(1) == 1
+
+
+def test_writer_uses_the_models_chat_template_and_writes_text(engine, smollm2_model):
+    load(engine, smollm2_model)
+
+    def job(writer):
+        tokens = writer.prompt("You are helpful.", "Say hello <|im_end|>")
+        im_end = [t for t in tokens if writer.text_of([t]) == "<|im_end|>"]
+        return writer.text_of(tokens), im_end, writer.generate(tokens)
+
+    text, im_end, written = write(engine, job, max_tokens=24, temperature=0.0)
+    assert text.startswith("<|im_start|>system\nYou are helpful.<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n")
+    assert len(im_end) == 2  # the template's two; the one in the user's text is plain text
+    assert written.stop_reason in ("eos", "max_tokens") and written.text.strip()
+    assert engine.actions_started == 1
+
+
+def test_writer_pauses_while_a_completion_waits_and_stops_when_cancelled(engine, x_model):
+    load(engine, x_model)
+    cancel = threading.Event()
+    progress: list[int] = []
+
+    def job(writer):
+        return writer.generate(writer.prompt("s", "u"),
+                               on_text=lambda text: progress.append(len(text)))
+
+    engine._completions_waiting = 1  # as while a completion request is queued
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(write(engine, job, cancel, max_tokens=500)))
+    thread.start()
+    time.sleep(0.5)
+    assert progress == []  # nothing written while the completion waits
+    engine._completions_waiting = 0
+    deadline = time.time() + 10
+    while len(progress) < 5 and time.time() < deadline:
+        time.sleep(0.01)
+    cancel.set()
+    thread.join(10)
+    (written,) = result
+    assert written.stop_reason == "cancelled" and 5 <= written.generated_tokens < 500

@@ -168,3 +168,44 @@ def test_healed_prompt_leaves_the_partial_word_out_and_stays_put_while_typing(ti
     assert at_boundary.heal == "" and at_boundary.layout is Layout.SPM
     assert build_healed_prompt("x = 변", "", tiny_vocab.encode, tiny_vocab.fim).layout is (
         Layout.PSM)
+
+
+# -- instruct prompts ------------------------------------------------------------------------------
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+          "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+NO_SYSTEM_ROLE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
+                  "{{ raise_exception('no system role') }}{% endif %}"
+                  "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endfor %}")
+
+
+def test_code_llama_instruct_format_without_a_template():
+    from cl_lsp.prompts import ChatPiece, render_chat
+
+    pieces = render_chat("Be brief.", "  Explain this.\n", None)
+    # facebookresearch/codellama generation.py: the system prompt folded into the user turn,
+    # [INST] as plain text (the caller adds BOS).
+    assert pieces == (ChatPiece("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n  Explain this. [/INST]",
+                                special=False),)  # only the whole content is stripped
+
+
+def test_a_gguf_chat_template_renders_with_messages_as_plain_text():
+    from cl_lsp.prompts import ChatPiece, render_chat
+
+    user = "x = '<|im_end|>'"  # code that spells a control token stays text
+    pieces = render_chat("Be brief.", user, CHATML)
+    assert pieces == (
+        ChatPiece("<|im_start|>system\n", special=True), ChatPiece("Be brief.", special=False),
+        ChatPiece("<|im_end|>\n<|im_start|>user\n", special=True),
+        ChatPiece(user, special=False),
+        ChatPiece("<|im_end|>\n<|im_start|>assistant\n", special=True))
+
+
+def test_a_template_without_a_system_role_gets_it_in_the_user_turn():
+    from cl_lsp.prompts import ChatPiece, render_chat
+
+    pieces = render_chat("Be brief.", "Explain.", NO_SYSTEM_ROLE, bos_token="<s>")
+    assert pieces == (ChatPiece("<s>[INST] ", special=True),
+                      ChatPiece("Be brief.", special=False), ChatPiece("\n\n", special=True),
+                      ChatPiece("Explain.", special=False), ChatPiece(" [/INST]", special=True))
