@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 STATUS_COMMAND = "cl-lsp.status"
 RUN_ACTION_COMMAND = "cl-lsp.runAction"
+ACCEPT_COMMAND = "cl-lsp.accept"  # editors run an item's command when the user accepts it
 ACTION_KINDS = {
     ActionKind.FIX: types.CodeActionKind.QuickFix,
     ActionKind.DOCUMENT: types.CodeActionKind.RefactorRewrite,
@@ -131,6 +132,7 @@ class ClLanguageServer(LanguageServer):
         self.versioned_edits = False  # the client takes `documentChanges` (with versions)
         self.log_handler: LspLogHandler | None = None
         self.action_records: deque[ActionRecord] = deque(maxlen=50)
+        self.accepted = 0  # suggestions the user accepted (the items' command ran)
         self.progress_cancels: dict[str, threading.Event] = {}
 
     # -- messages ----------------------------------------------------------------------------
@@ -501,8 +503,14 @@ async def inline_completion(
         types.InlineCompletionItem(
             insert_text=suggestion,
             range=types.Range(start=cursor, end=cursor),
+            command=accept_command(params.text_document.uri, suggestion),
         )
     ])
+
+
+def accept_command(uri: str, suggestion: str) -> types.Command:
+    return types.Command(title="cl-lsp: accepted", command=ACCEPT_COMMAND,
+                         arguments=[{"uri": uri, "characters": len(suggestion)}])
 
 
 async def completion(
@@ -539,6 +547,7 @@ async def completion(
         ) if ls.markdown_documentation else new_text,
         sort_text="0",
         filter_text=new_text,
+        command=accept_command(document.uri, suggestion),
         preselect=True,
         insert_text_format=types.InsertTextFormat.PlainText,
         text_edit=types.TextEdit(
@@ -583,6 +592,15 @@ async def run_action_command(ls: ClLanguageServer, *args: Any) -> None:
                 f"edit ({result.failure_reason or 'no reason given'})")
 
 
+def execute_accept(ls: ClLanguageServer, *args: Any) -> None:
+    """The user accepted a suggestion. Counted; a partial accept needs nothing more, because
+    the rest is answered from the shown suggestion as the user goes on (typed-ahead reuse)."""
+    ls.accepted += 1
+    details = args[0] if args and isinstance(args[0], dict) else {}
+    log.info("accepted %s characters in %s", details.get("characters", "?"),
+             details.get("uri", "?"))
+
+
 def cancel_progress(ls: ClLanguageServer, params: types.WorkDoneProgressCancelParams) -> None:
     if (cancel := ls.progress_cancels.get(str(params.token))) is not None:
         cancel.set()
@@ -598,6 +616,7 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     status["pid"] = os.getpid()
     status["actions"] = [record.as_dict() for record in ls.action_records]
     status["actionsStarted"] = ls.engine.actions_started
+    status["accepted"] = ls.accepted
     return status
 
 
@@ -629,6 +648,7 @@ def build_server(cli_model: str | None = None) -> ClLanguageServer:
     ls.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)(cancel_progress)
     ls.command(STATUS_COMMAND)(execute_status)
     ls.command(RUN_ACTION_COMMAND)(run_action_command)
+    ls.command(ACCEPT_COMMAND)(execute_accept)
     return ls
 
 

@@ -331,3 +331,41 @@ async def test_default_model_is_downloaded_once_with_progress(start_server, x_mo
         messages = [getattr(v, "message", "") or "" for v in progress_messages(client)]
         assert any("downloading" in message for message in messages)
         assert len(hub.file_requests("GET")) == 1
+
+
+async def test_accepting_runs_the_items_command_and_a_partial_accept_reuses_the_rest(
+        start_server, x_model, tmp_path):
+    client = await start_server(model=x_model)
+    uri = (tmp_path / "accept.py").as_uri()
+    open_doc(client, uri, "value = ")
+    (item,) = (await inline(client, uri, 0, 8)).items
+    assert item.command is not None and item.command.command == "cl-lsp.accept"
+    # The editor accepts one word (" x"), inserts it, and runs the item's command.
+    change(client, uri, 2, (0, 8), (0, 8), " x")
+    await asyncio.wait_for(client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command=item.command.command, arguments=item.command.arguments)), 10)
+    (rest,) = (await inline(client, uri, 0, 10)).items
+    assert rest.insert_text == X48[2:]  # the rest of the shown suggestion, no new generation
+    current = await status(client)
+    assert current["accepted"] == 1
+    assert current["counters"]["generationsStarted"] == 1
+    assert current["recent"][-1]["outcome"] == "typed_ahead"
+
+
+async def test_notifications_the_server_does_not_know_are_ignored(start_server, x_model,
+                                                                  tmp_path):
+    client = await start_server(model=x_model)
+    uri = (tmp_path / "n.py").as_uri()
+    open_doc(client, uri, "value = ")
+    for method, params in [
+        ("textDocument/didSave", {"textDocument": {"uri": uri}}),
+        ("$/setTrace", {"value": "verbose"}),
+        ("workspace/didChangeWatchedFiles", {"changes": []}),
+        ("workspace/didChangeWorkspaceFolders",
+         {"event": {"added": [], "removed": []}}),
+        ("nvim/someExtension", {"x": 1}),
+    ]:
+        client.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})
+    assert (await inline(client, uri, 0, 8)).items[0].insert_text == X48
+    assert not [m for m in client.messages if m.type <= types.MessageType.Warning]
+    assert (await status(client))["state"] == "ready"
