@@ -169,6 +169,8 @@ def complete_once(args: argparse.Namespace) -> int:
         print(json.dumps({
             "completion": suggestion.text,
             "raw": suggestion.raw,
+            "replace_after": suggestion.replace_after,
+            "dropped_by": suggestion.dropped_by,
             "mode": plan.context.mode.value,
             "reason": plan.context.reason,
             "language": plan.context.language,

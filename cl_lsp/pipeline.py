@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,10 +20,18 @@ from dataclasses import dataclass, replace
 from .config import CompletionSettings, camel
 from .context import CompletionMode, CursorContext, extract_context
 from .engine import Engine, Generation, GenerationRequest, Vocabulary
-from .postprocess import clean_completion, end_of_block_cut
+from .postprocess import (
+    AUTO_CLOSED,
+    FilterInput,
+    auto_closed_span,
+    clean_completion,
+    end_of_block_cut,
+)
 from .prompts import FimPrompt, build_prompt
 from .reuse import ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
+
+log = logging.getLogger(__name__)
 
 # Room kept free in the context window besides prompt and generation (control tokens etc.).
 CONTEXT_MARGIN = 8
@@ -41,6 +50,8 @@ class Suggestion:
     raw: str
     plan: CompletionPlan
     generation: Generation | None
+    replace_after: int = 0  # auto-closed characters after the cursor the text types over
+    dropped_by: str | None = None  # the filter that emptied the suggestion, if one did
 
 
 def budgets(settings: CompletionSettings, n_ctx: int, max_tokens: int) -> tuple[int, int]:
@@ -113,13 +124,33 @@ def finish_completion(plan: CompletionPlan, generation: Generation | None) -> Su
     raw = generation.text
     if generation.stop_reason == "timeout" and "\n" in raw.rstrip("\n"):
         raw = raw[:raw.rstrip("\n").rfind("\n")]  # keep whole lines of a cut-off answer
-    text = clean_completion(
+    cleaned = clean_completion(
         raw,
         prefix=context.prefix,
         suffix=context.suffix,
         single_line=context.mode is CompletionMode.SINGLE_LINE,
+        language=context.language,
     )
-    return Suggestion(text, generation.text, plan, generation)
+    if cleaned.dropped_by:
+        log.debug("suggestion dropped by %s: %r", cleaned.dropped_by, raw[:200])
+    return Suggestion(cleaned.text, generation.text, plan, generation, cleaned.replace_after,
+                      cleaned.dropped_by)
+
+
+#: Characters around the cursor judged when measuring what a suggestion types over.
+SPAN_WINDOW = 4000
+
+
+def replace_span(text: str, offset: int, suggestion: str, language: str | None) -> int:
+    """How many auto-closed characters after the cursor ``suggestion`` types over (the item's
+    range covers them, so ``f(|)`` + ``x)`` gives ``f(x)``, not ``f(x))``). Measured on the
+    document as it is, so answers from the cache or typed-ahead reuse get it right too."""
+    if not suggestion or offset >= len(text) or text[offset] not in AUTO_CLOSED:
+        return 0
+    ctx = FilterInput(prefix=text[max(0, offset - SPAN_WINDOW):offset],
+                      suffix=text[offset:offset + SPAN_WINDOW], single_line="\n" not in suggestion,
+                      language=language)
+    return auto_closed_span(suggestion, ctx)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .context import is_identifier_char, language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
 from .models import ModelError, locate_model, terminal_progress, throttled
-from .pipeline import Completions
+from .pipeline import Completions, replace_span
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class ClLanguageServer(LanguageServer):
         self.action_records: deque[ActionRecord] = deque(maxlen=50)
         self.accepted = 0  # suggestions the user accepted (the items' command ran)
         self.progress_cancels: dict[str, threading.Event] = {}
+        self.background: set[asyncio.Future[None]] = set()  # actions run by command
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -239,6 +240,17 @@ class ClLanguageServer(LanguageServer):
         )
         return document, suggestion, offset
 
+
+    def replaced_end(self, document: Document, offset: int, suggestion: str
+                     ) -> types.Position | None:
+        """Where the item's range ends when the suggestion types over auto-closed characters
+        after the cursor (``f(|)`` + ``x)``), None when it types over nothing."""
+        language = language_for(document.language_id, document.uri)
+        span = replace_span(document.text, offset, suggestion, language)
+        if not span:
+            return None
+        line, character = document.position_at(offset + span, self.position_encoding)
+        return types.Position(line=line, character=character)
 
     # -- code actions ------------------------------------------------------------------------
 
@@ -489,7 +501,8 @@ async def inline_completion(
     ls: ClLanguageServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
     try:
-        _, suggestion, _ = await ls.suggest(params.text_document.uri, params.position)
+        document, suggestion, offset = await ls.suggest(params.text_document.uri,
+                                                        params.position)
     except Unanswerable as why:
         log.debug("no inline completion: %s", why)
         return types.InlineCompletionList(items=[])
@@ -499,10 +512,11 @@ async def inline_completion(
     if not suggestion:
         return types.InlineCompletionList(items=[])
     cursor = params.position
+    end = ls.replaced_end(document, offset, suggestion) or cursor
     return types.InlineCompletionList(items=[
         types.InlineCompletionItem(
             insert_text=suggestion,
-            range=types.Range(start=cursor, end=cursor),
+            range=types.Range(start=cursor, end=end),
             command=accept_command(params.text_document.uri, suggestion),
         )
     ])
@@ -553,7 +567,7 @@ async def completion(
         text_edit=types.TextEdit(
             range=types.Range(
                 start=types.Position(line=start[0], character=start[1]),
-                end=params.position,
+                end=ls.replaced_end(document, offset, suggestion) or params.position,
             ),
             new_text=new_text,
         ),
@@ -577,16 +591,31 @@ async def resolve_code_action(ls: ClLanguageServer, action: types.CodeAction
 
 
 async def run_action_command(ls: ClLanguageServer, *args: Any) -> None:
-    """For editors without codeAction/resolve: write the action, then apply its edit."""
+    """For editors without codeAction/resolve: answer at once, then write the action and apply
+    its edit in the background (with progress the user can cancel). Editors such as eglot wait
+    for the answer to `workspace/executeCommand` before anything else: the user keeps typing."""
     try:
         request = ActionRequest.from_data(args[0] if args else None)
     except ValueError as error:
         raise JsonRpcInvalidParams(f"{RUN_ACTION_COMMAND}: {error}") from error
-    edit = await ls.write_action(request)
-    if edit is None:
+    task = asyncio.ensure_future(_write_and_apply(ls, request))
+    ls.background.add(task)
+    task.add_done_callback(ls.background.discard)
+
+
+async def _write_and_apply(ls: ClLanguageServer, request: ActionRequest) -> None:
+    try:
+        edit = await ls.write_action(request)
+        if edit is None:
+            return
+        result = await ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit, label=f"cl-lsp: {request.title}"))
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        log.exception("%s failed", request.title)
+        ls.tell(types.MessageType.Error, f"{request.title} failed: {_first_line(error)}")
         return
-    result = await ls.workspace_apply_edit_async(
-        types.ApplyWorkspaceEditParams(edit=edit, label=f"cl-lsp: {request.title}"))
     if not result.applied:
         ls.tell(types.MessageType.Warning, f"{request.title}: the editor did not apply the "
                 f"edit ({result.failure_reason or 'no reason given'})")
@@ -622,6 +651,8 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
 
 def shutdown(ls: ClLanguageServer, params: None) -> None:
     ls.completions.scheduler.cancel_all()
+    for task in list(ls.background):
+        task.cancel()
     if ls.load_task and not ls.load_task.done():
         ls.load_task.cancel()
 

@@ -45,7 +45,9 @@ def test_complete_json_shows_the_exact_spm_prompt(tmp_path, x_model):
                                        822, 285, 29898, 29916, 1125]
     assert answer["evaluated_tokens"] == len(answer["prompt_tokens"])
     assert answer["mode"] == "multi_line"
-    assert answer["completion"] == " x" * 128  # completion.maxTokens
+    assert answer["raw"] == " x" * 128  # completion.maxTokens
+    # `def f(x): x x` would not parse: the syntax check drops it (after the loop filter).
+    assert answer["completion"] == "" and answer["dropped_by"] == "check_syntax"
 
 
 def test_complete_heals_the_word_being_typed_or_uses_psm_if_asked(tmp_path, x_model,

@@ -1,15 +1,119 @@
-"""Minimal clean-up of raw model text (each filter, then the whole chain)."""
+"""Post-processing: each filter on tables and golden fixtures, the whole chain, and a property
+test over arbitrary input (see tests/fixtures/postprocess/README.md for the fixture format)."""
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cl_lsp import postprocess
 from cl_lsp.postprocess import (
+    FILTERS,
+    Cleaned,
     FilterInput,
     clean_completion,
+    end_of_block_cut,
     strip_control_tokens,
     trim_suffix_overlap,
 )
+
+FIXTURES = Path(__file__).parent / "fixtures" / "postprocess"
+CURSOR = "█"
+TAB = "⇥"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@dataclass
+class Case:
+    file: str
+    name: str
+    scalars: dict[str, str] = field(default_factory=dict)
+    sections: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ctx(self) -> FilterInput:
+        document = self.sections["document"] + "\n"
+        assert document.count(CURSOR) == 1, f"{self.name}: one {CURSOR} expected"
+        prefix, suffix = document.split(CURSOR)
+        mode = self.scalars.get("mode", "multi")
+        assert mode in ("single", "multi"), f"{self.name}: mode is single or multi"
+        return FilterInput(prefix, suffix, mode == "single", self.scalars.get("language"))
+
+
+def load_cases(path: Path) -> list[Case]:
+    """Cases of one fixture file: `=== name`, `key: value` lines, `--- section` blocks."""
+    cases: list[Case] = []
+    section: list[str] | None = None
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line.startswith("=== "):
+            cases.append(Case(path.stem, line[4:].strip()))
+            section = None
+        elif not cases:
+            continue  # comments before the first case
+        elif line.startswith("--- "):
+            section = []
+            cases[-1].sections[line[4:].strip()] = section  # type: ignore[assignment]
+        elif section is not None:
+            section.append(line)
+        elif line.strip():
+            key, sep, value = line.partition(":")
+            assert sep, f"{path.name}: {line!r} is neither `key: value` nor a section"
+            cases[-1].scalars[key.strip()] = value.strip()
+    for case in cases:
+        for key, lines in list(case.sections.items()):
+            while lines and not lines[-1].strip():
+                lines.pop()
+            case.sections[key] = "\n".join(lines).replace(TAB, "\t")  # type: ignore[arg-type]
+    return cases
+
+
+FIXTURE_FILES = sorted(FIXTURES.glob("*.txt"))
+CASES = [case for path in FIXTURE_FILES for case in load_cases(path)]
+
+
+def test_every_filter_has_a_fixture_file():
+    names = {path.stem for path in FIXTURE_FILES}
+    wanted = {step.__name__ for step in FILTERS} | {"auto_closed_span", "clean_completion"}
+    assert wanted == names
+
+
+def test_fixtures_cover_the_main_languages():
+    languages = {case.scalars.get("language") for case in CASES}
+    assert {"python", "javascript", "typescript", "go", "rust", "c", None} <= languages
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.file}:{c.name}" for c in CASES])
+def test_golden(case: Case):
+    ctx = case.ctx
+    raw = case.sections["raw"]
+    if case.file == "auto_closed_span":
+        assert postprocess.auto_closed_span(raw, ctx) == int(case.scalars["replace_after"])
+        return
+    expected = case.sections["expected"]
+    if case.file == "clean_completion":
+        got = clean_completion(
+            raw,
+            prefix=ctx.prefix,
+            suffix=ctx.suffix,
+            single_line=ctx.single_line,
+            language=ctx.language,
+        )
+        assert got.text == expected
+        if "replace_after" in case.scalars:
+            assert got.replace_after == int(case.scalars["replace_after"])
+        if "dropped_by" in case.scalars:
+            assert got.dropped_by == case.scalars["dropped_by"]
+        return
+    assert getattr(postprocess, case.file)(raw, ctx) == expected
+
+
+# --------------------------------------------------------------------------- tables
 
 
 @pytest.mark.parametrize(
@@ -28,16 +132,24 @@ def test_strip_control_tokens(raw, expected):
 @pytest.mark.parametrize(
     ("raw", "suffix", "single", "expected"),
     [
-        pytest.param("b + c)", ")\n", True, "b + c", id="rest-of-line-rewritten"),
+        # An auto-closed rest of line is typed over (Cleaned.replace_after), not trimmed.
+        pytest.param("b + c)", ")\n", True, "b + c)", id="auto-closed-rest-kept"),
+        pytest.param("b + c, d)", ", d)\n", True, "b + c", id="rest-of-line-rewritten"),
         pytest.param("b + c", ")\n", True, "b + c", id="no-overlap"),
-        pytest.param("    x = 1\n    return x\n", "\n    return x\n", False, "    x = 1",
-                     id="next-line-rewritten"),
-        pytest.param("    x = 1\n    y = 2", "\n    return x\n", False, "    x = 1\n    y = 2",
-                     id="multi-line-no-overlap"),
-        pytest.param("    if a:\n        pass\n}", "\n}\n", False, "    if a:\n        pass\n}",
-                     id="short-lines-are-not-matched"),
+        pytest.param(
+            "    x = 1\n    return x\n", "\n    return x\n", False, "    x = 1",
+            id="next-line-rewritten",
+        ),
+        pytest.param(
+            "    x = 1\n    y = 2", "\n    return x\n", False, "    x = 1\n    y = 2",
+            id="multi-line-no-overlap",
+        ),
+        pytest.param(
+            "    if a:\n        pass\n}", "\n}\n", False, "    if a:\n        pass\n}",
+            id="short-lines-are-not-matched",
+        ),
     ],
-)
+)  # fmt: skip
 def test_trim_suffix_overlap(raw, suffix, single, expected):
     assert trim_suffix_overlap(raw, FilterInput("", suffix, single)) == expected
 
@@ -55,9 +167,52 @@ def test_trim_suffix_overlap(raw, suffix, single, expected):
         pytest.param("fib(n - 1) + fib(n - 2)\n", "\n", False, "fib(n - 1) + fib(n - 2)",
                      id="multi-line-kept"),
     ],
-)
+)  # fmt: skip
 def test_clean_completion(raw, suffix, single, expected):
-    assert clean_completion(raw, prefix="", suffix=suffix, single_line=single) == expected
+    got = clean_completion(raw, prefix="", suffix=suffix, single_line=single)
+    assert isinstance(got, Cleaned)
+    assert got.text == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "language", "dropped_by"),
+    [
+        pytest.param("", None, None, id="empty-raw"),
+        pytest.param("<EOT>", None, "strip_control_tokens", id="control-only"),
+        pytest.param("\nx", None, "cut_single_line", id="newline-first"),
+        pytest.param(")", "python", "balance_brackets", id="closer-of-nothing"),
+        # Without a grammar a closer of nothing may be prose (`1)`): not an error.
+        pytest.param(")", None, "drop_trivial", id="closer-of-nothing-no-grammar"),
+        pytest.param(";", None, "drop_trivial", id="separator"),
+    ],
+)
+def test_dropped_by_names_the_filter(raw, language, dropped_by):
+    got = clean_completion(raw, prefix="x = 1", suffix="\n", single_line=True, language=language)
+    assert got == Cleaned("", 0, dropped_by)
+
+
+@pytest.mark.parametrize(
+    ("document", "raw", "language", "expected"),
+    [
+        pytest.param("█\n", "1) first\n2) second", None, "1) first\n2) second",
+                     id="prose-list-without-grammar"),
+        pytest.param("const A = () => (\n  █\n);\n", "<p>Don't panic</p>", "javascript",
+                     "<p>Don't panic</p>", id="apostrophe-in-jsx-text"),
+        pytest.param("def f():\n    █\n", "x = 1\n    s = 'abc", "python", "x = 1",
+                     id="string-left-open-at-the-end"),
+    ],
+)  # fmt: skip
+def test_balance_brackets_and_prose(document, raw, language, expected):
+    prefix, suffix = document.split(CURSOR)
+    ctx = FilterInput(prefix, suffix, False, language)
+    assert postprocess.balance_brackets(raw, ctx) == expected
+
+
+def test_language_is_optional_and_keyword_only():
+    got = clean_completion("1", prefix="x = ", suffix="\n", single_line=True)
+    assert got == Cleaned("1")
+    with pytest.raises(TypeError):
+        clean_completion("1", "x = ", "\n", True)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -73,9 +228,99 @@ def test_clean_completion(raw, suffix, single, expected):
         pytest.param("x = ", "1\ny = 2\n", None, id="top-level-never-ends"),
         pytest.param("\tif a:\n\t\t", "b()\n\t\tc()\n\td()\n", "b()\n\t\tc()", id="tabs"),
     ],
-)
+)  # fmt: skip
 def test_end_of_block_cut(prefix, text, expected):
-    from cl_lsp.postprocess import end_of_block_cut
-
     cut = end_of_block_cut(text, prefix)
     assert (None if cut is None else text[:cut]) == expected
+
+
+# --------------------------------------------------------------------------- property
+
+_CODE = st.text(
+    alphabet=st.sampled_from(list("ab x_1(){}[]<>\"'`#/*\\;:,.=+-\n\t    ")) | st.characters(),
+    max_size=60,
+)
+_RAW = st.lists(
+    st.one_of(_CODE, st.sampled_from(["<EOT>", "</s>", "\n    ", "\n}", "end", ")"])),
+    max_size=6,
+).map("".join)
+
+
+def _norm(line: str) -> str:
+    return line.strip()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=_RAW,
+    prefix=_CODE,
+    suffix=_CODE,
+    single_line=st.booleans(),
+    language=st.sampled_from([None, "python", "javascript", "go", "rust", "c", "lua", "bash"]),
+)
+def test_filters_only_cut_the_raw_text(raw, prefix, suffix, single_line, language):
+    """The chain never raises and only ever *cuts* the model's text.
+
+    Precisely: with R = raw.split("\\n") and T = text.split("\\n") (text = the result, "" when
+    dropped), after undoing indentation normalisation and whitespace trimming by comparing
+    lines stripped of leading and trailing whitespace: len(T) <= len(R); T[i] == R[i] for every
+    line but the last of T; and T's last line is a prefix of R's line at that index (a line may
+    be cut, never edited). Also, replace_after only covers auto-closed characters right after
+    the cursor: 0 <= replace_after and suffix[:replace_after] is made of `)]}"'` and backticks.
+    """
+    got = clean_completion(
+        raw, prefix=prefix, suffix=suffix, single_line=single_line, language=language
+    )
+    assert got.replace_after >= 0
+    assert set(suffix[: got.replace_after]) <= set(")]}\"'`")
+    assert len(suffix) >= got.replace_after
+    if not got.text:
+        assert got.replace_after == 0
+        return
+    if single_line:
+        assert "\n" not in got.text
+    _assert_cut_of(got.text, raw)
+
+
+def _assert_cut_of(text: str, raw: str) -> None:
+    raw_lines, lines = raw.split("\n"), text.split("\n")
+    assert len(lines) <= len(raw_lines)
+    for mine, theirs in zip(lines[:-1], raw_lines):
+        assert _norm(mine) == _norm(theirs)
+    assert _norm(raw_lines[len(lines) - 1]).startswith(_norm(lines[-1]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=_RAW,
+    prefix=_CODE,
+    suffix=_CODE,
+    single_line=st.booleans(),
+    language=st.sampled_from([None, "python", "typescript", "go", "rust", "c"]),
+)
+def test_each_filter_alone_only_cuts(raw, prefix, suffix, single_line, language):
+    """Every filter of FILTERS, applied alone to any text, returns a cut of it in the sense of
+    test_filters_only_cut_the_raw_text; auto_closed_span stays within the auto-closed run."""
+    ctx = FilterInput(prefix, suffix, single_line, language)
+    for step in FILTERS:
+        _assert_cut_of(step(raw, ctx), raw)
+    span = postprocess.auto_closed_span(raw, ctx)
+    assert 0 <= span <= len(suffix)
+    assert set(suffix[:span]) <= set(")]}\"'`")
+
+
+@pytest.mark.parametrize(
+    ("document", "suggestion", "language", "span"),
+    [
+        pytest.param("print(█)\n", '"hi")', "python", 1, id="types-over-the-paren"),
+        pytest.param('f("█")\n', 'a")', "javascript", 2, id="types-over-quote-and-paren"),
+        pytest.param("print(█)\n", '"hi"', "python", 0, id="leaves-the-paren"),
+        pytest.param("x = █\n", "1", "python", 0, id="nothing-after-the-cursor"),
+    ],
+)  # fmt: skip
+def test_replace_span_measures_the_document_as_it_is(document, suggestion, language, span):
+    from cl_lsp.pipeline import replace_span
+
+    offset = document.index(CURSOR)
+    text = document.replace(CURSOR, "")
+    assert replace_span(text, offset, suggestion, language) == span

@@ -116,8 +116,8 @@ async def test_the_generation_time_cap_returns_what_there_is(start_server, slow_
                                                             tmp_path):
     client = await start_server(model=slow_x_model, options={
         "completion": {"maxTokens": 3000, "generationTimeoutMs": 300, "debounceMs": 0}})
-    uri = (tmp_path / "cap.py").as_uri()
-    open_doc(client, uri, "def f():\n    \n")
+    uri = (tmp_path / "cap.txt").as_uri()
+    open_doc(client, uri, "def f():\n    \n", language="plaintext")
     answer = await inline(client, uri, 1, 4)
     assert answer.items and answer.items[0].insert_text.startswith(" x")
     (record,) = records(await status(client), uri)

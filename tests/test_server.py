@@ -177,9 +177,9 @@ async def test_a_cheap_request_is_not_delayed_by_a_running_generation(start_serv
                                                                        slow_x_model, tmp_path):
     client = await start_server(model=slow_x_model,
                                 options={"completion": {"maxTokens": 600}})
-    uri = (tmp_path / "slow.py").as_uri()
+    uri = (tmp_path / "slow.txt").as_uri()
     other = (tmp_path / "other.py").as_uri()
-    open_doc(client, uri, "def f():\n    \n")
+    open_doc(client, uri, "def f():\n    \n", language="plaintext")
     open_doc(client, other, "value = total_count + 1\n")
     slow = asyncio.ensure_future(inline(client, uri, 1, 4))
     await wait_busy(client)
