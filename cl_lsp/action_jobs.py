@@ -28,6 +28,7 @@ from .actions import (
     instruction,
     tests_edit,
 )
+from .context import is_identifier_char
 from .engine import Writer
 
 # Tokens kept free besides the instruction and the answer (chat template, BOS...).
@@ -90,7 +91,14 @@ def describe(target: Target) -> str:
 
 def offer(text: str, start: int, end: int, *, uri: str, version: int, language: str | None,
           diagnostics: Sequence[Diagnostic] = ()) -> list[ActionRequest]:
-    """The actions for a selection (or the cursor), most specific first. No model involved."""
+    """The actions for a selection (or the cursor), most specific first. No model involved.
+
+    A "selection" of exactly one identifier counts as the cursor: eglot sends the bounds of the
+    word at point when nothing is selected, and "Explain `total`" is rarely what was meant.
+    """
+    low, high = sorted((start, end))
+    if low < high and all(is_identifier_char(ch) for ch in text[low:high]):
+        start = end = low
     target = find_target(text, start, end, language=language)
     if target is None:
         return []

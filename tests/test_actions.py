@@ -682,3 +682,21 @@ def test_every_edit_at_every_line_leaves_the_file_well_formed(language):
 ])
 def test_extract_documentation_finds_docs_written_into_code(answer, expected):
     assert extract_documentation(answer) == expected
+
+
+def test_a_selected_identifier_counts_as_the_cursor():
+    from cl_lsp.action_jobs import offer
+
+    text = "def area(w, h):\n    total = w * h\n    return total\n"
+    word = text.index("total")
+    kwargs = {"uri": "file:///a.py", "version": 1, "language": "python"}
+    (explain, *_) = [r for r in offer(text, word, word + len("total"), **kwargs)
+                     if r.kind is ActionKind.EXPLAIN]
+    (at_cursor, *_) = [r for r in offer(text, word, word, **kwargs)
+                       if r.kind is ActionKind.EXPLAIN]
+    assert explain.title == at_cursor.title and explain.target_kind != "selection"
+    assert (explain.start, explain.end) == (at_cursor.start, at_cursor.end)
+    # A real selection (more than one word) stays a selection.
+    (chosen, *_) = [r for r in offer(text, word, word + len("total = w"), **kwargs)
+                    if r.kind is ActionKind.EXPLAIN]
+    assert chosen.target_kind == "selection"
