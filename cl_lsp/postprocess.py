@@ -542,16 +542,22 @@ def _doubled_line(lines: list[str], rows: list[tuple[int, str]], start: int) -> 
 def balance_brackets(text: str, ctx: FilterInput) -> str:
     """Keep the longest cut of the suggestion that leaves the brackets as the suffix expects.
 
-    Brackets are counted outside strings and comments (per language, lexically). The suffix
-    closes some brackets opened before the cursor; with the suggestion in place it must close
-    the same ones: the suggestion may not open a bracket it doesn't close, nor close one the
-    suffix closes (unless it types over the auto-closed characters right after the cursor,
-    which the editor item then replaces), nor end inside a one-line string (in JavaScript and
-    TypeScript it may when nothing follows on the cursor's line: JSX text says ``Don't``),
-    nor contain a mismatched closer or, with a grammar, a closer of nothing. It may close a
-    bracket that nothing after the cursor closes (``x = [`` with no ``]`` typed yet). Cuts are
-    tried longest first at: the end, line ends, before a closer of an outer bracket, after the
-    suggestion's own outermost closer; the empty cut always passes.
+    Brackets are counted outside strings and comments (per language, lexically) and matched
+    the way a reader matches them (:func:`syntax.align`): a closer closes the innermost opener
+    of its kind, and a closer that starts its line skips openers on statements indented more
+    than it (``if (x) {`` left open by an overrun, whose ``}`` is really the outer block's).
+    A cut is sound when the text after the cursor, read after it, makes no more bracket errors
+    than it does now (skipped openers, closers of nothing): so the suggestion may close a
+    bracket the suffix leaves open (the middle of ``for (i = 0;`` ... ``{``), may open a block
+    the suffix's next ``}`` at its indentation closes, but may not leave an opener the suffix
+    skips, nor close one the suffix closes (unless it types over the auto-closed characters
+    right after the cursor, which the editor item then replaces), nor end inside a one-line
+    string (in JavaScript and TypeScript it may when nothing follows on the cursor's line: JSX
+    text says ``Don't``), nor contain a mismatched closer or, with a grammar, a closer of
+    nothing. Openers still open at the end of the windows are no error (the suffix window may
+    end before their closers) unless there is no grammar or the suffix closes nothing. Cuts
+    are tried longest first at: the end, line ends, before a closer of an outer bracket, after
+    the suggestion's own outermost closer on the cursor's line; the empty cut always passes.
     """
     walk = _Walk(text, ctx)
     balance = _Balance(ctx)
