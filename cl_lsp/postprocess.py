@@ -13,12 +13,13 @@ over (:attr:`Cleaned.replace_after`):
    tree-sitter scope, a closer the suffix already has); what follows is another block.
 5. ``drop_repeated_lines`` -- after the scope cut, so only the loop inside the block is judged.
 6. ``balance_brackets`` -- after every cut that can unbalance the text.
-7. ``normalize_indentation`` -- cosmetic, but before the syntax check: Python's parse depends
+7. ``drop_empty_block`` -- after the bracket cut, which can leave an ``if x:`` with no body.
+8. ``normalize_indentation`` -- cosmetic, but before the syntax check: Python's parse depends
    on it.
-8. ``trim_trailing_whitespace``
-9. ``check_syntax`` -- the most expensive check (a tree-sitter parse per candidate), so it runs
-   on the smallest text; multi-line requests only.
-10. ``drop_trivial`` -- last, since every cut above can leave a lone ``}`` behind.
+9. ``trim_trailing_whitespace``
+10. ``check_syntax`` -- the most expensive check (a tree-sitter parse per candidate), so it
+    runs on the smallest text; multi-line requests only.
+11. ``drop_trivial`` -- last, since every cut above can leave a lone ``}`` behind.
 
 Then ``auto_closed_span`` (not a text filter: it only measures) -- computed on the final text.
 
@@ -45,6 +46,7 @@ __all__ = [
     "check_syntax",
     "clean_completion",
     "cut_single_line",
+    "drop_empty_block",
     "drop_repeated_lines",
     "drop_trivial",
     "end_of_block_cut",
@@ -567,6 +569,24 @@ def balance_brackets(text: str, ctx: FilterInput) -> str:
     return ""
 
 
+def drop_empty_block(text: str, ctx: FilterInput) -> str:
+    """A multi-line suggestion that ends with a block header (Python's ``if x:``, a ``{``
+    elsewhere) whose body is neither in it nor after the cursor (the next line there is not
+    indented more) loses that header: it is where an overrun was cut, not code to show. The
+    first line is never dropped: completing the header the user is typing is fine."""
+    lines = text.rstrip().split("\n")
+    if len(lines) < 2 or _rest_of_line(ctx).strip():
+        return text
+    last = _code_end(lines[-1].strip())
+    opener = ":" if ctx.language == "python" else "{"
+    if not last.endswith(opener):
+        return text
+    following = next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), None)
+    if following is not None and indent_width(following) > indent_width(lines[-1]):
+        return text
+    return "\n".join(lines[:-1]).rstrip()
+
+
 def auto_closed_span(text: str, ctx: FilterInput) -> int:
     """How many auto-closed characters right after the cursor the suggestion types over.
 
@@ -736,6 +756,7 @@ FILTERS: tuple[Filter, ...] = (
     stop_at_scope_end,
     drop_repeated_lines,
     balance_brackets,
+    drop_empty_block,
     normalize_indentation,
     trim_trailing_whitespace,
     check_syntax,
