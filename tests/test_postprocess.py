@@ -324,3 +324,18 @@ def test_replace_span_measures_the_document_as_it_is(document, suggestion, langu
     offset = document.index(CURSOR)
     text = document.replace(CURSOR, "")
     assert replace_span(text, offset, suggestion, language) == span
+
+
+def test_the_item_range_covers_the_auto_closed_characters_in_utf16():
+    from cl_lsp.documents import Document
+    from cl_lsp.server import ClLanguageServer
+
+    server = ClLanguageServer()
+    text = 'x = 1\nprint("😀", f(""))\n'
+    offset = text.index('""))') + 1  # f("|")
+    document = Document("file:///a.py", text, 1, "python")
+    # The suggestion types the `")` after the cursor: the range ends after them, counted in
+    # UTF-16 code units (the emoji is two).
+    end = server.replaced_end(document, offset, 'b")')
+    assert (end.line, end.character) == (1, len('print("😀", f("') + 1 + 2)
+    assert server.replaced_end(document, offset, "b") is None
