@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import syntax
@@ -95,7 +95,7 @@ AUTO_CLOSED = frozenset(")]}\"'`")
 
 
 def indent_width(line: str) -> int:
-    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+    return syntax.width(line[: len(line) - len(line.lstrip())])
 
 
 def _rest_of_line(ctx: FilterInput) -> str:
@@ -385,15 +385,22 @@ def end_of_block_cut(text: str, prefix: str) -> int | None:
     not more) ends the block; everything from
     that line on is cut. The first generated line continues the cursor's line and never counts.
     """
+    complete = text[: max(0, text.rfind("\n"))]  # the last piece is not a complete line yet
+    return next((position for position, _, _ in _outdented_lines(complete, prefix)), None)
+
+
+def _outdented_lines(text: str, prefix: str) -> Iterator[tuple[int, str, bool]]:
+    """The generated lines after the first that leave the cursor's block by indentation (see
+    :func:`end_of_block_cut`): where each starts (its newline), the line, and whether it sits
+    at the indentation of the block the cursor's line opens (where a closer may end it)."""
     lines = text.split("\n")
     base, opens_block = _block_base(prefix, lines[0])
     position = len(lines[0])
-    for line in lines[1:-1]:  # the last piece is not a complete line yet
+    for line in lines[1:]:
         width = indent_width(line)
         if line.strip() and (width <= base if opens_block else width < base):
-            return position
+            yield position, line, opens_block and width == base
         position += 1 + len(line)
-    return None
 
 
 def stop_at_scope_end(text: str, ctx: FilterInput) -> str:
@@ -427,20 +434,12 @@ def stop_at_scope_end(text: str, ctx: FilterInput) -> str:
 
 
 def _indentation_cut(text: str, prefix: str) -> int | None:
-    lines = text.split("\n")
-    base, opens_block = _block_base(prefix, lines[0])
     closing_line_seen = False
-    position = len(lines[0])
-    for line in lines[1:]:
-        width = indent_width(line)
-        body = line.strip()
-        if body and (width <= base if opens_block else width < base):
-            if not (
-                opens_block and width == base and body[0] in syntax.PAIRS and not closing_line_seen
-            ):
-                return position
+    for position, line, at_opener in _outdented_lines(text, prefix):
+        if at_opener and line.strip()[0] in syntax.PAIRS and not closing_line_seen:
             closing_line_seen = True
-        position += 1 + len(line)
+            continue
+        return position
     return None
 
 

@@ -6,31 +6,11 @@
 ;; environment.  Commands are called the way their keys call them, and the answers to the
 ;; questions a person would be asked are recorded.  The report is an alist written as JSON.
 
-(require 'cl-lib)
-(require 'json)
-(setq package-user-dir (expand-file-name "elpa" temporary-file-directory))
-(package-initialize) ; what Emacs does before reading an init file: activates the packages
+(load (expand-file-name "common.el" (file-name-directory load-file-name)) nil t)
 (require 'eglot)
-
-(defvar cl-test-report nil)
-
-(defun cl-test-note (key value)
-  (push (cons key value) cl-test-report))
-
-(defun cl-test-wait (what predicate &optional seconds)
-  "Let Emacs read the server until PREDICATE is true; fail after SECONDS (30)."
-  (let ((deadline (+ (float-time) (or seconds 30))) value)
-    (while (not (setq value (funcall predicate)))
-      (when (> (float-time) deadline)
-        (error "Timed out waiting for %s" what))
-      (accept-process-output nil 0.05))
-    value))
 
 (defun cl-test-status (server)
   (jsonrpc-request server :workspace/executeCommand '(:command "cl-lsp.status")))
-
-(defun cl-test-lines ()
-  (split-string (buffer-substring-no-properties (point-min) (point-max)) "\n"))
 
 (defun cl-test-start ()
   "Open CL_FILE and M-x eglot; the server comes from `eglot-server-programs' (cl-lsp.el)."
@@ -94,13 +74,4 @@ and say yes when the server asks to edit the buffer.  Returns the seconds Emacs 
       (cl-test-note 'action (aref actions (1- (length actions)))))
     (eglot-shutdown server)))
 
-(let ((ok t))
-  (condition-case err
-      (cl-test-scenario)
-    (error (setq ok nil)
-           (cl-test-note 'error (error-message-string err))))
-  (cl-test-note 'ok (if ok t :json-false))
-  (cl-test-note 'emacs_version emacs-version)
-  (with-temp-file (getenv "CL_RESULT")
-    (insert (json-encode cl-test-report)))
-  (kill-emacs 0))
+(cl-test-run #'cl-test-scenario)

@@ -5,10 +5,7 @@
 ;; with CL_FILE (the file to edit) and CL_RESULT (where the JSON report goes) in the
 ;; environment.  As in eglot.el: commands called as their keys call them, the report as JSON.
 
-(require 'cl-lib)
-(require 'json)
-(setq package-user-dir (expand-file-name "elpa" temporary-file-directory))
-(package-initialize) ; what Emacs does before reading an init file: activates the packages
+(load (expand-file-name "common.el" (file-name-directory load-file-name)) nil t)
 (require 'lsp-mode)
 (require 'lsp-completion)
 
@@ -18,23 +15,6 @@
       lsp-enable-file-watchers nil
       lsp-restart 'ignore
       lsp-keep-workspace-alive nil)
-
-(defvar cl-test-report nil)
-
-(defun cl-test-note (key value)
-  (push (cons key value) cl-test-report))
-
-(defun cl-test-wait (what predicate &optional seconds)
-  "Let Emacs read the server until PREDICATE is true; fail after SECONDS (30)."
-  (let ((deadline (+ (float-time) (or seconds 30))) value)
-    (while (not (setq value (funcall predicate)))
-      (when (> (float-time) deadline)
-        (error "Timed out waiting for %s" what))
-      (accept-process-output nil 0.05))
-    value))
-
-(defun cl-test-lines ()
-  (split-string (buffer-substring-no-properties (point-min) (point-max)) "\n"))
 
 (defun cl-test-status ()
   (lsp-request "workspace/executeCommand" '(:command "cl-lsp.status")))
@@ -82,13 +62,4 @@
   (cl-test-note 'after_action (cl-test-lines))
   (lsp-workspace-shutdown (car (lsp-workspaces))))
 
-(let ((ok t))
-  (condition-case err
-      (cl-test-scenario)
-    (error (setq ok nil)
-           (cl-test-note 'error (error-message-string err))))
-  (cl-test-note 'ok (if ok t :json-false))
-  (cl-test-note 'emacs_version emacs-version)
-  (with-temp-file (getenv "CL_RESULT")
-    (insert (json-encode cl-test-report)))
-  (kill-emacs 0))
+(cl-test-run #'cl-test-scenario)

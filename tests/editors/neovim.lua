@@ -103,11 +103,8 @@ end
 
 local scenarios = {}
 
--- Neovim 0.7-0.10: the completion menu through 'omnifunc', opened with <C-x><C-o>.
-function scenarios.omnifunc()
-  open_and_attach()
-  step('omnifunc', vim.bo.omnifunc)
-  vim.api.nvim_input('G$a<C-x><C-o>')
+-- The completion menu is open (or opening): note its words, take the first, note the buffer.
+local function accept_from_menu()
   local items = wait_for('the completion menu', function()
     local info = vim.fn.complete_info({ 'items' })
     return #info.items > 0 and info.items
@@ -122,22 +119,19 @@ function scenarios.omnifunc()
   step('lines', lines())
 end
 
+-- Neovim 0.7-0.10: the completion menu through 'omnifunc', opened with <C-x><C-o>.
+function scenarios.omnifunc()
+  open_and_attach()
+  step('omnifunc', vim.bo.omnifunc)
+  vim.api.nvim_input('G$a<C-x><C-o>')
+  accept_from_menu()
+end
+
 -- Neovim 0.11+ without ghost text: vim.lsp.completion opens the menu after a trigger character.
 function scenarios.autotrigger()
   local client = open_and_attach()
   vim.api.nvim_input('G$a(')
-  local items = wait_for('the completion menu', function()
-    local info = vim.fn.complete_info({ 'items' })
-    return #info.items > 0 and info.items
-  end)
-  step('menu', vim.tbl_map(function(item)
-    return item.word
-  end, items))
-  vim.api.nvim_input('<C-y><Esc>')
-  wait_for('normal mode', function()
-    return vim.api.nvim_get_mode().mode == 'n'
-  end)
-  step('lines', lines())
+  accept_from_menu()
   wait_for('the accept command', function()
     return server_status(client).accepted > 0
   end, 10000)
