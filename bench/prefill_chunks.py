@@ -28,15 +28,17 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=96, help="prompt tokens per size (96)")
     parser.add_argument("--threads", type=int, default=physical_cores())
     args = parser.parse_args()
-    import llama_cpp
 
     if args.model:
         model = Path(args.model)
     else:
         from make_model import ensure_model
         model = ensure_model()
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=2048, n_batch=512, n_ubatch=512,
-                          n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    from cl_lsp import repack
+
+    use = repack.decide(model, "auto").repack  # AMX Xeons crash with repacked weights
+    llm = repack.load_llama(model, repack=use, n_ctx=2048, n_batch=512, n_ubatch=512,
+                            n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     rng = random.Random(0)
     tokens = [1] + [rng.randint(100, 30000) for _ in range(args.tokens + max(args.sizes))]
     print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens per size")

@@ -29,7 +29,8 @@ from .actions import (
     tests_edit,
 )
 from .context import is_identifier_char
-from .engine import Writer
+from .engine import EngineError, Writer
+from .prompts import ChatTemplateError
 
 # Tokens kept free besides the instruction and the answer (chat template, BOS...).
 PROMPT_MARGIN = 64
@@ -61,23 +62,54 @@ class ActionRequest:
         return Target(self.start, self.end, self.target_kind, self.name, self.language)
 
     def to_data(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The `data` sent with the code action. Fields that are None are left out, not sent
+        as JSON null: Neovim 0.7 drops null fields when it sends an action back to resolve."""
+        data = _without_nones(asdict(self))
         data["kind"] = self.kind.value
         return {"cl-lsp": data}
 
     @classmethod
     def from_data(cls, data: Any) -> ActionRequest:
-        """The request inside a code action's data; ValueError if it is not ours or broken."""
+        """The request inside a code action's data; ValueError if it is not ours or broken.
+        Optional fields may be missing (or null): they take their defaults."""
         try:
             fields = dict(data["cl-lsp"])
             fields["kind"] = ActionKind(fields["kind"])
-            fields["diagnostics"] = tuple(Diagnostic(**d) for d in fields["diagnostics"])
+            fields.setdefault("name", None)
+            fields.setdefault("language", None)
+            fields["diagnostics"] = tuple(Diagnostic(**d)
+                                          for d in fields.get("diagnostics") or ())
             request = cls(**fields)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a cl-lsp code action: {error}") from error
+        if not _well_typed(request):
+            raise ValueError("not a cl-lsp code action: a field has the wrong type")
         if not (0 <= request.start <= request.end):
             raise ValueError("not a cl-lsp code action: bad target")
         return request
+
+
+def _without_nones(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nones(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_nones(item) for item in value]
+    return value
+
+
+def _well_typed(request: ActionRequest) -> bool:
+    """The editor sends `data` back as it likes: check the types before trusting it."""
+    def optional_str(value: Any) -> bool:
+        return value is None or isinstance(value, str)
+
+    integers = (request.version, request.start, request.end)
+    return (all(isinstance(n, int) and not isinstance(n, bool) for n in integers)
+            and isinstance(request.title, str) and isinstance(request.uri, str)
+            and isinstance(request.target_kind, str)
+            and optional_str(request.name) and optional_str(request.language)
+            and all(isinstance(d.line, int) and isinstance(d.message, str)
+                    and optional_str(d.source) and optional_str(d.code)
+                    for d in request.diagnostics))
 
 
 def describe(target: Target) -> str:
@@ -155,12 +187,18 @@ def write_action(writer: Writer, request: ActionRequest, text: str, *, path: str
                  record: ActionRecord, on_text: Callable[[str], None] | None = None
                  ) -> ActionResult:
     """Runs on the writer thread: instruction, model, edit. Raises TargetTooLarge."""
+    if request.end > len(text):  # the client sent back offsets that were never offered
+        return ActionResult(None, "its target is not in the document; ask for the actions "
+                            "again", "")
     target = request.target()
     budget = writer.n_ctx - writer.max_tokens - PROMPT_MARGIN
     told = instruction(request.kind, text, target, path=path, diagnostics=request.diagnostics,
                        count_tokens=writer.count, budget=budget)
     record.prompt = told.user
-    tokens = writer.prompt(told.system, told.user)
+    try:
+        tokens = writer.prompt(told.system, told.user)
+    except ChatTemplateError as error:  # the model file's template: the user picks another
+        raise EngineError(f"{error}; set actions.model to another model") from error
     record.prompt_tokens = len(tokens)
     written = writer.generate(tokens, on_text=on_text)
     record.generated_tokens, record.stop_reason = written.generated_tokens, written.stop_reason

@@ -23,8 +23,9 @@ log = logging.getLogger("cl_lsp")
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", metavar="PATH",
-                        help="GGUF model file (else the model.path setting, then CL_LSP_MODEL, "
-                             "then the default Code Llama 7B, downloaded once)")
+                        help="GGUF model file, used unless the editor's model.path setting "
+                             "names one (else CL_LSP_MODEL, then the default Code Llama 7B, "
+                             "downloaded once)")
     common.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log detail (-vv for debug)")
@@ -94,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     server = build_server(cli_model=args.model)
     install_lsp_log_handler(server, logging.INFO if args.verbose else logging.WARNING)
     if args.tcp:
-        log.warning("listening on %s:%d", args.host, args.port)
-        server.start_tcp(args.host, args.port)
-    else:
-        server.start_io(sys.stdin.buffer, claim_stdout())
-    return 0
+        from .transport import serve_tcp
+
+        # Not pygls's start_tcp: it lets a second connection take over the session.
+        return serve_tcp(server, args.host, args.port)
+    from .protocol import serve_stdio
+
+    # Not pygls's start_io: its reader goes deaf on bad framing and loses `exit`'s code.
+    return serve_stdio(server, sys.stdin.buffer, claim_stdout())
 
 
 def claim_stdout() -> BinaryIO:

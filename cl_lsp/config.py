@@ -54,6 +54,14 @@ class PromptFormat(str, enum.Enum):
     PSM = "psm"  # PSM always: the prompt changes in the middle at every keystroke
 
 
+class RepackMode(str, enum.Enum):
+    """Whether llama.cpp may repack quantized weights for this CPU (see `repack.py`)."""
+
+    AUTO = "auto"  # repack where a one-time probe in a child process shows it works
+    ON = "on"  # always: faster on most CPUs, but crashes some builds (AMX Xeons)
+    OFF = "off"  # never: the weights stay in the shared file mapping
+
+
 def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
     return {"range": (low, high)}
 
@@ -61,7 +69,7 @@ def _range(low: float | None = None, high: float | None = None) -> dict[str, Any
 @dataclass(frozen=True)
 class ModelSettings:
     path: str | None = None
-    """Local GGUF file. Without it: --model, then CL_LSP_MODEL, then the default Code Llama 7B."""
+    """Local GGUF file; wins over --model, which is used without it, then CL_LSP_MODEL, then the default Code Llama 7B."""
     n_ctx: int = field(default=4096, metadata=_range(256, 131072))
     """Context window in tokens (prompt + generated text)."""
     n_threads: int = field(default=0, metadata=_range(0, 512))
@@ -72,6 +80,8 @@ class ModelSettings:
     """Map the model file instead of reading it into memory."""
     gpu_layers: int = field(default=0, metadata=_range(-1, 1000))
     """Layers to offload to a GPU when llama.cpp was built with one (-1: all)."""
+    repack: RepackMode = RepackMode.AUTO
+    """Repack quantized weights for this CPU: "auto" (where a one-time check shows llama.cpp survives it), "on" or "off"."""
 
 
 @dataclass(frozen=True)

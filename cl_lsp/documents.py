@@ -6,7 +6,12 @@ would drift out of sync; it also re-splits the whole document on every change. T
 follows the LSP definition (`\\n`, `\\r\\n`, `\\r`), converts columns in the negotiated
 encoding (UTF-16 by default, UTF-8 or UTF-32 when the client asks) and never lands inside a
 character: a column in the middle of a UTF-16 surrogate pair or a UTF-8 sequence falls back to
-the start of that character.
+the start of that character, and handlers answer with that normalised position, so an edit the
+editor applies never splits a character.
+
+The text never holds a lone surrogate: JSON can carry half a pair ("\\ud83d"), which nothing
+downstream can encode (the tokenizer and tree-sitter need UTF-8). It is stored as U+FFFD, which
+takes the same room in UTF-16 and UTF-32 (one unit), so positions stay in sync with the editor.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins escaped pairs
 
 UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
 
@@ -31,6 +37,9 @@ class Document:
     version: int
     language_id: str | None = None
     _line_starts: list[int] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.text = whole_characters(self.text)
 
     @property
     def line_starts(self) -> list[int]:
@@ -69,14 +78,19 @@ class Document:
         return start + column_to_index(self.text[start:end], character, encoding)
 
     def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
+        """LSP position of a string offset; between `\\r` and `\\n` means the end of the line."""
         offset = max(0, min(offset, len(self.text)))
+        if 0 < offset < len(self.text) and self.text[offset - 1:offset + 1] == "\r\n":
+            offset -= 1
         line = bisect.bisect_right(self.line_starts, offset) - 1
         start = self.line_starts[line]
         return line, units(self.text[start:offset], encoding)
 
     def apply_change(self, start: tuple[int, int] | None, end: tuple[int, int] | None,
                      new_text: str, encoding: str = UTF16) -> None:
-        """Apply one content change; `start`/`end` None means the whole document."""
+        """Apply one content change; `start`/`end` None means the whole document. Ends inside a
+        character fall back to its start, as in `offset_at`."""
+        new_text = whole_characters(new_text)
         if start is None or end is None:
             self.text = new_text
             self._line_starts = None
@@ -108,6 +122,11 @@ def _updated_line_starts(old: list[int], text: str, begin: int, finish: int, del
         return old[:first + 1] + middle + [start + delta for start in old[last:]]
     middle = [m.end() for m in LINE_BREAK.finditer(text, region_start)]
     return old[:first + 1] + middle
+
+
+def whole_characters(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (same width in UTF-16 and UTF-32)."""
+    return text if text.isascii() else LONE_SURROGATE.sub("\ufffd", text)
 
 
 def units(text: str, encoding: str) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import enum
 import io
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import repack
 from .config import ActionSettings, ModelSettings, camel, physical_cores
 from .prompts import ChatPiece, FimTokens, find_fim_tokens, render_chat
 
@@ -63,6 +65,32 @@ _log_callback: Any = None
 
 class EngineError(Exception):
     """The model could not be loaded or run; the message is for a person."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a loaded model maps: if any of this changes on disk, the mapping is stale.
+
+    A model file rewritten in place (a re-download, a truncation) while mapped kills the
+    process with SIGBUS on the next page it touches, so the engine compares before every use.
+    """
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path | str) -> FileIdentity | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class ModelFileChanged(EngineError):
+    """The model file changed on disk since it was loaded; it was not touched."""
 
 
 class EngineState(str, enum.Enum):
@@ -290,6 +318,9 @@ class Engine:
         self.state = EngineState.EMPTY
         self.error: str | None = None
         self.model_path: Path | None = None
+        self.model_file: FileIdentity | None = None  # the file as it was when loaded
+        self.repack: repack.RepackDecision | None = None
+        self.repack_mode = "auto"  # model.repack, for actions.model too
         self.n_ctx = 0
         self.counters = EngineCounters()
         self.busy = threading.Event()  # set while the worker runs a generation
@@ -301,7 +332,9 @@ class Engine:
                                                    thread_name_prefix="cl-lsp-writer")
         self._writer_lock = threading.Lock()  # held while a Writer uses a model
         self._writing: threading.Event | None = None  # the running action's cancel flag
-        self._action_model: tuple[str, Any] | None = None  # (path, LlamaModel) of actions.model
+        self._writing_main = False  # ... and it writes with the completion model's weights
+        # actions.model: (path, LlamaModel, the file as loaded)
+        self._action_model: tuple[str, Any, FileIdentity | None] | None = None
         self._completions_waiting = 0  # completion requests queued or running
         self.actions_started = 0
 
@@ -320,26 +353,28 @@ class Engine:
 
     def load_blocking(self, path: Path, settings: ModelSettings) -> None:
         """Load on the calling thread (the worker, or the CLI's only thread)."""
-        import llama_cpp
 
         self.state = EngineState.LOADING
         self._unload()
+        self.repack_mode = settings.repack.value
         threads = settings.n_threads or physical_cores()
         started = time.perf_counter()
+        decision = repack.decide(path, settings.repack.value)
         try:
             vocab = Vocabulary(path)
             chatter = io.StringIO()  # llama-cpp-python prints model metadata when verbose
             with contextlib.redirect_stderr(chatter):
-                llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=settings.n_ctx,
-                n_batch=settings.n_batch,
-                n_ubatch=settings.n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=settings.gpu_layers,
-                use_mmap=settings.use_mmap,
-                verbose=True,  # see Vocabulary: False would silence descriptors 1 and 2
+                llm = repack.load_llama(
+                    path,
+                    repack=decision.repack,
+                    n_ctx=settings.n_ctx,
+                    n_batch=settings.n_batch,
+                    n_ubatch=settings.n_batch,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=settings.gpu_layers,
+                    use_mmap=settings.use_mmap,
+                    verbose=True,  # see Vocabulary: False would silence descriptors 1 and 2
                 )
             llm.verbose = False  # no per-request prints from Llama.generate
             native.debug("%s", chatter.getvalue())
@@ -351,11 +386,14 @@ class Engine:
             raise EngineError(self.error) from error
         self._llm, self.vocab = llm, vocab
         self.model_path, self.n_ctx = path, llm.n_ctx()
+        self.model_file = FileIdentity.of(path)
+        self.repack = decision
         self.n_batch, self.prefill_rate = settings.n_batch, None
         self.threads = threads
         self.state, self.error = EngineState.READY, None
-        log.info("model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s)", path,
-                 time.perf_counter() - started, self.n_ctx, threads, vocab.fim is not None)
+        log.info("model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s, repack=%s: %s)",
+                 path, time.perf_counter() - started, self.n_ctx, threads, vocab.fim is not None,
+                 decision.repack, decision.reason)
 
     def no_model(self, message: str) -> None:
         """There is no model to load (the message says why); the state stays empty."""
@@ -366,8 +404,12 @@ class Engine:
         log.error("%s", message)
 
     def _unload(self) -> None:
-        if self._writing is not None:
-            self._writing.set()  # an action writing with this model stops within a token
+        # An action writing with the weights about to go stops within a token; one writing
+        # with actions.model (or waiting for the first load) is not disturbed.
+        if self._writing is not None and self._writing_main and self._llm is not None:
+            self._writing.set()
+        if self._llm is None and self.vocab is None:
+            return
         with self._writer_lock:
             self._unload_model()
 
@@ -377,6 +419,26 @@ class Engine:
         if self.vocab is not None:
             self.vocab.close()
         self._llm = self.vocab = None
+        self.model_file = None
+
+    def model_file_changed(self) -> bool:
+        """True if the loaded model's file is no longer the file that was loaded."""
+        if self.model_path is None or self.model_file is None:
+            return False
+        return FileIdentity.of(self.model_path) != self.model_file
+
+    def _check_model_file(self) -> None:
+        """Refuse to touch a mapping whose file changed (see `FileIdentity`): drop the model
+        (unmapping touches no page) and say so."""
+        if not self.model_file_changed():
+            return
+        path = self.model_path
+        with self._writer_lock:
+            self._unload_model()
+        message = (f"the model file {path} changed on disk while loaded (re-downloaded or "
+                   "truncated?); it was unloaded and must be loaded again")
+        self._fail(message)
+        raise ModelFileChanged(message)
 
     @property
     def ready(self) -> bool:
@@ -401,6 +463,7 @@ class Engine:
 
     def generate_blocking(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
+        self._check_model_file()
         llm, vocab = self._llm, self.vocab
         if llm is None or vocab is None:
             raise EngineError("no model is loaded")
@@ -577,6 +640,7 @@ class Engine:
                         cancel: threading.Event) -> T:
         with self._writer_lock:
             self._writing = cancel
+            self._writing_main = not settings.model
             try:
                 return job(Writer(self._writer_model(settings), n_ctx=settings.n_ctx,
                                   threads=self.threads, n_batch=self.n_batch, engine=self,
@@ -594,21 +658,39 @@ class Engine:
             if self._llm is None:
                 raise EngineError(self.error or "no model is loaded: set model.path (or "
                                   "actions.model) to a GGUF file")
+            if self.model_file_changed():
+                raise ModelFileChanged(f"the model file {self.model_path} changed on disk "
+                                       "while loaded; it is being loaded again")
             return self._llm._model
         path = str(Path(settings.model).expanduser())
-        if self._action_model is None or self._action_model[0] != path:
+        if self._action_model is not None and (
+                self._action_model[0] != path
+                or FileIdentity.of(path) != self._action_model[2]):
+            if self._action_model[0] == path:
+                log.warning("the actions model %s changed on disk; loading it again", path)
             self._drop_action_model()
-            self._action_model = (path, self._load_action_model(path))
+        if self._action_model is None:
+            identity = FileIdentity.of(path)
+            self._action_model = (path, self._load_action_model(path), identity)
         return self._action_model[1]
 
     def _load_action_model(self, path: str) -> Any:
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
-        if not Path(path).is_file():
+        from .models import ModelError, check_model_file
+
+        if not os.path.lexists(path):
             raise EngineError(f"actions model not found: {path} (set actions.model to a GGUF "
                               "file, or leave it empty to use the completion model)")
+        try:
+            check_model_file(path, "actions.model")
+        except ModelError as error:
+            raise EngineError(f"actions model unusable: {error}; or leave actions.model empty "
+                              "to use the completion model") from error
+        decision = repack.decide(Path(path), self.repack_mode)
         params = llama_cpp.llama_model_default_params()
+        params.use_extra_bufts = decision.repack
         route_native_logs()
         started = time.perf_counter()
         try:
@@ -616,7 +698,8 @@ class Engine:
         except Exception as error:
             raise EngineError(f"could not load the actions model {path}: {error}. Is it a "
                               "complete GGUF file that this llama.cpp supports?") from error
-        log.info("actions model %s loaded in %.1f s", path, time.perf_counter() - started)
+        log.info("actions model %s loaded in %.1f s (repack=%s: %s)", path,
+                 time.perf_counter() - started, decision.repack, decision.reason)
         return model
 
     def _drop_action_model(self) -> None:
@@ -643,6 +726,7 @@ class Engine:
             "fim": self.vocab is not None and self.vocab.fim is not None,
             "busy": self.busy.is_set(),
             "writing": self._writing is not None,
+            "repack": self.repack.repack if self.repack else None,
             "prefillChunk": self.prefill_chunk,
             "prefillTokensPerSecond": round(self.prefill_rate or 0.0, 1),
             "counters": self.counters.as_dict(),

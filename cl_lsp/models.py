@@ -1,7 +1,8 @@
 """Finding the GGUF model file, and fetching the default model when none is configured.
 
-Resolution order for the model path: ``--model`` on the command line, then the ``model.path``
-editor setting, then the ``CL_LSP_MODEL`` environment variable. When none is set the default
+Resolution order for the model path: the ``model.path`` editor setting (the newer word: an
+editor can correct it with ``workspace/didChangeConfiguration`` without a restart), then
+``--model`` on the command line, then the ``CL_LSP_MODEL`` environment variable. When none is set the default
 model (:data:`DEFAULT_REPO` / :data:`DEFAULT_FILE`) is used from the standard Hugging Face cache,
 downloaded there once with ``huggingface_hub`` (which honours ``HF_HOME``, ``HF_HUB_CACHE``,
 ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_TOKEN`` ...).
@@ -23,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from collections import deque
@@ -67,7 +69,7 @@ ENV = ModelSource(ENV_VAR, f"change or unset the {ENV_VAR} environment variable"
 DEFAULT = ModelSource(
     "default", "run `cl-lsp download`, or set model.path / --model / CL_LSP_MODEL"
 )
-SOURCES: dict[str, ModelSource] = {s.label: s for s in (CLI, SETTING, ENV, DEFAULT)}
+SOURCES: dict[str, ModelSource] = {s.label: s for s in (SETTING, CLI, ENV, DEFAULT)}
 """The sources by label, in precedence order."""
 
 
@@ -97,13 +99,13 @@ def resolve_model_path(
     setting_path: str | None,
     env: Mapping[str, str] = os.environ,
 ) -> tuple[str | None, str]:
-    """Pick the configured model path: ``--model``, then ``model.path``, then ``CL_LSP_MODEL``.
+    """Pick the configured model path: ``model.path``, then ``--model``, then ``CL_LSP_MODEL``.
 
     Blank values count as unset. Returns ``(path, source label)`` with ``~`` and environment
     variables expanded, or ``(None, "default")`` when nothing is configured. The path is not
     checked here; see :func:`check_model_file`.
     """
-    for value, source in ((cli_path, CLI), (setting_path, SETTING), (env.get(ENV_VAR), ENV)):
+    for value, source in ((setting_path, SETTING), (cli_path, CLI), (env.get(ENV_VAR), ENV)):
         if value is not None and value.strip():
             return _expand(value.strip(), env), source.label
     return None, DEFAULT.label
@@ -143,19 +145,34 @@ def _describe_header(head: bytes) -> str:
     return f"it starts with {head[:16]!r}"
 
 
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
 def check_model_file(path: str, source: str) -> Path:
     """Check that *path* (configured via *source*) is a readable GGUF file; return it as a Path.
 
-    Raises :class:`ModelError` when it is missing, a directory, unreadable, or not GGUF
+    Raises :class:`ModelError` when it is missing, a directory or any other file that is not a
+    regular file (a FIFO, a device, /dev/stdin), unreadable, or not GGUF
     (the first four bytes of a GGUF file are ``b"GGUF"``).
     """
     p = Path(path)
     shown = _display(p)
     where = f"from {source}; " if source else ""
-    if not p.exists():
+    try:
+        # stat, never open, before knowing it is a regular file: opening a FIFO blocks, and
+        # /dev/stdin would read the protocol's own input.
+        mode = p.stat().st_mode
+    except FileNotFoundError:
         broken = " (a broken symbolic link)" if p.is_symlink() else ""
-        raise ModelError(f"model file not found: {shown}{broken} ({where}{_HOW_TO_SET})")
-    if p.is_dir():
+        raise ModelError(f"model file not found: {shown}{broken} ({where}{_HOW_TO_SET})") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ModelError(f"cannot read model file: {shown} ({reason}; {where}{_HOW_TO_SET})"
+                         ) from exc
+    if stat.S_ISDIR(mode):
         candidates = sorted(p.glob("*.gguf"))[:3]
         hint = (
             "; it contains " + ", ".join(c.name for c in candidates)
@@ -164,6 +181,11 @@ def check_model_file(path: str, source: str) -> Path:
         )
         raise ModelError(
             f"model path is a directory, not a GGUF file: {shown} ({where}{_HOW_TO_SET}){hint}"
+        )
+    if not stat.S_ISREG(mode):
+        raise ModelError(
+            f"model path is not a regular file: {shown} is a {_file_kind(mode)} "
+            f"({where}{_HOW_TO_SET} to a .gguf file)"
         )
     try:
         with p.open("rb") as f:
@@ -541,7 +563,7 @@ def locate_model(
     progress: ProgressCallback | None = None,
     on_download: Callable[[], None] | None = None,
 ) -> Path:
-    """The GGUF to load: --model, then the model.path setting, then CL_LSP_MODEL, then the
+    """The GGUF to load: the model.path setting, then --model, then CL_LSP_MODEL, then the
     default model (from the Hugging Face cache, or downloaded once, calling `on_download`
     first). Blocking (file checks, maybe a 4 GB download): run it off the event loop.
     Raises ModelError with a message for a person."""

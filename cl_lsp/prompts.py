@@ -197,13 +197,18 @@ B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 _SYSTEM_MARK, _USER_MARK = "\u2063system\u2063", "\u2063user\u2063"
 
 
+class ChatTemplateError(ValueError):
+    """The model's chat template cannot be rendered (broken, or reaching outside jinja's
+    sandbox); the message is one line for a person."""
+
+
 def render_chat(system: str, user: str, template: str | None, *, bos_token: str = "",
                 eos_token: str = "") -> tuple[ChatPiece, ...]:
     """One system and one user message, ready for the assistant's answer.
 
     With the GGUF's own chat template (`tokenizer.chat_template`) when it has one, else in
     Code Llama Instruct's format. The caller adds BOS when the model wants it and the pieces
-    do not start with it.
+    do not start with it. Raises ChatTemplateError when the template cannot be used.
     """
     if not template:
         content = f"{B_SYS}{system}{E_SYS}{user}".strip()
@@ -218,11 +223,24 @@ def render_chat(system: str, user: str, template: str | None, *, bos_token: str 
         elif part:
             pieces.append(ChatPiece(part, special=True))
     if not any(piece.text == user and not piece.special for piece in pieces):
-        raise ValueError("the model's chat template does not show the user's message")
+        raise ChatTemplateError("the model's chat template does not show the user's message")
     return tuple(pieces)
 
 
 def _render_template(template: str, bos_token: str, eos_token: str) -> str:
+    # The template comes with the model file, from anyone: it runs in jinja's immutable
+    # sandbox (no attributes beginning with "_", no mutating methods, bounded ranges), and
+    # whatever it raises becomes one ChatTemplateError.
+    try:
+        return _render_sandboxed(template, bos_token, eos_token)
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        detail = lines[0] if lines else type(error).__name__
+        raise ChatTemplateError(f"the model's chat template cannot be used "
+                                f"({type(error).__name__}: {detail})") from error
+
+
+def _render_sandboxed(template: str, bos_token: str, eos_token: str) -> str:
     import jinja2.sandbox
 
     def raise_exception(message: str) -> None:

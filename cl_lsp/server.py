@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -20,7 +21,6 @@ from typing import Any, ClassVar
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from . import __version__
 from .action_jobs import ActionRecord, ActionRequest, offer, write_action
@@ -31,6 +31,8 @@ from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
 from .models import ModelError, locate_model, terminal_progress, throttled
 from .pipeline import Completions, replace_span
+from .protocol import ClProtocol
+from .protocol import first_line as _first_line
 
 log = logging.getLogger(__name__)
 
@@ -47,67 +49,10 @@ COMPLETION_TRIGGERS = [".", "(", "[", "{", ",", ":", "="]
 # Documents above this size are still synced but not completed: the context window is a few
 # kilobytes anyway, and the editor should not wait on a multi-megabyte scan.
 MAX_DOCUMENT_CHARS = 8_000_000
-
-
-class _Answered:
-    """Marker for a request that was already answered while being decoded."""
-
-    jsonrpc = None
-
-
-ANSWERED = _Answered()
-
-
-class ClProtocol(LanguageServerProtocol):
-    """pygls's protocol with cl-lsp's own document sync and an answer for every request.
-
-    pygls 2.1 drops a request whose params fail to deserialize (a negative position, say)
-    without answering, and the client waits forever; we answer it with InvalidParams.
-    """
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as error:
-            if "id" in data and "method" in data:
-                cause = error.__cause__
-                detail = f": {_first_line(cause)}" if cause else ""
-                log.warning("invalid params for %s%s", data["method"], detail)
-                self._send_response(
-                    data["id"],
-                    error=types.ResponseError(
-                        code=JsonRpcInvalidParams.CODE,
-                        message=f"invalid params for {data['method']}{detail}",
-                    ),
-                )
-                return ANSWERED
-            raise
-
-    def handle_message(self, message: Any) -> None:
-        if message is ANSWERED:
-            return
-        super().handle_message(message)
-
-    # Document sync goes to our DocumentStore only; pygls's workspace copy is not kept.
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
-            yield handler, (params,), None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+# An explicitly invoked completion waits this long for a model that is loading; an action the
+# user chose waits for the load however long it takes (it shows progress and can be cancelled).
+INVOKED_WAIT_SECONDS = 30.0
+MODEL_WAIT_POLL = 0.2  # how often a waiting action checks its cancel flag
 
 
 class ClLanguageServer(LanguageServer):
@@ -148,7 +93,10 @@ class ClLanguageServer(LanguageServer):
         new, problems = parse_settings(raw, self.settings)
         for problem in problems:
             self.tell(types.MessageType.Warning, f"setting {problem}")
-        reload = new.model != self.settings.model
+        # A model that failed to load is tried again when the editor sends model settings,
+        # even unchanged ones: the file they name may have been fixed on disk meanwhile.
+        retry = not self.engine.ready and not self.loading and _mentions_model(raw)
+        reload = new.model != self.settings.model or retry
         if new != self.settings:
             self.completions.clear()
         self.settings = new
@@ -160,6 +108,47 @@ class ClLanguageServer(LanguageServer):
         if self.load_task and not self.load_task.done():
             self.load_task.cancel()
         self.load_task = asyncio.ensure_future(self.load_model())
+
+    @property
+    def loading(self) -> bool:
+        return self.load_task is not None and not self.load_task.done()
+
+    async def wait_for_model(self, seconds: float | None = None,
+                             cancel: threading.Event | None = None) -> bool:
+        """Wait while the model loads (a newer load replaces the awaited one); True if it is
+        ready. Gives up after `seconds` (None: no limit) or once `cancel` is set."""
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        while self.loading and not (cancel is not None and cancel.is_set()):
+            remaining = MODEL_WAIT_POLL if deadline is None else deadline - loop.time()
+            if remaining <= 0:
+                break
+            assert self.load_task is not None
+            await asyncio.wait({self.load_task}, timeout=min(remaining, MODEL_WAIT_POLL))
+        return self.engine.ready
+
+    def reload_if_changed(self) -> bool:
+        """If the model file changed on disk since it was loaded, load it again (before
+        anything touches the stale mapping) and say so; True if it did."""
+        if self.loading or not self.engine.model_file_changed():
+            return False
+        self.tell(types.MessageType.Warning, f"the model file {self.engine.model_path} "
+                  "changed on disk; loading it again")
+        self.start_loading()
+        return True
+
+    async def model_for_action(self, progress: Progress, cancel: threading.Event) -> bool:
+        """Make sure the model that writes actions can run: wait for a load in progress (with
+        progress, cancellable), reload a model whose file changed. False if there is none."""
+        if self.settings.actions.model:
+            return True  # loaded on the writer thread, which reports its own errors
+        self.reload_if_changed()
+        if self.loading:
+            await progress.report("waiting for the model to load")
+        return await self.wait_for_model(cancel=cancel)
+
+    def no_model_reason(self) -> str:
+        return self.engine.error or "no model is loaded: set model.path (or actions.model)"
 
     async def load_model(self) -> None:
         progress = Progress(self, "cl-lsp: model")
@@ -182,6 +171,7 @@ class ClLanguageServer(LanguageServer):
             self.tell(types.MessageType.Error, f"loading the model failed: {error}")
             await progress.end("no model")
             return
+        self.completions.clear()  # answers cached for the previous model no longer hold
         log.info("ready: %s", path)
         await progress.end(f"ready ({path.name})")
 
@@ -203,15 +193,20 @@ class ClLanguageServer(LanguageServer):
 
     # -- completion --------------------------------------------------------------------------
 
-    async def suggest(self, uri: str, position: types.Position) -> tuple[Document, str, int]:
+    async def suggest(self, uri: str, position: types.Position, *, invoked: bool = False
+                      ) -> tuple[Document, str, int]:
         """The suggestion text for a cursor (and the document and cursor offset), or raise
-        `Unanswerable` with why there is none."""
+        `Unanswerable` with why there is none. A request the user `invoked` explicitly waits
+        (within a bound) for a model that is loading; automatic ones are answered at once."""
+        self.reload_if_changed()
+        if invoked and self.loading:
+            await self.wait_for_model(INVOKED_WAIT_SECONDS)
         document = self.documents.get(uri)
         if document is None:
             raise Unanswerable(f"{uri} is not open")
         if not self.settings.completion.enabled:
             raise Unanswerable("completion.enabled is off")
-        if not self.engine.ready:
+        if not self.engine.ready or self.loading:
             raise Unanswerable(f"model not ready ({self.engine.state.value})")
         text = document.text
         if len(text) > MAX_DOCUMENT_CHARS:
@@ -313,6 +308,13 @@ class ClLanguageServer(LanguageServer):
         job = functools.partial(write_action, request=request, text=text, path=request.uri,
                                 record=record, on_text=on_text)
         try:
+            if not await self.model_for_action(progress, cancel):
+                if cancel.is_set():
+                    record.outcome = "cancelled"
+                    return self._refuse(record, "cancelled", f"{title}: cancelled",
+                                        types.MessageType.Info)
+                return self._refuse(record, "failed", f"{title}: {self.no_model_reason()}",
+                                    types.MessageType.Error)
             result = await self.engine.write(job, self.settings.actions, cancel)
         except TargetTooLarge as error:
             return self._refuse(record, "too_large", f"{title}: {error}")
@@ -359,6 +361,12 @@ class ClLanguageServer(LanguageServer):
         self.tell(kind, message)
 
 
+def _mentions_model(raw: Any) -> bool:
+    if isinstance(raw, dict) and isinstance(raw.get("cl-lsp"), dict):
+        raw = raw["cl-lsp"]
+    return isinstance(raw, dict) and "model" in raw
+
+
 class Unanswerable(Exception):
     """There is no suggestion for this request; the reason goes to the log."""
 
@@ -402,6 +410,8 @@ class Progress:
         if self.token is not None:
             self.ls.progress_cancels.pop(self.token, None)
             self.ls.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+            # pygls keeps every token it ever created (issue 12): one per action, forever.
+            self.ls.work_done_progress.tokens.pop(self.token, None)
             self.token = None
 
     def threadsafe_bytes(self, loop: asyncio.AbstractEventLoop) -> Any:
@@ -501,8 +511,9 @@ async def inline_completion(
     ls: ClLanguageServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
     try:
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         document, suggestion, offset = await ls.suggest(params.text_document.uri,
-                                                        params.position)
+                                                        params.position, invoked=invoked)
     except Unanswerable as why:
         log.debug("no inline completion: %s", why)
         return types.InlineCompletionList(items=[])
@@ -511,7 +522,8 @@ async def inline_completion(
         return types.InlineCompletionList(items=[])
     if not suggestion:
         return types.InlineCompletionList(items=[])
-    cursor = params.position
+    # the cursor as the document has it (never inside a character, never past the line end)
+    cursor = types.Position(*document.position_at(offset, ls.position_encoding))
     end = ls.replaced_end(document, offset, suggestion) or cursor
     return types.InlineCompletionList(items=[
         types.InlineCompletionItem(
@@ -532,8 +544,10 @@ async def completion(
 ) -> types.CompletionList:
     empty = types.CompletionList(is_incomplete=True, items=[])
     try:
+        invoked = bool(params.context) and (
+            params.context.trigger_kind == types.CompletionTriggerKind.Invoked)
         document, suggestion, offset = await ls.suggest(params.text_document.uri,
-                                                        params.position)
+                                                        params.position, invoked=invoked)
     except Unanswerable as why:
         log.debug("no completion: %s", why)
         return empty
@@ -567,7 +581,8 @@ async def completion(
         text_edit=types.TextEdit(
             range=types.Range(
                 start=types.Position(line=start[0], character=start[1]),
-                end=ls.replaced_end(document, offset, suggestion) or params.position,
+                end=ls.replaced_end(document, offset, suggestion)
+                or types.Position(*document.position_at(offset, ls.position_encoding)),
             ),
             new_text=new_text,
         ),
@@ -636,9 +651,15 @@ def cancel_progress(ls: ClLanguageServer, params: types.WorkDoneProgressCancelPa
 
 
 def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
+    """The server's state for tests and benches. An optional argument `{"recent": N}` asks
+    for the last N request records (200 by default, at most the 1000 kept)."""
+    options = args[0] if args and isinstance(args[0], dict) else {}
+    wanted = options.get("recent", 200)
+    count = max(0, wanted) if isinstance(wanted, int) else 200
+    records = list(ls.completions.recent)
     status = ls.engine.status()
     status["answersWithoutModel"] = ls.completions.answers_without_model
-    status["recent"] = [record.as_dict() for record in list(ls.completions.recent)[-200:]]
+    status["recent"] = [record.as_dict() for record in records[-count:]] if count else []
     status["loading"] = ls.load_task is not None and not ls.load_task.done()
     status["documents"] = len(ls.documents)
     status["positionEncoding"] = ls.position_encoding
@@ -646,6 +667,36 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     status["actions"] = [record.as_dict() for record in ls.action_records]
     status["actionsStarted"] = ls.engine.actions_started
     status["accepted"] = ls.accepted
+    # Sizes of every table that lives as long as the server: a soak checks that none of them
+    # grows with the number of requests (tests/test_load.py, bench/soak.py). Private fields
+    # are read defensively: this is a diagnostic, and must not break when they move.
+    completions, protocol = ls.completions, ls.protocol
+    scheduler = completions.scheduler
+    lines = getattr(ls.engine.vocab, "_lines", None)
+    planner = getattr(completions, "_planner", None)
+    status["tables"] = {
+        "requestFutures": len(getattr(protocol, "_request_futures", ())),
+        "resultTypes": len(getattr(protocol, "_result_types", ())),
+        "progressTokens": len(ls.work_done_progress.tokens),
+        "progressCancels": len(ls.progress_cancels),
+        "background": len(ls.background),
+        "workspaceDocuments": len(getattr(ls.workspace, "_text_documents", ())),
+        "schedulerLatest": len(getattr(scheduler, "_latest", ())),
+        "schedulerPace": len(getattr(scheduler, "_pace", ())),
+        "shown": len(completions.shown),
+        "anchors": len(completions.anchors),
+        "suffixes": len(completions.suffixes),
+        "resultCache": len(completions.cache),
+        "recent": len(completions.recent),
+        "actionRecords": len(ls.action_records),
+        "lineCacheFirst": len(getattr(lines, "_first", ())),
+        "lineCacheLater": len(getattr(lines, "_later", ())),
+        "plannerQueue": planner._work_queue.qsize() if planner is not None else 0,
+        "asyncioTasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+    }
+    # Memory blocks Python has allocated: RSS growth without these growing is native.
+    status["pythonBlocks"] = sys.getallocatedblocks()
     return status
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,15 @@ from pytest_lsp import ClientServerConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import assets
+
+# cl-lsp's own cache (the repack probe's verdicts) goes to one fresh folder per test session,
+# shared by the servers the tests start: the probe runs once per session, never touching ~.
+_CACHE = tempfile.mkdtemp(prefix="cl-lsp-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def _require(fn):
@@ -162,3 +173,20 @@ async def wait_for_state(client, states: set[str], timeout: float = 60) -> dict:
         if loop.time() > deadline:
             raise AssertionError(f"server stuck in {current}")
         await asyncio.sleep(0.05)
+
+
+# -- the long soak (tests/test_load.py) ---------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true",
+                     help="also run the tests marked soak (minutes each; or CL_LSP_SOAK=1)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak") or os.environ.get("CL_LSP_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="a soak: run with --soak or CL_LSP_SOAK=1")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

@@ -6,11 +6,15 @@ import assets
 import llama_cpp
 import pytest
 
+from cl_lsp import repack
+
 PRE, SUF, MID, EOT = assets.FIM_PRE_ID, assets.FIM_SUF_ID, assets.FIM_MID_ID, assets.EOT_ID
 
 
 def _load(path) -> llama_cpp.Llama:
-    return llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, n_threads=2)
+    # Repacking decided as the server decides it: some CPUs (AMX Xeons) crash with it.
+    use = repack.decide(path, "auto").repack
+    return repack.load_llama(path, repack=use, n_ctx=512, verbose=False, n_threads=2)
 
 
 def _greedy(llm: llama_cpp.Llama, prompt: bytes, n: int) -> list[int]:

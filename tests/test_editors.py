@@ -219,6 +219,20 @@ def test_old_neovim_code_action_through_resolve(old_neovim, x_model, tmp_path):
     assert report["action"]["kind"] == "explain" and report["action"]["outcome"] == "edit"
 
 
+def test_old_neovim_resolves_an_action_whose_target_has_no_name(old_neovim, x_model,
+                                                                 tmp_path):
+    """Neovim 0.7 drops JSON null fields when it sends an action back to resolve; an action
+    on a top-level block (no name) used to fail there with InvalidParams (issue 12, bug 2)."""
+    file = project_file(tmp_path, "total = 0\nfor n in range(3):\n    total += n\n")
+    report = run_neovim(old_neovim, "code_action", file, tmp_path, x_model, init_options=ACTIONS)
+    assert "cl-lsp: Explain this block" in report["titles"], report
+    lines = report["lines"]
+    start = lines.index("total = 0")
+    assert start > 0 and all(line.startswith("# ") for line in lines[:start]), lines
+    assert lines[start:] == ["total = 0", "for n in range(3):", "    total += n"]
+    assert report["action"]["kind"] == "explain" and report["action"]["outcome"] == "edit"
+
+
 @pytest.mark.parametrize("which", ["old", "new"])
 def test_a_multi_line_suggestion_from_the_menu_lands_as_lines(which, request, x_model, tmp_path):
     """Vim's menu inserts one line (0.11+: the first; before: newlines as NULs); the config puts

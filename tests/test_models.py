@@ -45,7 +45,9 @@ KEY = (DEFAULT_REPO, DEFAULT_FILE)
 @pytest.mark.parametrize(
     ("cli", "setting", "env", "expected"),
     [
-        ("/c.gguf", "/s.gguf", "/e.gguf", ("/c.gguf", "--model")),
+        # the editor's setting is the newer word: it wins over --model (issue 12, bug 11)
+        ("/c.gguf", "/s.gguf", "/e.gguf", ("/s.gguf", "model.path setting")),
+        ("/c.gguf", "/s.gguf", None, ("/s.gguf", "model.path setting")),
         (None, "/s.gguf", "/e.gguf", ("/s.gguf", "model.path setting")),
         (None, None, "/e.gguf", ("/e.gguf", "CL_LSP_MODEL")),
         (None, None, None, (None, "default")),
@@ -80,7 +82,7 @@ def test_resolution_defaults_to_process_environment(monkeypatch: pytest.MonkeyPa
 
 
 def test_model_sources_are_labelled() -> None:
-    assert list(models.SOURCES) == ["--model", "model.path setting", "CL_LSP_MODEL", "default"]
+    assert list(models.SOURCES) == ["model.path setting", "--model", "CL_LSP_MODEL", "default"]
     assert all(isinstance(s, ModelSource) and str(s) == s.label for s in models.SOURCES.values())
 
 
