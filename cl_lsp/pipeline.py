@@ -190,6 +190,21 @@ def _discard(future: asyncio.Future[object]) -> None:
         future.exception()
 
 
+def _note_generation(record: RequestRecord, ticket: Ticket,
+                     done: asyncio.Future[Generation]) -> None:
+    """Fill a request's record from its generation (also after it was answered)."""
+    if done.cancelled() or done.exception() is not None:
+        return
+    generation = done.result()
+    record.model_ms = generation.seconds * 1000
+    record.prompt_tokens = generation.prompt_tokens
+    record.evaluated_tokens = generation.evaluated_tokens
+    record.generated_tokens = len(generation.token_ids)
+    record.stop_reason = generation.stop_reason
+    if ticket.superseded_at is not None:
+        record.stop_latency_ms = max(0.0, (generation.stopped_at - ticket.superseded_at) * 1000)
+
+
 class Completions:
     """Completion requests for all documents: reuse first, then debounce, newest wins, model.
 
@@ -298,17 +313,26 @@ class Completions:
             self.cache.put(key, "")
             return ""
         record.layout = plan.prompt.layout.value
-        generation = await self.engine.generate(replace(plan.request, cancel=ticket.cancel))
-        record.model_ms = generation.seconds * 1000
-        record.prompt_tokens = generation.prompt_tokens
-        record.evaluated_tokens = generation.evaluated_tokens
-        record.generated_tokens = len(generation.token_ids)
-        record.stop_reason = generation.stop_reason
+        generating = asyncio.ensure_future(
+            self.engine.generate(replace(plan.request, cancel=ticket.cancel)))
+        woken = asyncio.ensure_future(ticket._woken.wait())
+        try:
+            await asyncio.wait({generating, woken}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            generating.cancel()  # the engine sets the request's cancel flag
+            raise
+        finally:
+            woken.cancel()
+        if not generating.done():
+            # Superseded while queued behind other work or running: answer at once; the
+            # engine drops the request when it reaches it (or within a token).
+            record.outcome = "superseded"
+            generating.add_done_callback(functools.partial(_note_generation, record, ticket))
+            return ""
+        generation = generating.result()
+        _note_generation(record, ticket, generating)
         if generation.stop_reason == "cancelled" or ticket.superseded:
             record.outcome = "superseded"
-            if ticket.superseded_at is not None:
-                record.stop_latency_ms = max(
-                    0.0, (generation.stopped_at - ticket.superseded_at) * 1000)
             return ""
         if current_version() != record.version:
             record.outcome = "stale"
