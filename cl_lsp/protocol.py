@@ -295,10 +295,6 @@ async def _serve(protocol: ClProtocol, read: Callable[[int], bytes]) -> int:
     def deliver(frame: Frame, handled: concurrent.futures.Future[None]) -> None:
         try:
             protocol.receive(frame)
-        except Exception as error:  # a bug here must not stop the reading
-            log.error("could not handle a message: %s: %s", type(error).__name__,
-                      first_line(error))
-            log.debug("could not handle a message", exc_info=error)
         finally:
             handled.set_result(None)
 
@@ -390,7 +386,16 @@ class ClProtocol(LanguageServerProtocol):
     # -- decoding ----------------------------------------------------------------------------
 
     def receive(self, frame: Frame) -> None:
-        """Decode and handle one frame from FrameParser."""
+        """Decode and handle one frame from FrameParser. Never raises: a bug in handling one
+        message is logged, and the transport goes on reading the next."""
+        try:
+            self._receive(frame)
+        except Exception as error:
+            log.error("could not handle a message: %s: %s", type(error).__name__,
+                      first_line(error))
+            log.debug("could not handle a message", exc_info=error)
+
+    def _receive(self, frame: Frame) -> None:
         if isinstance(frame, Oversized):
             self.refuse_oversized(frame)
             return

@@ -22,7 +22,7 @@ from typing import Any
 
 from pygls.lsp.server import LanguageServer
 
-from .protocol import READ_CHUNK, ClProtocol, FrameParser, first_line
+from .protocol import READ_CHUNK, ClProtocol, FrameParser
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,7 @@ async def _read(protocol: ClProtocol, reader: asyncio.StreamReader, peer: str) -
             log.info("connection from %s lost: %s", peer, error)
             chunk = b""
         for frame in parser.feed(chunk):
-            try:
-                protocol.receive(frame)
-            except Exception as error:  # a bug here must not stop the reading
-                log.error("could not handle a message: %s: %s", type(error).__name__,
-                          first_line(error))
-                log.debug("could not handle a message", exc_info=error)
+            protocol.receive(frame)
         if not chunk:
             return
 

@@ -119,15 +119,21 @@ async def test_a_model_file_fixed_on_disk_is_retried_when_settings_come_again(
     assert (await wait_for_state(client, {"ready", "failed", "empty"}))["state"] == "ready"
 
 
-async def test_a_model_file_truncated_while_loaded_is_not_touched(start_server, x_model,
-                                                                  tmp_path):
-    """Bug 9: rewriting the mapped file in place used to kill the server with SIGBUS."""
+async def serving_a_copy(start_server, x_model, tmp_path):
+    """A server answering from a copy of the x model that the test can rewrite."""
     model = tmp_path / "model.gguf"
     shutil.copyfile(x_model, model)
     client = await start_server(options={"model": {"path": str(model)}, **FAST})
     uri = (tmp_path / "a.py").as_uri()
     open_doc(client, uri, "value = ")
     assert await answer(client, uri) == X4
+    return model, client, uri
+
+
+async def test_a_model_file_truncated_while_loaded_is_not_touched(start_server, x_model,
+                                                                  tmp_path):
+    """Bug 9: rewriting the mapped file in place used to kill the server with SIGBUS."""
+    model, client, uri = await serving_a_copy(start_server, x_model, tmp_path)
     pid = (await status(client))["pid"]
     os.truncate(model, 4096)  # a re-download starting over the same file
     assert await answer(client, uri) == ""
@@ -144,12 +150,7 @@ async def test_a_model_file_truncated_while_loaded_is_not_touched(start_server, 
 
 async def test_a_model_file_replaced_while_loaded_is_loaded_again(start_server, x_model,
                                                                   eot_model, tmp_path):
-    model = tmp_path / "model.gguf"
-    shutil.copyfile(x_model, model)
-    client = await start_server(options={"model": {"path": str(model)}, **FAST})
-    uri = (tmp_path / "a.py").as_uri()
-    open_doc(client, uri, "value = ")
-    assert await answer(client, uri) == X4
+    model, client, uri = await serving_a_copy(start_server, x_model, tmp_path)
     partial = tmp_path / "model.gguf.part"
     shutil.copyfile(eot_model, partial)
     partial.replace(model)  # how a downloader swaps in a new file
