@@ -548,6 +548,21 @@ class ClProtocol(LanguageServerProtocol):
         else:
             super().handle_message(message)
 
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args: Any) -> Any:
+        # pygls cancels the pending futures while iterating over their table, and cancelling
+        # one runs `_forget_future`, which removes it: with a request to the client still
+        # unanswered (a progress token during the model load) `shutdown` failed with
+        # "dictionary changed size during iteration". Cancel over a snapshot.
+        if (handler := self.fm.features.get(types.SHUTDOWN)) is not None:
+            yield handler, args, None
+        current_id = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current_id and not future.done():
+                future.cancel()
+        self._shutdown = True
+        return None
+
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args: Any) -> Any:
         if (handler := self.fm.features.get(types.EXIT)) is not None:

@@ -441,6 +441,28 @@ def test_requests_after_shutdown_get_invalid_request_and_exit_is_0(server):
     lsp.assert_clean()
 
 
+def test_shutdown_with_a_request_to_the_client_unanswered(server):
+    """A client that has not answered the server's progress request when it shuts down (an
+    editor closed during the model load) still gets its answer to `shutdown`."""
+    lsp = server(initialize=False)
+    answer = lsp.request("init", "initialize", {
+        "processId": None, "rootUri": None,
+        "capabilities": {"window": {"workDoneProgress": True}}})
+    assert "result" in answer, answer
+    lsp.notify("initialized", {})
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while (message := lsp.next_frame(deadline)) is not None:
+        if message.get("method") == "window/workDoneProgress/create":
+            break
+    assert message is not None, f"no progress request; stderr:\n{lsp.stderr}"
+    # left unanswered on purpose
+    assert lsp.request(1, "shutdown") == {"jsonrpc": "2.0", "id": 1, "result": None}
+    lsp.notify("exit")
+    assert lsp.wait_exit() == 0
+    lsp.assert_clean()
+    assert "shutdown failed" not in lsp.stderr, lsp.stderr
+
+
 def test_exit_without_shutdown_exits_with_1(server):
     lsp = server()
     lsp.status(1)
