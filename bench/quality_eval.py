@@ -55,7 +55,7 @@ from cl_lsp.config import CompletionSettings, ModelSettings
 from cl_lsp.context import CompletionMode, CursorContext, _parser, extract_context
 from cl_lsp.pipeline import budgets, plan_completion
 
-KINDS = ("single", "multi", "block")
+KINDS = ("single", "multi", "block", "lines")
 OUTPUTS = ("suffix-copy", "unbalanced", "repeated", "truncated", "correct")
 OVERRUNS = OUTPUTS[:3]
 LANGUAGES = ("python", "javascript", "typescript", "c", "go", "rust")
@@ -117,13 +117,18 @@ _TAKES_LANGUAGE = "language" in inspect.signature(postprocess.clean_completion).
 FILTERS_API = "Cleaned, with language" if _TAKES_LANGUAGE else "str, without language"
 
 
-def clean(raw: str, ctx: CursorContext, single_line: bool) -> Cleaned:
-    """``clean_completion`` through either API; an exception counts as a dropped suggestion."""
+_TAKES_TRUNCATED = "truncated" in inspect.signature(postprocess.clean_completion).parameters
+
+
+def clean(raw: str, ctx: CursorContext, single_line: bool, truncated: bool = False) -> Cleaned:
+    """``clean_completion`` through either API; an exception counts as a dropped suggestion.
+    ``truncated``: the generation was cut by the token cap (told where the API takes it)."""
     try:
         if _TAKES_LANGUAGE:
+            extra = {"truncated": truncated} if _TAKES_TRUNCATED else {}
             result: Any = postprocess.clean_completion(
                 raw, prefix=ctx.prefix, suffix=ctx.suffix, single_line=single_line,
-                language=ctx.language)
+                language=ctx.language, **extra)
         else:
             result = postprocess.clean_completion(raw, ctx.prefix, ctx.suffix, single_line)
     except Exception as error:  # noqa: BLE001  (a crash is a finding, not the end of the run)
@@ -143,10 +148,16 @@ def norm(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
 
 
+def ends_line(text: str) -> bool:
+    return text.rstrip(" \t").endswith("\n")
+
+
 def recovered(got: Cleaned, middle: str, suffix: str) -> bool:
     """Accepting the suggestion gives back the original text (a suggestion that types over
-    auto-closed characters after the cursor must end with them)."""
-    return norm(got.text) == norm(middle + suffix[:got.replace_after])
+    auto-closed characters after the cursor must end with them; whole lines written before
+    code on the cursor's line must end with their line break)."""
+    want = middle + suffix[:got.replace_after]
+    return norm(got.text) == norm(want) and ends_line(got.text) == ends_line(want)
 
 
 def is_prefix(got: Cleaned, middle: str, suffix: str) -> bool:
@@ -308,8 +319,12 @@ def start_columns(line: str, before: int) -> list[int]:
 
 def make_hole(where: Layout, kind: str, row: int, rng: random.Random) -> Hole | None:
     """Multi and block holes start at a statement and end at the end of one, so the true middle
-    never stops inside a bracket that the suffix closes."""
+    never stops inside a bracket that the suffix closes. Lines holes are whole statements'
+    lines, line breaks included: the cursor is at column 0 or after the indentation of the
+    line that follows them, before its code."""
     line, block = where.lines[row], where.inner[row]
+    if kind == "lines":
+        return lines_hole(where, row, block, rng)
     if kind == "single":
         columns, end_row = replay.candidate_columns(line), row
     else:
@@ -325,6 +340,22 @@ def make_hole(where: Layout, kind: str, row: int, rng: random.Random) -> Hole | 
     column = columns[0] if kind != "single" and rng.random() < 0.5 else rng.choice(columns)
     return Hole(where.source, kind, row, column, where.line_starts[row] + column,
                 where.line_starts[end_row] + len(where.lines[end_row]))
+
+
+def lines_hole(where: Layout, row: int, block: Block, rng: random.Random) -> Hole | None:
+    ends = [e for e in block.ends if row <= e <= row + 2 and e + 1 < len(where.lines)
+            and where.lines[e + 1].strip()]
+    line = where.lines[row]
+    if row not in block.starts or not ends or not start_columns(line, len(line)):
+        return None
+    end_row = rng.choice(ends)
+    if where.excluded.intersection(range(row, end_row + 2)):
+        return None
+    indent = len(line) - len(line.lstrip())
+    after = where.lines[end_row + 1]
+    column = indent if rng.random() < 0.5 and after[:indent].isspace() else 0
+    return Hole(where.source, "lines", row, column, where.line_starts[row] + column,
+                where.line_starts[end_row + 1] + column)
 
 
 def pick_holes(layouts: list[Layout], kind: str, count: int, seed: int) -> list[Hole]:
@@ -367,16 +398,24 @@ def raw_outputs(hole: Hole, ctx: CursorContext, rng: random.Random
     copy = "\n".join(suffix_lines[:take])
     if ctx.suffix.startswith("\n") and copy.strip():
         outputs.append(("suffix-copy", f"{take - 1} line{'s' * (take > 2)}", middle + copy))
+    tail = ""  # a lines hole's middle ends with a line break and the cursor's indentation
+    if hole.kind == "lines":
+        tail = middle[middle.rstrip(" \t").rfind("\n"):]
+        middle = middle[: len(middle) - len(tail)]
+        last = middle[middle.rfind("\n") + 1:]
+        copy = "\n".join(suffix_lines[:take - 1])
+        outputs.append(("suffix-copy", f"{take - 1} line{'s' * (take > 2)}",
+                        middle + tail + copy + tail))
     names = [w for w in WORD.findall(ctx.prefix[-2000:] + middle) if w.lower() not in KEYWORDS]
     if names:
         templates = UNBALANCED["python" if hole.language == "python" else "brace"]
         name = rng.choice(sorted(templates))
         extra = templates[name].format(i=last[:len(last) - len(last.lstrip())],
                                        a=rng.choice(names), b=rng.choice(names))
-        outputs.append(("unbalanced", name, middle + extra))
+        outputs.append(("unbalanced", name, middle + extra + tail))
     repeats = 1 if rng.random() < 0.5 else rng.randint(2, 5)
     outputs.append(("repeated", "once" if repeats == 1 else "loop",
-                    middle + ("\n" + last) * repeats))
+                    middle + ("\n" + last) * repeats + tail))
     cuts = [p for p in range(1, len(middle)) if middle[p - 1] != "\n" != middle[p]
             and middle[:p].rsplit("\n", 1)[-1].strip()]
     if cuts:
@@ -406,7 +445,7 @@ def simulate(holes: list[Hole], seed: int) -> list[Case]:
         rng = random.Random(f"{seed}:{hole.label}:{hole.kind}")
         for output, variant, raw in raw_outputs(hole, ctx, rng):
             started = time.perf_counter()
-            got = clean(raw, ctx, hole.kind == "single")
+            got = clean(raw, ctx, hole.kind == "single", truncated=output == "truncated")
             ms = (time.perf_counter() - started) * 1000
             ok = (is_prefix if output == "truncated" else recovered)(got, hole.middle, ctx.suffix)
             cases.append(Case(hole, output, variant, raw, got, ok, ms, ctx.suffix,

@@ -38,12 +38,15 @@ This is a pure domain stage (no LSP, no model). It owns three decisions:
 3. **The completion mode** (first matching rule wins):
 
    - ``NONE`` -- the character right after the cursor is an identifier character (the cursor is
-     inside an identifier, or in front of a word).
+     inside an identifier, or in front of a word after other code on its line).
    - ``NONE`` -- inside a comment and ``in_comments`` is False, or inside a string and
      ``in_strings`` is False (tree-sitter node types at the cursor; an unterminated string on
      the cursor line is also recognised when the tree has an error there; the line-based
      fallback never guesses and treats everything as code).
    - ``SINGLE_LINE`` -- inside a comment or a string (allowed by the settings).
+   - ``MULTI_LINE`` -- only indentation before the cursor on its line and code after it: the
+     suggestion is whole lines inserted above the cursor's line (see
+     :func:`cl_lsp.postprocess.clean_completion`).
    - ``SINGLE_LINE`` -- the rest of the line after the cursor holds something other than
      closing brackets, quotes, ``;``, ``,`` and whitespace.
    - ``MULTI_LINE`` -- the line before the cursor is blank / whitespace-only.
@@ -959,7 +962,9 @@ def _decide_mode(
     n = len(text)
     after = text[offset] if offset < n else ""
     before = text[offset - 1] if offset > 0 else ""
-    if after and is_identifier_char(after):
+    ls = _line_start(text, offset)
+    line = text[ls:offset]
+    if after and is_identifier_char(after) and line.strip():
         if before and is_identifier_char(before):
             return CompletionMode.NONE, "cursor inside identifier"
         return CompletionMode.NONE, "cursor directly before identifier"
@@ -975,10 +980,12 @@ def _decide_mode(
     nl = text.find("\n", offset, offset + _LINE_LOOKBACK)
     rest = text[offset : nl if nl >= 0 else min(n, offset + _LINE_LOOKBACK)]
     if any(not ch.isspace() and ch not in _CLOSERS for ch in rest):
+        if not line.strip():
+            # Whole lines go above the cursor's line, as Copilot and Continue insert them: the
+            # model writes lines and a line break, and the code after the cursor moves down.
+            return CompletionMode.MULTI_LINE, "only indentation before the cursor: lines above"
         return CompletionMode.SINGLE_LINE, "text after cursor on the line"
 
-    ls = _line_start(text, offset)
-    line = text[ls:offset]
     if not line.strip():
         p = ls
         for _ in range(50):  # the previous non-blank line, if close

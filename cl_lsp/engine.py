@@ -286,6 +286,21 @@ class GenerationRequest:
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
+def stop_after_piece(request: GenerationRequest, text: str, piece: str) -> tuple[str, str] | None:
+    """The text kept and the stop reason if the generation ends with ``piece`` (the text so
+    far ends with it), else None: the newline stop (single-line) and the block-end stop
+    (``request.stop_check``) look at each piece that holds a newline. The token cap, the
+    deadline and the model's own end tokens are the sampler's. Pure, so a benchmark can feed
+    scripted output through the very rules the model's output meets."""
+    if "\n" not in piece:
+        return None
+    if request.stop_at_newline:
+        return text, "newline"
+    if request.stop_check is not None and (cut := request.stop_check(text)) is not None:
+        return text[:cut], "end_of_block"
+    return None
+
+
 @dataclass(frozen=True)
 class Generation:
     text: str
@@ -608,13 +623,8 @@ class Engine:
             generated.append(token)
             piece = decoder.decode(vocab.piece(token))
             text += piece
-            if "\n" in piece:
-                if request.stop_at_newline:
-                    return text, generated, "newline"
-                if request.stop_check is not None:
-                    cut = request.stop_check(text)
-                    if cut is not None:
-                        return text[:cut], generated, "end_of_block"
+            if (stop := stop_after_piece(request, text, piece)) is not None:
+                return stop[0], generated, stop[1]
             if len(generated) >= max_tokens:
                 break
             if deadline is not None and time.monotonic() > deadline:

@@ -111,10 +111,14 @@ def plan_completion(
         stop_at_newline=single,
         heal=prompt.heal,
         max_seconds=settings.generation_timeout_ms / 1000 or None,
-        stop_check=None if single else functools.partial(end_of_block_cut,
-                                                         prefix=context.prefix),
+        stop_check=None if single else functools.partial(
+            end_of_block_cut, prefix=context.prefix, suffix=context.suffix),
     )
     return CompletionPlan(context, prompt, request)
+
+
+#: Stop reasons that cut a generation short, wherever it was.
+TRUNCATED = frozenset(("max_tokens", "context_full", "timeout"))
 
 
 def finish_completion(plan: CompletionPlan, generation: Generation | None) -> Suggestion:
@@ -122,14 +126,13 @@ def finish_completion(plan: CompletionPlan, generation: Generation | None) -> Su
         return Suggestion("", generation.text if generation else "", plan, generation)
     context = plan.context
     raw = generation.text
-    if generation.stop_reason == "timeout" and "\n" in raw.rstrip("\n"):
-        raw = raw[:raw.rstrip("\n").rfind("\n")]  # keep whole lines of a cut-off answer
     cleaned = clean_completion(
         raw,
         prefix=context.prefix,
         suffix=context.suffix,
         single_line=context.mode is CompletionMode.SINGLE_LINE,
         language=context.language,
+        truncated=generation.stop_reason in TRUNCATED,
     )
     if cleaned.dropped_by:
         log.debug("suggestion dropped by %s: %r", cleaned.dropped_by, raw[:200])

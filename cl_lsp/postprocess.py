@@ -6,20 +6,22 @@ then :func:`auto_closed_span` says how many characters after the cursor the sugg
 over (:attr:`Cleaned.replace_after`):
 
 1. ``strip_control_tokens`` -- first, so no later filter sees ``<EOT>`` spelled as text.
-2. ``cut_single_line`` -- a single-line request never needs the multi-line reasoning below.
-3. ``trim_suffix_overlap`` -- before any bracket or scope counting: a copy of the text after
+2. ``drop_unfinished_end`` -- a generation cut short by the token cap keeps its complete lines
+   (or loses its half-written last word); before any filter reads the half line as code.
+3. ``cut_single_line`` -- a single-line request never needs the multi-line reasoning below.
+4. ``trim_suffix_overlap`` -- before any bracket or scope counting: a copy of the text after
    the cursor would count its closers twice.
-4. ``stop_at_scope_end`` -- the suggestion ends where the cursor's block ends (indentation, the
+5. ``stop_at_scope_end`` -- the suggestion ends where the cursor's block ends (indentation, the
    tree-sitter scope, a closer the suffix already has); what follows is another block.
-5. ``drop_repeated_lines`` -- after the scope cut, so only the loop inside the block is judged.
-6. ``balance_brackets`` -- after every cut that can unbalance the text.
-7. ``drop_empty_block`` -- after the bracket cut, which can leave an ``if x:`` with no body.
-8. ``normalize_indentation`` -- cosmetic, but before the syntax check: Python's parse depends
+6. ``drop_repeated_lines`` -- after the scope cut, so only the loop inside the block is judged.
+7. ``balance_brackets`` -- after every cut that can unbalance the text.
+8. ``drop_empty_block`` -- after the bracket cut, which can leave an ``if x:`` with no body.
+9. ``normalize_indentation`` -- cosmetic, but before the syntax check: Python's parse depends
    on it.
-9. ``trim_trailing_whitespace``
-10. ``check_syntax`` -- the most expensive check (a tree-sitter parse per candidate), so it
-    runs on the smallest text; multi-line requests only.
-11. ``drop_trivial`` -- last, since every cut above can leave a lone ``}`` behind.
+10. ``trim_trailing_whitespace``
+11. ``check_syntax`` -- the most expensive check (a tree-sitter parse per candidate), so it
+    runs on the smallest text; multi-line requests (and single-line ones cut short) only.
+12. ``drop_trivial`` -- last, since every cut above can leave a lone ``}`` behind.
 
 Then ``auto_closed_span`` (not a text filter: it only measures) -- computed on the final text.
 
@@ -29,11 +31,12 @@ errors and scopes come from tree-sitter (:mod:`cl_lsp.syntax`) when a grammar ex
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import syntax
 
@@ -49,8 +52,10 @@ __all__ = [
     "drop_empty_block",
     "drop_repeated_lines",
     "drop_trivial",
+    "drop_unfinished_end",
     "end_of_block_cut",
     "indent_width",
+    "lines_above",
     "normalize_indentation",
     "stop_at_scope_end",
     "strip_control_tokens",
@@ -71,6 +76,7 @@ class FilterInput:
     suffix: str  # text after the cursor (a window)
     single_line: bool
     language: str | None = None  # tree-sitter grammar name; None = line-based only
+    truncated: bool = False  # the generation was cut short (token cap, deadline)
 
 
 @dataclass(frozen=True)
@@ -279,6 +285,22 @@ def strip_control_tokens(text: str, ctx: FilterInput) -> str:
     return text[: match.start()] if match else text
 
 
+def drop_unfinished_end(text: str, ctx: FilterInput) -> str:
+    """A generation cut short by the token cap or the deadline stops mid-thought: a multi-line
+    one keeps its complete lines; a one-line one loses its last word, which may be half-written
+    (``x + 1 if x > 0 el``). :func:`check_syntax` then judges what is left, in single-line mode
+    too."""
+    if not ctx.truncated:
+        return text
+    if not ctx.single_line and "\n" in text.rstrip():
+        return text[: text.rstrip().rfind("\n")]
+    line = text.partition("\n")[0].rstrip()
+    end = len(line)
+    while end and _is_word(line[end - 1]):
+        end -= 1
+    return line[:end].rstrip()
+
+
 def cut_single_line(text: str, ctx: FilterInput) -> str:
     """In single-line mode keep the first line (a suggestion that starts with a newline is
     empty: the model wanted to finish the line as it is)."""
@@ -328,9 +350,15 @@ _OVERLAP_LINES = 8
 
 
 def _repeats(lines: list[str], following: list[str]) -> bool:
-    """``lines`` (their non-blank ones) start like ``following`` (see trim_suffix_overlap)."""
+    """``lines`` (their non-blank ones) start like ``following`` (see trim_suffix_overlap).
+
+    Where the suffix window ends before the suggestion does, a match of one line only counts
+    if it sits at the same indentation: ``return b`` written inside a new ``if`` and followed
+    by more code is not a copy of the function's last line."""
     mine = [line for line in lines if line.strip()]
     pairs = list(zip(mine, following))
+    if len(pairs) == 1 < len(mine) and indent_width(mine[0]) != indent_width(following[0]):
+        return False
     substantial = False
     for i, (line, other) in enumerate(pairs):
         a, b = line.strip(), other.strip()
@@ -351,12 +379,16 @@ def _block_base(prefix: str, first: str) -> tuple[int, bool]:
     """The indentation of the cursor's line, and whether the suggestion is the body of a block
     that line opens: the line ends with ``:``, ``{``, ``(``... before the cursor and the
     suggestion's first line adds nothing to it. (A suggestion that completes the line itself,
-    ``if (`` + ``a) {``, writes the statement, its body and maybe more statements after it.)"""
+    ``if (`` + ``a) {``, writes the statement, its body and maybe more statements after it.)
+    On a blank cursor line a suggestion whose first line brings its own indentation (a whole
+    line written from column 0) sets the indentation with it."""
     start = prefix.rfind("\n") + 1
     cursor_line = prefix[start:]
     stripped = cursor_line.strip()
     if stripped:
         base = indent_width(cursor_line)
+    elif first.strip() and first[:1] in " \t":
+        base = indent_width(cursor_line + first)
     else:
         # A blank cursor line sets the indentation, unless the line above is less indented
         # and opens no block: a line aligned far right (`x = f(a);` then `    assert(x);` at
@@ -369,6 +401,24 @@ def _block_base(prefix: str, first: str) -> tuple[int, bool]:
     return base, opens
 
 
+def _unit_floor(prefix: str, suffix: str) -> int | None:
+    """The body level of the top-level unit around the cursor (a function, a class, a C
+    function's braces): the lowest indentation above column 0 of its lines -- the prefix's after
+    its last line at column 0, the rest of the cursor's line, the suffix's before its first
+    line at column 0. None when the unit has no such line."""
+    before = prefix.split("\n")
+    start = next((i for i in range(len(before) - 1, -1, -1)
+                  if before[i].strip() and not before[i][0].isspace()), -1)
+    rest, _, after = suffix.partition("\n")
+    lines = before[start + 1 : -1] + [before[-1] + rest]
+    for line in after.split("\n"):
+        if line.strip() and not line[0].isspace():
+            break
+        lines.append(line)
+    widths = [indent_width(line) for line in lines if line.strip()]
+    return min((w for w in widths if w), default=None)
+
+
 _TRAILING_COMMENT = re.compile(r"\s+(?:#|//|/\*|--)[^\"'`]*$")
 
 
@@ -377,28 +427,46 @@ def _code_end(line: str) -> str:
     return _TRAILING_COMMENT.sub("", line).rstrip()
 
 
-def end_of_block_cut(text: str, prefix: str) -> int | None:
+def end_of_block_cut(text: str, prefix: str, suffix: str = "") -> int | None:
     """Where a multi-line suggestion leaves the block the cursor is in, or None.
 
-    The cursor's line sets the block's indentation: a complete generated line indented less
-    (or, when the suggestion is the body of a block the cursor's line opens with `:` or `{`...,
-    not more) ends the block; everything from
-    that line on is cut. The first generated line continues the cursor's line and never counts.
+    The cursor's line sets the block's indentation (:func:`_block_base`): a complete generated
+    line indented less than it (or, when the suggestion is the body of a block the cursor's
+    line opens with `:` or `{`..., not more) ends the block -- but only when it leaves the
+    top-level unit around the cursor, whose body level is the floor (:func:`_unit_floor`): a
+    suggestion written into a gap may finish the inner blocks and go on at any level of its
+    function (the end of an ``if``, then the loop after it, before the function's last lines).
+    A definition it starts below the cursor's level (``def``, ``class``, ``function``...) is
+    the next unit and ends it. From inside a block it never reaches column 0. Everything from the first line that leaves is cut. The first
+    generated line continues the cursor's line and never counts.
     """
     complete = text[: max(0, text.rfind("\n"))]  # the last piece is not a complete line yet
-    return next((position for position, _, _ in _outdented_lines(complete, prefix)), None)
+    return next((position for position, _, _ in _outdented_lines(complete, prefix, suffix)),
+                None)
 
 
-def _outdented_lines(text: str, prefix: str) -> Iterator[tuple[int, str, bool]]:
+#: A line that starts a definition (a function, a class, a decorator...) in the languages
+#: cl-lsp knows: written outside the cursor's block it is the next unit, never the end of this one.
+_DEFINITION = re.compile(
+    r"\s*(?:@\w|(?:export\s+|pub(?:\(\w+\))?\s+)?(?:async\s+)?"
+    r"(?:def|class|function|func|fn|impl|struct|interface|enum|trait)\b)"
+)
+
+
+def _outdented_lines(text: str, prefix: str, suffix: str) -> Iterator[tuple[int, str, bool]]:
     """The generated lines after the first that leave the cursor's block by indentation (see
     :func:`end_of_block_cut`): where each starts (its newline), the line, and whether it sits
     at the indentation of the block the cursor's line opens (where a closer may end it)."""
     lines = text.split("\n")
     base, opens_block = _block_base(prefix, lines[0])
+    if opens_block:
+        floor = base + 1
+    else:
+        floor = min(base, _unit_floor(prefix, suffix) or 1)
     position = len(lines[0])
     for line in lines[1:]:
         width = indent_width(line)
-        if line.strip() and (width <= base if opens_block else width < base):
+        if line.strip() and (width < floor or width < base and _DEFINITION.match(line)):
             yield position, line, opens_block and width == base
         position += 1 + len(line)
 
@@ -419,7 +487,7 @@ def stop_at_scope_end(text: str, ctx: FilterInput) -> str:
     """
     cuts: list[int] = []
     if not ctx.single_line:
-        cut = _indentation_cut(text, ctx.prefix)
+        cut = _indentation_cut(text, ctx.prefix, ctx.suffix)
         if cut is not None:
             cuts.append(cut)
         cut = _closer_line_cut(text, ctx)
@@ -433,9 +501,9 @@ def stop_at_scope_end(text: str, ctx: FilterInput) -> str:
     return text[: min(cuts)].rstrip()
 
 
-def _indentation_cut(text: str, prefix: str) -> int | None:
+def _indentation_cut(text: str, prefix: str, suffix: str) -> int | None:
     closing_line_seen = False
-    for position, line, at_opener in _outdented_lines(text, prefix):
+    for position, line, at_opener in _outdented_lines(text, prefix, suffix):
         if at_opener and line.strip()[0] in syntax.PAIRS and not closing_line_seen:
             closing_line_seen = True
             continue
@@ -501,7 +569,8 @@ def drop_repeated_lines(text: str, ctx: FilterInput) -> str:
     """Cut a loop: a block of 1-8 non-blank lines repeated back to back is kept once.
 
     One line must appear 3 times in a row (twice if the copy is on the very next line, the
-    same, and 10+ characters long with a letter), a longer block twice; the block must contain a
+    same, and 10+ characters long with a letter, or substantial and the suggestion's last
+    line), a longer block twice; the block must contain a
     substantial line (so ``}`` / ``end`` runs are legitimate). Lines compare stripped; blank
     lines between copies are ignored. Repeats within a line are left alone: ``[0, 0, 0, 0]``
     is data as often as it is a loop.
@@ -521,6 +590,8 @@ def drop_repeated_lines(text: str, ctx: FilterInput) -> str:
             if copies >= needed:
                 cut = rows[start + size][0]
                 return "\n".join(lines[:cut]).rstrip()
+    if len(rows) >= 2 and _doubled_line(lines, rows, len(rows) - 2, at_end=True):
+        return "\n".join(lines[: rows[-1][0]]).rstrip()
     return text
 
 
@@ -528,16 +599,25 @@ _MAX_LOOP_BLOCK = 8
 _DOUBLED_LINE = 10
 
 
-def _doubled_line(lines: list[str], rows: list[tuple[int, str]], start: int) -> bool:
+def _doubled_line(
+    lines: list[str], rows: list[tuple[int, str]], start: int, at_end: bool = False
+) -> bool:
     """The row at ``start`` is repeated on the very next line, with the same indentation,
-    and is long enough (10+ characters with a letter) not to be a legitimate ``i += 1;`` twice."""
+    and is long enough (10+ characters with a letter) not to be a legitimate ``i += 1;`` twice
+    -- or, where the copy is the suggestion's last line (``at_end``), substantial and not an
+    update (:data:`_UPDATE`): a model that writes ``return []`` or ``depth = 0`` twice and
+    stops has stuttered; ``i += 1;`` twice may be meant."""
     (i, key), (j, _) = rows[start], rows[start + 1]
-    return (
-        j == i + 1
-        and lines[i] == lines[j]
-        and len(key) >= _DOUBLED_LINE
-        and any(ch.isalpha() for ch in key)
-    )
+    if j != i + 1 or lines[i] != lines[j]:
+        return False
+    if at_end:
+        return _substantial(key) and not _UPDATE.search(key)
+    return len(key) >= _DOUBLED_LINE and any(ch.isalpha() for ch in key)
+
+
+#: A statement whose repetition does something again: an in-place update (``i += 1``,
+#: ``p++``) or a bare call (``next(it)``). Twice is code, not a stutter.
+_UPDATE = re.compile(r"\+\+|--|(?:[-+*/%&|^]|<<|>>|\*\*|//)=|^[\w.]+\(.*\)\s*;?$")
 
 
 def balance_brackets(text: str, ctx: FilterInput) -> str:
@@ -594,7 +674,7 @@ def auto_closed_span(text: str, ctx: FilterInput) -> int:
     and only if the bracket structure with ``suffix[k:]`` is sound (see :class:`_Balance`);
     among sound choices the one leaving fewest brackets open, then the smallest, wins.
     """
-    if not text or not _closing_run(ctx):
+    if not text or not _closing_run(ctx) or ("\n" in text and lines_above(ctx) is not None):
         return 0
     walk = _Walk(text, ctx)
     span = _Balance(ctx).replacement(walk.snapshots[-1])
@@ -610,7 +690,8 @@ def normalize_indentation(text: str, ctx: FilterInput) -> str:
     - spaces document of width ``w``: a leading tab becomes ``w`` spaces; if the suggestion
       indents in steps of ``u`` (2 or 4) finer than ``w`` (a divisor of it) relative to the
       cursor's line, every line being a whole number of steps from it, each step becomes ``w``
-      spaces, provided its smallest step is ``u`` itself.
+      spaces, provided its smallest step is ``u`` itself and the code near the cursor does not
+      indent by ``u`` too (a 2-space block in a 4-space file stays as its neighbours are).
     Nothing changes when the style can't be inferred or a line doesn't fit the rule.
     """
     style = _document_style(ctx.prefix + ctx.suffix)
@@ -647,12 +728,25 @@ def normalize_indentation(text: str, ctx: FilterInput) -> str:
     # bracket (offsets 4, 8, 22) make a fine gcd but are not a finer style.
     if unit >= width or unit not in (2, 4) or width % unit or min(map(abs, steps)) != unit:
         return "\n".join(lines)
+    if unit in _local_steps(ctx):  # the code around the cursor is written that way too
+        return "\n".join(lines)
     for i, offset in zip(body, offsets):
         new = base + offset // unit * width
         if new < 0:
             return text
         lines[i] = " " * new + lines[i].lstrip()
     return "\n".join(lines)
+
+
+_LOCAL_LINES = 12
+
+
+def _local_steps(ctx: FilterInput) -> set[int]:
+    """The indentation increases between consecutive non-blank lines near the cursor (the
+    prefix's last and the suffix's first :data:`_LOCAL_LINES` lines)."""
+    near = ctx.prefix.split("\n")[-_LOCAL_LINES:] + ctx.suffix.split("\n")[:_LOCAL_LINES]
+    widths = [indent_width(line) for line in near if line.strip()]
+    return {b - a for a, b in itertools.pairwise(widths) if b > a}
 
 
 def _document_style(window: str) -> tuple[bool, int | None] | None:
@@ -704,7 +798,7 @@ def check_syntax(text: str, ctx: FilterInput) -> str:
     bisection (assuming cuts before the first bad line pass and the others fail: a few parses,
     not one per line).
     """
-    if ctx.single_line or ctx.language is None:
+    if (ctx.single_line and not ctx.truncated) or ctx.language is None:
         return text
     language = ctx.language
     prefix, _ = syntax.unit_windows(ctx.prefix, "")
@@ -744,12 +838,27 @@ _TRIVIAL = frozenset(")]}>\"'`;,:")
 def drop_trivial(text: str, ctx: FilterInput) -> str:
     """Drop a suggestion too short to help: blank, or only closers and separators
     (``)``, ``});``, ``"``...). Anything with a letter, digit, operator or opening bracket is
-    kept, however short: a single ``x`` or ``0`` can finish an expression."""
-    return text if any(not ch.isspace() and ch not in _TRIVIAL for ch in text) else ""
+    kept, however short: a single ``x`` or ``0`` can finish an expression. So are closers a
+    multi-line suggestion types to close what the prefix opened and the text after the cursor
+    leaves open (the ``}`` that ends a dict literal): the document needs them."""
+    if any(not ch.isspace() and ch not in _TRIVIAL for ch in text):
+        return text
+    return text if not ctx.single_line and _closes_what_is_left_open(text, ctx) else ""
+
+
+def _closes_what_is_left_open(text: str, ctx: FilterInput) -> bool:
+    """``text`` soundly closes a bracket of the prefix that the suffix does not close."""
+    if not any(ch in syntax.PAIRS for ch in text):
+        return False
+    walk, balance = _Walk(text, ctx), _Balance(ctx)
+    if balance.replacement(walk.snapshots[-1]) is None:
+        return False
+    return any(i is not None and i not in balance.base.closed for _, _, i in walk.outer_closes)
 
 
 FILTERS: tuple[Filter, ...] = (
     strip_control_tokens,
+    drop_unfinished_end,
     cut_single_line,
     trim_suffix_overlap,
     stop_at_scope_end,
@@ -763,16 +872,54 @@ FILTERS: tuple[Filter, ...] = (
 )
 
 
+def lines_above(ctx: FilterInput) -> str | None:
+    """The indentation before the cursor when a suggestion written as whole lines goes in above
+    the cursor's line (multi-line, only blanks before the cursor on its line, code after it,
+    be it a closer: ``}`` at column 0 ends the block the lines go into), else None."""
+    if ctx.single_line:
+        return None
+    cursor_line = ctx.prefix[ctx.prefix.rfind("\n") + 1 :]
+    if cursor_line.strip() or not _rest_of_line(ctx).strip():
+        return None
+    return cursor_line
+
+
 def clean_completion(
-    raw: str, *, prefix: str, suffix: str, single_line: bool, language: str | None = None
+    raw: str, *, prefix: str, suffix: str, single_line: bool, language: str | None = None,
+    truncated: bool = False,
 ) -> Cleaned:
-    """Run :data:`FILTERS` on ``raw``, then measure :func:`auto_closed_span`."""
-    ctx = FilterInput(prefix=prefix, suffix=suffix, single_line=single_line, language=language)
-    text = raw
-    if not text:
+    """Run :data:`FILTERS` on ``raw``, then measure :func:`auto_closed_span`.
+
+    Where the suggestion goes above the cursor's line (:func:`lines_above`) the model writes
+    whole lines and a line break (and the indentation the cursor's line had): the filters judge
+    those lines as if written on a blank line of their own before the cursor's line, and the
+    suggestion ends with the line break and that indentation again, so the code after the
+    cursor moves down unchanged. Output with no line break there is typed at the cursor, in
+    front of the code (``x = `` before ``f()``).
+    """
+    ctx = FilterInput(prefix=prefix, suffix=suffix, single_line=single_line, language=language,
+                      truncated=truncated)
+    if not raw:
         return Cleaned("")
+    indent = lines_above(ctx)
+    lines = strip_control_tokens(raw, ctx).rstrip(" \t")
+    if indent is not None and "\n" not in lines and truncated:
+        return Cleaned("", dropped_by=drop_unfinished_end.__name__)  # no line finished
+    if indent is None or "\n" not in lines:  # (a word typed before the code, glued to it)
+        cleaned = _run_filters(raw, ctx)
+        if not cleaned.text:
+            return cleaned
+        return replace(cleaned, replace_after=auto_closed_span(cleaned.text, ctx))
+    if lines.endswith("\n"):  # the line break before the cursor's line, written in full
+        lines = lines[:-1]
+        ctx = replace(ctx, truncated=False)  # what is left ends with a complete line
+    cleaned = _run_filters(lines, replace(ctx, suffix="\n" + indent + suffix))
+    return replace(cleaned, text=cleaned.text + "\n" + indent) if cleaned.text else cleaned
+
+
+def _run_filters(text: str, ctx: FilterInput) -> Cleaned:
     for step in FILTERS:
         text = step(text, ctx)
         if not text:
             return Cleaned("", dropped_by=step.__name__)
-    return Cleaned(text, replace_after=auto_closed_span(text, ctx))
+    return Cleaned(text)

@@ -174,6 +174,10 @@ MODE_CASES = [
     # (language, source, mode, reason fragment)
     ("python", "def f():\n    return fo█o\n", NONE, "inside identifier"),
     ("python", "x = █foo\n", NONE, "before identifier"),
+    ("python", "def f(x):\n█    return y\n", MULTI, "lines above"),
+    ("python", "def f(x):\n    █return y\n", MULTI, "lines above"),
+    ("javascript", "function f() {\n  █foo();\n}\n", MULTI, "lines above"),
+    ("python", "def f(x):\n    █)\n", MULTI, "empty line"),
     ("python", "x = 한█글\n", NONE, "inside identifier"),
     ("python", "def f(a):█\n", MULTI, "':'"),
     ("python", "class A(B):\n    █\n", MULTI, "empty line after block opener"),

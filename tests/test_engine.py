@@ -15,6 +15,7 @@ from cl_lsp.engine import (
     Engine,
     EngineError,
     GenerationRequest,
+    stop_after_piece,
 )
 from cl_lsp.prompts import Layout, build_fim_prompt
 
@@ -226,3 +227,15 @@ def test_writer_pauses_while_a_completion_waits_and_stops_when_cancelled(engine,
     thread.join(10)
     (written,) = result
     assert written.stop_reason == "cancelled" and 5 <= written.generated_tokens < 500
+
+
+def test_stop_after_piece_applies_the_newline_and_block_end_stops():
+    """The stop rules on each decoded piece, as the sampler applies them (pure)."""
+    single = GenerationRequest((1,), 8, stop_at_newline=True)
+    assert stop_after_piece(single, "x = 1", " 1") is None
+    assert stop_after_piece(single, "x = 1\n", "\n") == ("x = 1\n", "newline")
+    cut_at_end = GenerationRequest(
+        (1,), 8, stop_check=lambda text: i if (i := text.find("\nend")) >= 0 else None)
+    assert stop_after_piece(cut_at_end, "a\nb\n", "\n") is None
+    assert stop_after_piece(cut_at_end, "a\nend\n", "\n") == ("a", "end_of_block")
+    assert stop_after_piece(cut_at_end, "a\nend x", " x") is None  # only at line breaks

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cl_lsp import postprocess
+from cl_lsp.context import CompletionMode, extract_context
 from cl_lsp.postprocess import (
     FILTERS,
     Cleaned,
@@ -43,7 +44,9 @@ class Case:
         prefix, suffix = document.split(CURSOR)
         mode = self.scalars.get("mode", "multi")
         assert mode in ("single", "multi"), f"{self.name}: mode is single or multi"
-        return FilterInput(prefix, suffix, mode == "single", self.scalars.get("language"))
+        truncated = self.scalars.get("stop", "eot") in ("max_tokens", "timeout")
+        return FilterInput(prefix, suffix, mode == "single", self.scalars.get("language"),
+                           truncated)
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -103,6 +106,7 @@ def test_golden(case: Case):
             suffix=ctx.suffix,
             single_line=ctx.single_line,
             language=ctx.language,
+            truncated=ctx.truncated,
         )
         assert got.text == expected
         if "replace_after" in case.scalars:
@@ -226,11 +230,31 @@ def test_language_is_optional_and_keyword_only():
         pytest.param("if (a) {", "\n    b();\n}\nc();\n", "\n    b();", id="brace-block"),
         pytest.param("    ", "x = 1\n    y = 2\n", None, id="still-inside"),
         pytest.param("x = ", "1\ny = 2\n", None, id="top-level-never-ends"),
-        pytest.param("\tif a:\n\t\t", "b()\n\t\tc()\n\td()\n", "b()\n\t\tc()", id="tabs"),
+        pytest.param("\tif a:\n\t\t", "b()\n\t\tc()\nd()\n", "b()\n\t\tc()", id="tabs"),
     ],
 )  # fmt: skip
 def test_end_of_block_cut(prefix, text, expected):
     cut = end_of_block_cut(text, prefix)
+    assert (None if cut is None else text[:cut]) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "text", "suffix", "expected"),
+    [
+        pytest.param("def f(xs):\n    for x in xs:\n        ", "y = x\n    total = y\n",
+                     "\n    return total\n", None, id="finishes-the-loop-before-the-last-line"),
+        pytest.param("def f(xs):\n    for x in xs:\n        ", "y = x\nprint(y)\n",
+                     "\n    return total\n", "y = x", id="below-the-following-code"),
+        pytest.param("def f(xs):\n    for x in xs:\n        ", "y = x\n    return y\n", "",
+                     None, id="end-of-document-finishes-the-function"),
+        pytest.param("def f(xs):\n    for x in xs:\n        ", "y = x\nf([])\n", "",
+                     "y = x", id="end-of-document-never-column-0"),
+        pytest.param("class A:\n    def f(self):\n        ", "pass\n\n    def g(self):\n",
+                     "\n    def h(self):\n        pass\n", "pass\n", id="next-definition"),
+    ],
+)  # fmt: skip
+def test_end_of_block_cut_follows_the_code_after_the_suggestion(prefix, text, suffix, expected):
+    cut = end_of_block_cut(text, prefix, suffix)
     assert (None if cut is None else text[:cut]) == expected
 
 
@@ -265,7 +289,8 @@ def test_filters_only_cut_the_raw_text(raw, prefix, suffix, single_line, languag
     dropped), after undoing indentation normalisation and whitespace trimming by comparing
     lines stripped of leading and trailing whitespace: len(T) <= len(R); T[i] == R[i] for every
     line but the last of T; and T's last line is a prefix of R's line at that index (a line may
-    be cut, never edited). Also, replace_after only covers auto-closed characters right after
+    be cut, never edited), but for the line break (and indentation) that ends whole lines
+    written above the cursor's line (postprocess.lines_above). Also, replace_after only covers auto-closed characters right after
     the cursor: 0 <= replace_after and suffix[:replace_after] is made of `)]}"'` and backticks.
     """
     got = clean_completion(
@@ -279,7 +304,12 @@ def test_filters_only_cut_the_raw_text(raw, prefix, suffix, single_line, languag
         return
     if single_line:
         assert "\n" not in got.text
-    _assert_cut_of(got.text, raw)
+    text = got.text
+    indent = postprocess.lines_above(FilterInput(prefix, suffix, single_line, language))
+    if indent is not None and text.endswith("\n" + indent):
+        text = text[: -len(indent) - 1]  # whole lines above the cursor's: the break is added
+        assert got.replace_after == 0
+    _assert_cut_of(text, raw)
 
 
 def _assert_cut_of(text: str, raw: str) -> None:
@@ -339,3 +369,58 @@ def test_the_item_range_covers_the_auto_closed_characters_in_utf16():
     end = server.replaced_end(document, offset, 'b")')
     assert (end.line, end.character) == (1, len('print("😀", f("') + 1 + 2)
     assert server.replaced_end(document, offset, "b") is None
+
+
+# --------------------------------------------------------------------------- correct code kept
+# The reproductions of what cost correct code on HumanEval infilling (issue 13): each raw text
+# is the right middle (sometimes with the model's usual overrun), and the suggestion must keep
+# all of it, or exactly what the document needs.
+
+
+@pytest.mark.parametrize(
+    ("document", "raw", "stop", "expected"),
+    [
+        pytest.param("def f(x):\n█    return y\n", "    y = x + 1\n", "eot",
+                     "    y = x + 1\n", id="column-0-whole-line-keeps-its-line-break"),
+        pytest.param("def f(x):\n    █return y\n", "y = x + 1\n    return y\n", "eot",
+                     "y = x + 1\n    ", id="indentation-cursor-doubled-last-line-caught"),
+        pytest.param("def f(x):\n    █return y\n", "y = x + 1\n    z = y", "eot",
+                     "y = x + 1\n    z = y\n    ", id="indentation-cursor-lines-above"),
+        pytest.param("def f():\n    d = {\n        █\n    return d\n",
+                     "'a': 1,\n        'b': 2,\n    }\n", "eot",
+                     "'a': 1,\n        'b': 2,\n    }", id="dict-closer-the-document-needs-kept"),
+        pytest.param("def f():\n    d = {\n        'a': 1,\n█\n    return d\n", "    }\n", "eot",
+                     "    }", id="lone-closer-the-document-needs-kept"),
+        pytest.param("def f(xs):\n  total = 0\n  █\n  return total\n",
+                     "for x in xs:\n    total += x\n", "eot",
+                     "for x in xs:\n    total += x", id="two-space-block-kept-as-written"),
+        pytest.param("def f(xs):\n    for x in xs:\n        print(x)\n    for y in xs:\n"
+                     "        print(y)\n    █\n    if xs:\n      return 1\n    return 0\n",
+                     "if not xs:\n      return 0\n", "eot", "if not xs:\n      return 0",
+                     id="two-space-block-in-a-four-space-file-kept-as-its-neighbours"),
+        pytest.param("def f(a, b):\n    █\n    return b\n",
+                     "if a:\n        b = 1\n    return b\n", "eot",
+                     "if a:\n        b = 1", id="suffix-copy-trimmed"),
+        pytest.param("def f(a, b):\n    █\n    return b\n",
+                     "if a:\n        return b\n    b = 2\n", "eot",
+                     "if a:\n        return b\n    b = 2",
+                     id="one-line-suffix-window-is-not-a-copy"),
+        pytest.param("def f(x):\n    return █\n", "x + 1 if x > 0 el", "max_tokens", "",
+                     id="max-tokens-half-word-never-shown-broken"),
+        pytest.param("def f(x):\n    return █\n", "x + 1 if x > 0 else 0 if x < -5 el", "max_tokens",
+                     "", id="max-tokens-syntax-error-never-shown"),
+        pytest.param("def f(x):\n    return █\n", "x + 1  # the next val",
+                     "max_tokens", "x + 1  # the next", id="max-tokens-complete-part"),
+    ],
+)  # fmt: skip
+def test_correct_code_survives(document, raw, stop, expected):
+    text = document.replace(CURSOR, "")
+    context = extract_context(text, document.index(CURSOR), language_id="python", path=None,
+                              count_tokens=lambda s: len(s) // 4 + 1)
+    assert context.mode is not CompletionMode.NONE, context.reason
+    got = clean_completion(
+        raw, prefix=context.prefix, suffix=context.suffix,
+        single_line=context.mode is CompletionMode.SINGLE_LINE, language=context.language,
+        truncated=stop == "max_tokens",
+    )
+    assert got.text == expected
