@@ -68,7 +68,21 @@ sys.path.insert(0, str(REPO))
 from cl_lsp import postprocess, syntax
 from cl_lsp.config import CompletionSettings
 from cl_lsp.context import CompletionMode
-from cl_lsp.engine import Generation, stop_after_piece
+from cl_lsp.engine import Generation, GenerationRequest
+
+try:
+    from cl_lsp.engine import stop_after_piece
+except ImportError:  # a checkout from before issue 13, measured as the baseline: the same rules
+
+    def stop_after_piece(request: GenerationRequest, text: str, piece: str
+                         ) -> tuple[str, str] | None:
+        if "\n" not in piece:
+            return None
+        if request.stop_at_newline:
+            return text, "newline"
+        if request.stop_check is not None and (cut := request.stop_check(text)) is not None:
+            return text[:cut], "end_of_block"
+        return None
 from cl_lsp.pipeline import CompletionPlan, finish_completion, plan_completion
 from cl_lsp.prompts import encode_nospace
 
@@ -206,7 +220,7 @@ def cut_by(plan: CompletionPlan, raw: str, generation: Generation, shown: str) -
     ctx = postprocess.FilterInput(context.prefix, context.suffix,
                                   context.mode is CompletionMode.SINGLE_LINE, context.language)
     text = raw
-    indent = postprocess.lines_above(ctx)
+    indent = postprocess.lines_above(ctx) if hasattr(postprocess, "lines_above") else None
     if indent is not None and raw.endswith("\n"):  # as clean_completion judges whole lines
         text = raw[:-1]
         ctx = replace(ctx, suffix="\n" + indent + ctx.suffix)
