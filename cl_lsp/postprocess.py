@@ -352,12 +352,14 @@ _OVERLAP_LINES = 8
 def _repeats(lines: list[str], following: list[str]) -> bool:
     """``lines`` (their non-blank ones) start like ``following`` (see trim_suffix_overlap).
 
-    Where the suffix window ends before the suggestion does, a match of one line only counts
-    if it sits at the same indentation: ``return b`` written inside a new ``if`` and followed
-    by more code is not a copy of the function's last line."""
+    A match of one line is too little to decide on unless it is the suggestion's last line, at
+    the suffix line's indentation: ``return False`` inside a new ``if``, or followed by more
+    code where the suffix window holds one line, is not a copy of the function's last line."""
     mine = [line for line in lines if line.strip()]
     pairs = list(zip(mine, following))
-    if len(pairs) == 1 < len(mine) and indent_width(mine[0]) != indent_width(following[0]):
+    if len(pairs) == 1 and (
+        len(mine) > 1 or indent_width(mine[0]) != indent_width(following[0])
+    ):
         return False
     substantial = False
     for i, (line, other) in enumerate(pairs):
