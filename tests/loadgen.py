@@ -231,7 +231,7 @@ ANSWER_TOKENS = 8
 def x_answer(tokens: int = ANSWER_TOKENS) -> str:
     """What `x_model` suggests at the end of the typed line. Every correct answer there is
     this, or the rest of it after the user typed its start (typed-ahead reuse)."""
-    return " x" * tokens
+    return " x" * (tokens - 1)  # the last, cut by the cap, may be half a word: dropped
 
 
 TYPED_LINE = 2  # the line the typist types on (0-based)

@@ -33,7 +33,8 @@ EMACS_CONFIG = ROOT / "editors" / "emacs" / "cl-lsp.el"
 HELIX_CONFIG = ROOT / "editors" / "helix" / "languages.toml"
 
 PY = "def area(r):\n    return r * r\n\nvalue = "
-X4 = " x x x x"  # the x model's single-line answer at maxTokensSingleLine=4
+X4 = " x x x"  # the x model's single-line answer at maxTokensSingleLine=4 (the last, cut
+# by the cap, may be half a word: dropped)
 COMPLETION = {"completion": {"maxTokensSingleLine": 4, "generationTimeoutMs": 0}}
 ACTIONS = {"actions": {"maxTokens": 16}}  # the least the server takes
 EDITOR_TIMEOUT = 90

@@ -20,7 +20,7 @@ from cl_lsp.documents import UTF8, UTF16, UTF32, Document, PositionError, units
 
 ENCODINGS = [UTF16, UTF8, UTF32]
 OPTIONS = {"completion": {"debounceMs": 0, "maxTokensSingleLine": 4, "maxTokens": 4}}
-X4 = " x" * 4  # the x model's answer at a 4-token budget
+X4 = " x" * 3  # the x model's answer at a 4-token budget (the last, cut by the cap, dropped)
 
 # Emoji (2 UTF-16 units, 4 UTF-8 bytes), CJK (3 UTF-8 bytes), a combining mark, a ZWJ sequence,
 # and all three LSP line ends: \r\n, a lone \r and \n.
@@ -134,8 +134,10 @@ def test_positions_out_of_range():
 
 
 def open_doc(client, uri: str, text: str) -> None:
+    # Plain text: the x model's answer is cut by the token cap, and an answer cut short is
+    # shown only if it parses (`d = "…" x x` would not, in Python).
     client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1,
+        text_document=types.TextDocumentItem(uri=uri, language_id="plaintext", version=1,
                                              text=text)))
 
 
@@ -186,7 +188,7 @@ async def test_answered_ranges_apply_cleanly_in_each_encoding(start_server, x_mo
                                                                encoding):
     client = await start_server(model=x_model, options=OPTIONS, encodings=[encoding, UTF16])
     assert client.init_result.capabilities.position_encoding == encoding
-    uri = (tmp_path / "p.py").as_uri()
+    uri = (tmp_path / "p.txt").as_uri()
     open_doc(client, uri, TEXT)
     line_offsets = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", TEXT)]
     for line, before in CURSORS:
@@ -208,7 +210,7 @@ async def test_answered_ranges_apply_cleanly_in_each_encoding(start_server, x_mo
 
 async def test_positions_out_of_range_are_clamped_or_refused(start_server, x_model, tmp_path):
     client = await start_server(model=x_model, options=OPTIONS)
-    uri = (tmp_path / "o.py").as_uri()
+    uri = (tmp_path / "o.txt").as_uri()
     open_doc(client, uri, TEXT)
     for line in (0, 1, 4):  # past the end of a CRLF line, a CR line, an LF line
         line_end = types.Position(line, column(LINES[line], UTF16))
@@ -251,7 +253,7 @@ async def test_changes_inside_a_character_do_not_corrupt_the_document(
         start_server, x_model, tmp_path, encoding):
     """The completion item retypes the word before the cursor, so it shows the server's text."""
     client = await start_server(model=x_model, options=OPTIONS, encodings=[encoding])
-    uri = (tmp_path / "c.py").as_uri()
+    uri = (tmp_path / "c.txt").as_uri()
     mirror = Mirror("word = a𝑥b\nt = 𝑥𝑦\n", encoding)  # 𝑥: a letter outside the BMP
     open_doc(client, uri, mirror.text)
 
@@ -279,7 +281,7 @@ async def test_changes_inside_a_character_do_not_corrupt_the_document(
 async def test_a_lone_surrogate_from_the_client_is_survived(start_server, x_model, tmp_path):
     """JSON can carry half a surrogate pair; it counts as one UTF-16 unit, like U+FFFD."""
     client = await start_server(model=x_model, options=OPTIONS)
-    uri = (tmp_path / "s.py").as_uri()
+    uri = (tmp_path / "s.txt").as_uri()
     open_doc(client, uri, 's = "\ud83d"\nt = ')
     change(client, uri, 2, types.Position(0, 6), types.Position(0, 6), "\ude00")
     (item,) = (await inline(client, uri, types.Position(1, 4))).items
