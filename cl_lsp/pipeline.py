@@ -126,6 +126,8 @@ def finish_completion(plan: CompletionPlan, generation: Generation | None) -> Su
         return Suggestion("", generation.text if generation else "", plan, generation)
     context = plan.context
     raw = generation.text
+    if generation.stop_reason == "end_of_block":
+        raw += "\n"  # cut at a line break: whole lines (which matters above the cursor's line)
     cleaned = clean_completion(
         raw,
         prefix=context.prefix,

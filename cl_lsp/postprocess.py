@@ -439,12 +439,32 @@ def end_of_block_cut(text: str, prefix: str, suffix: str = "") -> int | None:
     suggestion written into a gap may finish the inner blocks and go on at any level of its
     function (the end of an ``if``, then the loop after it, before the function's last lines).
     A definition it starts below the cursor's level (``def``, ``class``, ``function``...) is
-    the next unit and ends it. From inside a block it never reaches column 0. Everything from the first line that leaves is cut. The first
-    generated line continues the cursor's line and never counts.
+    the next unit and ends it. From inside a block it never reaches column 0. Everything from
+    the first line that leaves is cut. The first generated line continues the cursor's line and
+    never counts.
+
+    The generation also ends where its last two complete lines copy the first two lines of the
+    code after the cursor (:func:`trim_suffix_overlap` would cut them anyway; one line is too
+    little to stop on, see :func:`_repeats`).
     """
     complete = text[: max(0, text.rfind("\n"))]  # the last piece is not a complete line yet
-    return next((position for position, _, _ in _outdented_lines(complete, prefix, suffix)),
-                None)
+    cut = next((position for position, _, _ in _outdented_lines(complete, prefix, suffix)),
+               None)
+    return cut if cut is not None else _suffix_copy_start(complete, suffix)
+
+
+def _suffix_copy_start(complete: str, suffix: str) -> int | None:
+    """Where ``complete``'s last two non-blank lines (not its first line) begin, if they repeat
+    the suffix's first two non-blank lines after the cursor's line."""
+    rest, newline, after = suffix.partition("\n")
+    following = [line for line in after.split("\n") if line.strip()][:2] if newline else []
+    if rest.strip():  # the suggestion goes above the cursor's line: that line comes first
+        following = [rest, *following[:1]]
+    lines = complete.split("\n")
+    mine = [i for i in range(1, len(lines)) if lines[i].strip()][-2:]
+    if len(mine) < 2 or len(following) < 2 or not _repeats([lines[i] for i in mine], following):
+        return None
+    return sum(len(line) + 1 for line in lines[: mine[0]]) - 1
 
 
 #: A line that starts a definition (a function, a class, a decorator...) in the languages

@@ -41,3 +41,23 @@ def test_a_suffix_anchor_that_no_longer_matches_is_dropped(tiny_vocab):
                            path="a.py", suffix_anchor="something else entirely")
     assert SOURCE.startswith(plan.context.suffix, offset)
     assert plan.context.suffix != "something else entirely"
+
+
+def test_whole_lines_cut_at_a_block_end_keep_their_line_break_above_the_cursors_line(
+        tiny_vocab):
+    """At column 0 before `    return y`, the model writes a line, then a new function: the
+    block-end stop cuts at the line break, and the suggestion still ends with it (else the line
+    would be glued to `    return y`)."""
+    from cl_lsp.engine import Generation
+    from cl_lsp.pipeline import finish_completion
+
+    text = "def f(x):\n    return y\n"
+    offset = text.index("    return y")
+    plan = plan_completion(text, offset, vocab=tiny_vocab, settings=CompletionSettings(),
+                           n_ctx=4096, path="a.py")
+    assert plan.request is not None and plan.request.stop_check is not None
+    raw = "    y = x + 1\ndef g():\n"
+    cut = plan.request.stop_check(raw)
+    assert raw[:cut] == "    y = x + 1"
+    generation = Generation(raw[:cut], (1,), 10, 0, "end_of_block", 0.0)
+    assert finish_completion(plan, generation).text == "    y = x + 1\n"

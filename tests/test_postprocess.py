@@ -428,3 +428,20 @@ def test_correct_code_survives(document, raw, stop, expected):
         truncated=stop == "max_tokens",
     )
     assert got.text == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "text", "suffix", "expected"),
+    [
+        pytest.param("def f(x):\n    ", "y = x\n    z = y\n    return z\n", "\n    z = y\n"
+                     "    return z\n", "y = x", id="two-lines-copied"),
+        pytest.param("def f(x):\n    ", "y = x\n    return z\n", "\n    return z\n    w = 1\n",
+                     None, id="one-line-is-too-little"),
+        pytest.param("def f(x):\n", "    y = x\n    return y\n    w = 1\n", "    return y\n"
+                     "    w = 1\n", "    y = x", id="lines-above-the-cursor-line"),
+    ],
+)  # fmt: skip
+def test_the_generation_stops_where_it_copies_the_code_after_the_cursor(prefix, text, suffix,
+                                                                       expected):
+    cut = end_of_block_cut(text, prefix, suffix)
+    assert (None if cut is None else text[:cut]) == expected
