@@ -229,7 +229,11 @@ def cut_by(plan: CompletionPlan, raw: str, generation: Generation, shown: str) -
         if new != text and new.rstrip() != text.rstrip():
             return f"filter:{step.__name__}"
         text = new
-    return "trailing line break" if shown != raw and shown == raw.rstrip() else "other"
+    if shown != raw and shown == raw.rstrip():
+        return "trailing line break"
+    def strip(t: str) -> str:
+        return "\n".join(line.rstrip() for line in t.split("\n"))
+    return "trailing spaces" if strip(shown) == strip(raw) else "other"
 
 
 @dataclass

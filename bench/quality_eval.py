@@ -12,15 +12,27 @@ system packages happen to ship (nothing else is downloaded). Every hole is insid
 * ``single``: the rest of a line (10-40 characters, from a token boundary);
 * ``multi``: from a statement's first line (at its indentation or a token boundary in it) to
   the end of a statement of the same block 1-3 lines below;
-* ``block``: from there to the end of the enclosing block (less than 20 lines).
+* ``block``: from there to the end of the enclosing block (less than 20 lines);
+* ``lines``: whole statements' lines, line breaks included, 1-3 lines: the cursor is at column
+  0 or after the indentation of the line that follows them, before its code (where HumanEval
+  infilling puts it, and where a user puts the cursor to add lines above code).
 
 The hole's text is the true middle M. The prefix and suffix windows are cut as the server cuts
 them (``extract_context``, default budgets, ``len(text) // 3`` as the token count); the kind
 decides ``single_line``. Part 1 cleans simulated raw outputs: (a) M and a copy of the suffix's
 first lines, (b) M and unbalanced extra lines, (c) M and its last line repeated (once, or a
-loop), (d) M cut mid-line, (e) M itself. Recovered: the cleaned text is M (trailing whitespace
-aside); (d) is acceptable when the cleaned text is a prefix of M; (e) is damaged when it is not
-M. Part 2 runs a sample of the holes through the real pipeline in-process (``plan_completion``
+loop), (d) M cut mid-line, cleaned as cut by the token cap, (e) M itself. Recovered: the
+cleaned text is M (trailing whitespace aside, but whole lines written before code keep their
+line break); (d) is acceptable when the cleaned text is a prefix of M; (e) is damaged when it
+is not M -- a suggestion shorter than M is damage too.
+
+Why ``lines`` holes: the other kinds never put the cursor before code on its line and never let
+M leave the block around the cursor, so the cut-short correct middles that HumanEval infilling
+found (a whole line glued onto the next, a middle cut where an inner block ends) could not
+happen here, and the 0.5% damage measured before issue 13 missed them: on ``lines`` holes those
+filters damage 100% (``bench/humaneval_infill.py`` measures the same on the public benchmark).
+
+Part 2 runs a sample of the holes through the real pipeline in-process (``plan_completion``
 -> ``Engine.generate_blocking``) with SmolLM2-135M-Instruct or ``--model`` and scores the
 suggestion with and without the filters: exact match, and whether prefix + suggestion + suffix
 parses without more tree-sitter ERROR/MISSING nodes than prefix + suffix.

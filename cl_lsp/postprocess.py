@@ -626,20 +626,15 @@ def _doubled_line(
 ) -> bool:
     """The row at ``start`` is repeated on the very next line, with the same indentation,
     and is long enough (10+ characters with a letter) not to be a legitimate ``i += 1;`` twice
-    -- or, where the copy is the suggestion's last line (``at_end``), substantial and not an
-    update (:data:`_UPDATE`): a model that writes ``return []`` or ``depth = 0`` twice and
-    stops has stuttered; ``i += 1;`` twice may be meant."""
+    -- or, where the copy is the suggestion's last line (``at_end``), substantial: a model
+    that writes ``return []`` or ``i += 1`` twice and stops has stuttered far more often than
+    it meant it (``i += 1;`` twice followed by more code is kept)."""
     (i, key), (j, _) = rows[start], rows[start + 1]
     if j != i + 1 or lines[i] != lines[j]:
         return False
     if at_end:
-        return _substantial(key) and not _UPDATE.search(key)
+        return _substantial(key)
     return len(key) >= _DOUBLED_LINE and any(ch.isalpha() for ch in key)
-
-
-#: A statement whose repetition does something again: an in-place update (``i += 1``,
-#: ``p++``) or a bare call (``next(it)``). Twice is code, not a stutter.
-_UPDATE = re.compile(r"\+\+|--|(?:[-+*/%&|^]|<<|>>|\*\*|//)=|^[\w.]+\(.*\)\s*;?$")
 
 
 def balance_brackets(text: str, ctx: FilterInput) -> str:
