@@ -23,7 +23,9 @@ token budgets, the prompt) with Code Llama's vocabulary, at two cursors:
 
 * ``dataset``: the dataset's own, column 0 of the line after the gap (M ends with a newline);
 * ``enter``: the user pressed Enter at the end of the line before the gap and the editor
-  indented the new line like M's first line (M loses that indentation and its final newline).
+  indented the new line like M's first line (M loses that indentation and its final newline);
+* ``midline``: the span moved to start inside M's first line and end inside the line after M
+  (seeded by the task id; tasks whose lines are too short are left out).
 
 The raw output is tokenized and fed token by token through the engine's own stop rules
 (``stop_after_piece``: the newline stop of single-line mode, the block-end stop; the token cap
@@ -48,6 +50,7 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -88,7 +91,7 @@ from cl_lsp.prompts import encode_nospace
 
 SETS = {"single": "HumanEval-SingleLineInfilling.jsonl.gz",
         "multi": "HumanEval-MultiLineInfilling.jsonl.gz"}
-CURSORS = ("dataset", "enter")
+CURSORS = ("dataset", "enter", "midline")
 SCENARIOS = ("exact", "suffix+1", "suffix+2", "suffix+5", "suffix+all", "repeat", "half")
 OVERRUNS = ("suffix+1", "suffix+2", "suffix+5", "suffix+all", "repeat")
 N_CTX = 4096
@@ -154,6 +157,22 @@ def spots(task: Task) -> Iterator[Spot]:
         indent = m[: len(m) - len(m.lstrip(" \t"))]
         document = task.prompt + indent + "\n" + task.suffix
         yield Spot("enter", document, len(task.prompt) + len(indent), m[len(indent):-1])
+    if (spot := midline(task)) is not None:
+        yield spot
+
+
+def midline(task: Task) -> Spot | None:
+    """The span moved to start and end inside lines: from a seeded point inside the code of
+    M's first line to one inside the code of the line after M (both at least 4 characters)."""
+    m, (line, nl, rest) = task.middle, task.suffix.partition("\n")
+    first = m.partition("\n")[0]
+    if not m.endswith("\n") or len(first.strip()) < 4 or len(line.strip()) < 4:
+        return None
+    rng = random.Random(task.id)
+    a = len(first) - len(first.lstrip()) + rng.randint(1, len(first.strip()) - 1)
+    b = len(line) - len(line.lstrip()) + rng.randint(1, len(line.strip()) - 1)
+    prompt = task.prompt + m[:a]
+    return Spot("midline", prompt + line[b:] + nl + rest, len(prompt), m[a:] + line[:b])
 
 
 def raw_outputs(spot: Spot) -> Iterator[tuple[str, str, str]]:

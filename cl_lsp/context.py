@@ -47,8 +47,10 @@ This is a pure domain stage (no LSP, no model). It owns three decisions:
    - ``MULTI_LINE`` -- only indentation before the cursor on its line and code after it: the
      suggestion is whole lines inserted above the cursor's line (see
      :func:`cl_lsp.postprocess.clean_completion`).
-   - ``SINGLE_LINE`` -- the rest of the line after the cursor holds something other than
-     closing brackets, quotes, ``;``, ``,`` and whitespace.
+   - ``MULTI_LINE`` -- the rest of the line after the cursor holds something other than
+     closing brackets, quotes, ``;``, ``,`` and whitespace: the middle may end inside a later
+     line, and the model's end token says where (a copy of the rest of the line, or lines that
+     break it, are cut by post-processing).
    - ``MULTI_LINE`` -- the line before the cursor is blank / whitespace-only.
    - ``MULTI_LINE`` -- the line before the cursor ends with a block opener (``{``, ``(``, ``[``,
      ``:``, ``=>``, keywords ``do``/``then``/``else``/``begin``/``repeat``, ``do |x|``, ``->`` in
@@ -984,7 +986,9 @@ def _decide_mode(
             # Whole lines go above the cursor's line, as Copilot and Continue insert them: the
             # model writes lines and a line break, and the code after the cursor moves down.
             return CompletionMode.MULTI_LINE, "only indentation before the cursor: lines above"
-        return CompletionMode.SINGLE_LINE, "text after cursor on the line"
+        # The middle may end inside a later line (`x = [` + `1,\n     2` + `]`): the model's end
+        # token decides, and post-processing cuts what repeats or breaks the text after it.
+        return CompletionMode.MULTI_LINE, "text after cursor on the line"
 
     if not line.strip():
         p = ls
