@@ -77,8 +77,9 @@ try:
     from cl_lsp.engine import stop_after_piece
 except ImportError:  # a checkout from before issue 13, measured as the baseline: the same rules
 
-    def stop_after_piece(request: GenerationRequest, text: str, piece: str
-                         ) -> tuple[str, str] | None:
+    def stop_after_piece(
+        request: GenerationRequest, text: str, piece: str
+    ) -> tuple[str, str] | None:
         if "\n" not in piece:
             return None
         if request.stop_at_newline:
@@ -86,11 +87,15 @@ except ImportError:  # a checkout from before issue 13, measured as the baseline
         if request.stop_check is not None and (cut := request.stop_check(text)) is not None:
             return text[:cut], "end_of_block"
         return None
+
+
 from cl_lsp.pipeline import CompletionPlan, finish_completion, plan_completion
 from cl_lsp.prompts import encode_nospace
 
-SETS = {"single": "HumanEval-SingleLineInfilling.jsonl.gz",
-        "multi": "HumanEval-MultiLineInfilling.jsonl.gz"}
+SETS = {
+    "single": "HumanEval-SingleLineInfilling.jsonl.gz",
+    "multi": "HumanEval-MultiLineInfilling.jsonl.gz",
+}
 CURSORS = ("dataset", "enter", "midline")
 SCENARIOS = ("exact", "suffix+1", "suffix+2", "suffix+5", "suffix+all", "repeat", "half")
 OVERRUNS = ("suffix+1", "suffix+2", "suffix+5", "suffix+all", "repeat")
@@ -132,12 +137,24 @@ class Task:
 def load_tasks(data: Path, name: str) -> list[Task]:
     path = data / SETS[name]
     if not path.exists():
-        raise SystemExit(f"{path} not found: get the HumanEval infilling files from github "
-                         "openai/human-eval-infilling (data/) and pass --data")
+        raise SystemExit(
+            f"{path} not found: get the HumanEval infilling files from github "
+            "openai/human-eval-infilling (data/) and pass --data"
+        )
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines if line.strip()]
-    return [Task(name, row["task_id"], row["prompt"], row["canonical_solution"], row["suffix"],
-                 row["test"], row["entry_point"]) for row in rows]
+    return [
+        Task(
+            name,
+            row["task_id"],
+            row["prompt"],
+            row["canonical_solution"],
+            row["suffix"],
+            row["test"],
+            row["entry_point"],
+        )
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ def spots(task: Task) -> Iterator[Spot]:
     if task.prompt.endswith("\n") and m.endswith("\n"):
         indent = m[: len(m) - len(m.lstrip(" \t"))]
         document = task.prompt + indent + "\n" + task.suffix
-        yield Spot("enter", document, len(task.prompt) + len(indent), m[len(indent):-1])
+        yield Spot("enter", document, len(task.prompt) + len(indent), m[len(indent) : -1])
     if (spot := midline(task)) is not None:
         yield spot
 
@@ -179,7 +196,7 @@ def raw_outputs(spot: Spot) -> Iterator[tuple[str, str, str]]:
     """(scenario, raw text, stop reason when the text runs out) around the perfect middle."""
     m = spot.middle
     yield "exact", m, "eot"
-    after = spot.document[spot.offset:]
+    after = spot.document[spot.offset :]
     if not m.endswith("\n"):  # the middle ends inside a line: its rest comes first
         rest, nl, after = after.partition("\n")
         head = rest + nl
@@ -227,8 +244,9 @@ def generate(plan: CompletionPlan, raw: str, runs_out: str, vocab: Any) -> Gener
         if len(generated) >= request.max_tokens:
             reason = "max_tokens"
             break
-    return Generation(text[len(request.heal):], tuple(generated), len(request.tokens), 0,
-                      reason, 0.0)
+    return Generation(
+        text[len(request.heal) :], tuple(generated), len(request.tokens), 0, reason, 0.0
+    )
 
 
 def cut_by(plan: CompletionPlan, raw: str, generation: Generation, shown: str) -> str:
@@ -236,8 +254,9 @@ def cut_by(plan: CompletionPlan, raw: str, generation: Generation, shown: str) -
     context = plan.context
     if generation.text != raw:
         return f"stop:{generation.stop_reason}"
-    ctx = postprocess.FilterInput(context.prefix, context.suffix,
-                                  context.mode is CompletionMode.SINGLE_LINE, context.language)
+    ctx = postprocess.FilterInput(
+        context.prefix, context.suffix, context.mode is CompletionMode.SINGLE_LINE, context.language
+    )
     text = raw
     indent = postprocess.lines_above(ctx) if hasattr(postprocess, "lines_above") else None
     if indent is not None and raw.endswith("\n"):  # as clean_completion judges whole lines
@@ -250,8 +269,10 @@ def cut_by(plan: CompletionPlan, raw: str, generation: Generation, shown: str) -
         text = new
     if shown != raw and shown == raw.rstrip():
         return "trailing line break"
+
     def strip(t: str) -> str:
         return "\n".join(line.rstrip() for line in t.split("\n"))
+
     return "trailing spaces" if strip(shown) == strip(raw) else "other"
 
 
@@ -287,8 +308,15 @@ def evaluate(task: Task) -> list[Outcome]:
     vocab, settings = _vocab, CompletionSettings()
     outcomes = []
     for spot in spots(task):
-        plan = plan_completion(spot.document, spot.offset, vocab=vocab, settings=settings,
-                               n_ctx=N_CTX, language_id="python", path="task.py")
+        plan = plan_completion(
+            spot.document,
+            spot.offset,
+            vocab=vocab,
+            settings=settings,
+            n_ctx=N_CTX,
+            language_id="python",
+            path="task.py",
+        )
         single = plan.context.mode is CompletionMode.SINGLE_LINE
         cap = settings.max_tokens_single_line if single else settings.max_tokens
         # The model's end token counts too: a middle of exactly `cap` tokens is cut by the cap.
@@ -302,22 +330,37 @@ def evaluate(task: Task) -> list[Outcome]:
                 generation = generate(plan, raw, runs_out, vocab)
                 suggestion = finish_completion(plan, generation)
                 shown, after = suggestion.text, suggestion.replace_after
-            document = spot.document[:spot.offset] + shown + spot.document[spot.offset + after:]
+            document = spot.document[: spot.offset] + shown + spot.document[spot.offset + after :]
             exact = document == task.reference
             syntax_added = None
             if scenario == "half":
-                added = syntax.added_errors(spot.document[:spot.offset], shown,
-                                            spot.document[spot.offset + after:], "python")
+                added = syntax.added_errors(
+                    spot.document[: spot.offset],
+                    shown,
+                    spot.document[spot.offset + after :],
+                    "python",
+                )
                 syntax_added = bool(shown) and added is not None and added > 0
             cause = None
             if scenario == "exact" and not exact:
-                cause = ("mode:none" if generation is None
-                         else cut_by(plan, raw, generation, shown))
-            control = spot.document[:spot.offset] + raw + spot.document[spot.offset:]
-            outcomes.append(Outcome(task.set, task.id, spot.cursor, scenario,
-                                    plan.context.mode.value, shown, exact,
-                                    task.program(document), task.program(control),
-                                    syntax_added, cause, fits))
+                cause = "mode:none" if generation is None else cut_by(plan, raw, generation, shown)
+            control = spot.document[: spot.offset] + raw + spot.document[spot.offset :]
+            outcomes.append(
+                Outcome(
+                    task.set,
+                    task.id,
+                    spot.cursor,
+                    scenario,
+                    plan.context.mode.value,
+                    shown,
+                    exact,
+                    task.program(document),
+                    task.program(control),
+                    syntax_added,
+                    cause,
+                    fits,
+                )
+            )
     return outcomes
 
 
@@ -382,8 +425,10 @@ def summarize(outcomes: list[Outcome], passed: dict[str, bool]) -> dict[str, Any
     cells: dict[str, dict[str, int]] = defaultdict(Counter)
     causes: dict[str, Counter[str]] = defaultdict(Counter)
     for o in outcomes:
-        for key in (f"{o.set}/{o.cursor}/{o.scenario}",
-                    *((f"{o.set}/{o.cursor}/{o.scenario}/fits",) if o.fits else ())):
+        for key in (
+            f"{o.set}/{o.cursor}/{o.scenario}",
+            *((f"{o.set}/{o.cursor}/{o.scenario}/fits",) if o.fits else ()),
+        ):
             cell = cells[key]
             cell["n"] += 1
             cell["exact"] += o.exact
@@ -393,14 +438,18 @@ def summarize(outcomes: list[Outcome], passed: dict[str, bool]) -> dict[str, Any
             cell["syntaxAdded"] += bool(o.syntax_added)
         if o.cause:
             causes[f"{o.set}/{o.cursor}"][o.cause] += 1
-    return {"cells": {k: dict(v) for k, v in cells.items()},
-            "causes": {k: dict(v.most_common()) for k, v in causes.items()}}
+    return {
+        "cells": {k: dict(v) for k, v in cells.items()},
+        "causes": {k: dict(v.most_common()) for k, v in causes.items()},
+    }
 
 
 def print_report(summary: dict[str, Any], sets: list[str]) -> None:
     cells = summary["cells"]
-    print(f"\n{'set':<7} {'cursor':<8} {'scenario':<11} {'tasks':>5}  {'exact':>6} {'pass':>6} "
-          f"{'pass(fits)':>10} {'no cl-lsp':>9} {'shown':>6} {'syntax+':>7}")
+    print(
+        f"\n{'set':<7} {'cursor':<8} {'scenario':<11} {'tasks':>5}  {'exact':>6} {'pass':>6} "
+        f"{'pass(fits)':>10} {'no cl-lsp':>9} {'shown':>6} {'syntax+':>7}"
+    )
     for name in sets:
         for cursor in CURSORS:
             for scenario in SCENARIOS:
@@ -409,28 +458,35 @@ def print_report(summary: dict[str, Any], sets: list[str]) -> None:
                     continue
                 fits = cells.get(f"{name}/{cursor}/{scenario}/fits", {"n": 0, "pass": 0})
                 n = cell["n"]
-                print(f"{name:<7} {cursor:<8} {scenario:<11} {n:>5}  "
-                      f"{pct(cell['exact'], n):>6} {pct(cell['pass'], n):>6} "
-                      f"{pct(fits['pass'], fits['n']):>10} {pct(cell['control'], n):>9} "
-                      f"{pct(cell['shown'], n):>6} "
-                      f"{pct(cell['syntaxAdded'], n) if scenario == 'half' else '':>7}")
+                print(
+                    f"{name:<7} {cursor:<8} {scenario:<11} {n:>5}  "
+                    f"{pct(cell['exact'], n):>6} {pct(cell['pass'], n):>6} "
+                    f"{pct(fits['pass'], fits['n']):>10} {pct(cell['control'], n):>9} "
+                    f"{pct(cell['shown'], n):>6} "
+                    f"{pct(cell['syntaxAdded'], n) if scenario == 'half' else '':>7}"
+                )
     for key, causes in summary["causes"].items():
-        print(f"\nwhat cut the exact middle ({key}): " +
-              ", ".join(f"{cause} {count}" for cause, count in causes.items()))
+        print(
+            f"\nwhat cut the exact middle ({key}): "
+            + ", ".join(f"{cause} {count}" for cause, count in causes.items())
+        )
 
 
-def print_examples(outcomes: list[Outcome], passed: dict[str, bool], tasks: dict[str, Task],
-                   count: int) -> None:
+def print_examples(
+    outcomes: list[Outcome], passed: dict[str, bool], tasks: dict[str, Task], count: int
+) -> None:
     seen: Counter[str] = Counter()
     for o in outcomes:
         if o.scenario == "exact" and o.cause and seen[o.cause] < count:
             seen[o.cause] += 1
             task = tasks[o.task]
             spot = next(s for s in spots(task) if s.cursor == o.cursor)
-            print(f"\n--- {o.cause}: {o.task} at {o.cursor} ({o.mode})\n"
-                  f"prefix ...{spot.document[max(0, spot.offset - 160):spot.offset]!r}\n"
-                  f"middle   {spot.middle!r}\nshown    {o.shown!r}\n"
-                  f"suffix   {spot.document[spot.offset:spot.offset + 160]!r}...")
+            print(
+                f"\n--- {o.cause}: {o.task} at {o.cursor} ({o.mode})\n"
+                f"prefix ...{spot.document[max(0, spot.offset - 160) : spot.offset]!r}\n"
+                f"middle   {spot.middle!r}\nshown    {o.shown!r}\n"
+                f"suffix   {spot.document[spot.offset : spot.offset + 160]!r}..."
+            )
 
 
 @cache
@@ -451,11 +507,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--sets", default="single,multi")
     parser.add_argument("--limit", type=int, default=0, help="first N tasks of each set")
-    parser.add_argument("--model", type=Path, help="a GGUF whose vocabulary to use "
-                        "(default: Code Llama's, in a tiny model built under bench/.models)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a GGUF whose vocabulary to use "
+        "(default: Code Llama's, in a tiny model built under bench/.models)",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated, of " + ", ".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, of " + ", ".join(SCENARIOS),
+    )
     parser.add_argument("--examples", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -463,29 +526,44 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t for name in sets for t in load_tasks(args.data, name)[: args.limit or None]]
     model = args.model or default_model()
     started = time.monotonic()
-    chunks = [tasks[i::args.jobs * 8] for i in range(args.jobs * 8)]
+    chunks = [tasks[i :: args.jobs * 8] for i in range(args.jobs * 8)]
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=_init_worker,
-                             initargs=(str(model), args.scenarios)) as pool:
+    with ProcessPoolExecutor(
+        args.jobs, mp_context=spawn, initializer=_init_worker, initargs=(str(model), args.scenarios)
+    ) as pool:
         outcomes = [o for part in pool.map(evaluate_chunk, chunks) for o in part]
-        log(f"{len(tasks)} tasks, {len(outcomes)} outcomes planned and cleaned in "
-            f"{time.monotonic() - started:.0f} s")
+        log(
+            f"{len(tasks)} tasks, {len(outcomes)} outcomes planned and cleaned in "
+            f"{time.monotonic() - started:.0f} s"
+        )
         programs = {digest(p): p for o in outcomes for p in (o.program, o.control)}
         keys = sorted(programs)
-        batches = [keys[i::args.jobs * 16] for i in range(args.jobs * 16)]
+        batches = [keys[i :: args.jobs * 16] for i in range(args.jobs * 16)]
         results = pool.map(run_programs, [[programs[k] for k in batch] for batch in batches])
         passed = {k: ok for batch, oks in zip(batches, results) for k, ok in zip(batch, oks)}
     log(f"{len(programs)} distinct programs run; {time.monotonic() - started:.0f} s in all")
     summary = summarize(outcomes, passed)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=False,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     command = " ".join(["python", "bench/humaneval_infill.py", *(argv or sys.argv[1:])])
-    summary.update(command=command, commit=commit, cpus=os.cpu_count(),
-                   python=sys.version.split()[0], seconds=round(time.monotonic() - started))
-    print(f"{command}\ncommit {commit}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"{summary['seconds']} s")
+    summary.update(
+        command=command,
+        commit=commit,
+        cpus=os.cpu_count(),
+        python=sys.version.split()[0],
+        seconds=round(time.monotonic() - started),
+    )
+    print(
+        f"{command}\ncommit {commit}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{summary['seconds']} s"
+    )
     print_report(summary, sets)
     print_examples(outcomes, passed, {t.id: t for t in tasks}, args.examples)
     if args.json:

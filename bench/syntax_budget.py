@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     info = replay.machine()
-    print(f"syntax budget: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
-          f"load average {info['loadavg']}")
+    print(
+        f"syntax budget: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
+        f"load average {info['loadavg']}"
+    )
     source, _ = replay.big_file(args.seed)
     text = source.text
     lines = text.split("\n")
@@ -47,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines[:-1]:
         starts.append(starts[-1] + len(line) + 1)
     rng = random.Random(args.seed)
-    rows = [r for r in range(len(lines) - 8) if lines[r].startswith("    ") and lines[r].strip()
-            and not lines[r].lstrip().startswith(("#", '"', "'"))]
+    rows = [
+        r
+        for r in range(len(lines) - 8)
+        if lines[r].startswith("    ")
+        and lines[r].strip()
+        and not lines[r].lstrip().startswith(("#", '"', "'"))
+    ]
     settings = CompletionSettings()
     prefix_budget, suffix_budget = budgets(settings, 4096, settings.max_tokens)
     entry = _parser("python")
@@ -62,29 +69,43 @@ def main(argv: list[str] | None = None) -> int:
         middle = text[offset : starts[end_row] + len(lines[end_row])]
         raw = f"{middle}\n{lead}result = compute(value,\n{lead}    other"
         document = text[:offset] + text[starts[end_row] + len(lines[end_row]) :]
-        ctx = extract_context(document, offset, language_id="python", path="big.py",
-                              count_tokens=lambda s: len(s) // 3, prefix_tokens=prefix_budget,
-                              suffix_tokens=suffix_budget)
+        ctx = extract_context(
+            document,
+            offset,
+            language_id="python",
+            path="big.py",
+            count_tokens=lambda s: len(s) // 3,
+            prefix_tokens=prefix_budget,
+            suffix_tokens=suffix_budget,
+        )
         step = postprocess.FilterInput(ctx.prefix, ctx.suffix, False, "python")
         started = time.perf_counter()
         got = postprocess.check_syntax(raw, step)
         check.append((time.perf_counter() - started) * 1000)
         shortened += got != raw
         started = time.perf_counter()
-        postprocess.clean_completion(raw, prefix=ctx.prefix, suffix=ctx.suffix,
-                                     single_line=False, language="python")
+        postprocess.clean_completion(
+            raw, prefix=ctx.prefix, suffix=ctx.suffix, single_line=False, language="python"
+        )
         clean.append((time.perf_counter() - started) * 1000)
         whole = (document[:offset] + raw + document[offset:]).encode()
         started = time.perf_counter()
         with lock:
             full_parser.parse(whole)
         full.append((time.perf_counter() - started) * 1000)
-    print(f"file: {source.name}, {len(lines)} lines, {len(text) / 1024:.0f} KiB; "
-          f"{len(check)} spots; the check shortened {shortened}")
-    for name, values in (("check_syntax", check), ("clean_completion (all filters)", clean),
-                         ("baseline: one parse of the whole file", full)):
-        print(f"  {name:<40} median {statistics.median(values):6.2f} ms   "
-              f"p95 {replay.percentile(values, 0.95):6.2f} ms")
+    print(
+        f"file: {source.name}, {len(lines)} lines, {len(text) / 1024:.0f} KiB; "
+        f"{len(check)} spots; the check shortened {shortened}"
+    )
+    for name, values in (
+        ("check_syntax", check),
+        ("clean_completion (all filters)", clean),
+        ("baseline: one parse of the whole file", full),
+    ):
+        print(
+            f"  {name:<40} median {statistics.median(values):6.2f} ms   "
+            f"p95 {replay.percentile(values, 0.95):6.2f} ms"
+        )
     ratio = statistics.median(full) / statistics.median(check)
     print(f"  whole-file parse / check_syntax (medians): {ratio:.1f}x")
     return 0

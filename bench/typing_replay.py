@@ -65,12 +65,16 @@ MODELS_DIR = ROOT / "bench" / ".models"
 TINY_MODEL = MODELS_DIR / "tiny-codellama.F32.gguf"
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "responsive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150,
-                   "reuse": True},
+    "responsive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150, "reuse": True},
     "naive": {"promptFormat": "psm", "stableWindow": False, "debounceMs": 0, "reuse": False},
     # responsive with the debounce fitted to the typing pace (completion.adaptiveDebounce)
-    "adaptive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150,
-                 "adaptiveDebounce": True, "reuse": True},
+    "adaptive": {
+        "promptFormat": "auto",
+        "stableWindow": True,
+        "debounceMs": 150,
+        "adaptiveDebounce": True,
+        "reuse": True,
+    },
 }
 PY_FILES = ("textwrap.py", "shlex.py", "fractions.py", "dataclasses.py")
 # JavaScript shipped with npm itself (present wherever npm is), relative to npm's global root.
@@ -82,8 +86,13 @@ SPAN = (10, 40)  # characters deleted and typed back
 PACE_MS = (30, 120)  # between keystrokes
 # Outcomes of requests that ran to an answer (not cut short by a newer request).
 ANSWERED = ("generated", "typed_ahead", "cached", "none")
-LANGUAGES = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-             ".ts": "typescript"}
+LANGUAGES = {
+    ".py": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".ts": "typescript",
+}
 
 
 def log(message: str) -> None:
@@ -117,7 +126,7 @@ class Spot:
     def document(self) -> str:
         """The source with the span deleted."""
         lines = self.source.text.split("\n")
-        lines[self.line] = lines[self.line][:self.column]
+        lines[self.line] = lines[self.line][: self.column]
         return "\n".join(lines)
 
 
@@ -134,9 +143,12 @@ def python_body_lines(text: str) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             statements = node.body
-            if (statements and isinstance(statements[0], ast.Expr)
-                    and isinstance(statements[0].value, ast.Constant)
-                    and isinstance(statements[0].value.value, str)):
+            if (
+                statements
+                and isinstance(statements[0], ast.Expr)
+                and isinstance(statements[0].value, ast.Constant)
+                and isinstance(statements[0].value.value, str)
+            ):
                 statements = statements[1:]  # docstring
             for statement in statements:
                 body.update(range(statement.lineno - 1, (statement.end_lineno or 0)))
@@ -153,9 +165,15 @@ def js_body_lines(text: str) -> set[int]:
     tree = get_parser("javascript").parse(text.encode("utf-8"))
     body: set[int] = set()
     excluded: set[int] = set()
-    functions = {"function_declaration", "function_expression", "function", "arrow_function",
-                 "method_definition", "generator_function_declaration",
-                 "generator_function"}
+    functions = {
+        "function_declaration",
+        "function_expression",
+        "function",
+        "arrow_function",
+        "method_definition",
+        "generator_function_declaration",
+        "generator_function",
+    }
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
@@ -165,7 +183,8 @@ def js_body_lines(text: str) -> set[int]:
             if block is not None and block.type == "statement_block":
                 body.update(range(block.start_point[0] + 1, block.end_point[0]))
         elif node.type in ("comment", "template_string", "string") and (
-                node.end_point[0] > node.start_point[0]):
+            node.end_point[0] > node.start_point[0]
+        ):
             excluded.update(range(node.start_point[0], node.end_point[0] + 1))
     return body - excluded
 
@@ -198,15 +217,22 @@ def candidate_columns(line: str) -> list[int]:
         return []
     indent = len(line) - len(stripped)
     low, high = SPAN
-    return [col for col in range(max(indent, len(line) - high), len(line) - low + 1)
-            if col == indent or not is_word(line[col - 1])]
+    return [
+        col
+        for col in range(max(indent, len(line) - high), len(line) - low + 1)
+        if col == indent or not is_word(line[col - 1])
+    ]
 
 
-def pick_spots(source: Source, count: int, rng: random.Random,
-               lines: set[int] | None = None) -> list[Spot]:
+def pick_spots(
+    source: Source, count: int, rng: random.Random, lines: set[int] | None = None
+) -> list[Spot]:
     text_lines = source.text.split("\n")
-    eligible = sorted(n for n in (body_lines(source) if lines is None else lines)
-                      if n < len(text_lines) and candidate_columns(text_lines[n]))
+    eligible = sorted(
+        n
+        for n in (body_lines(source) if lines is None else lines)
+        if n < len(text_lines) and candidate_columns(text_lines[n])
+    )
     chosen = sorted(rng.sample(eligible, min(count, len(eligible))))
     spots = []
     for n in chosen:
@@ -223,8 +249,9 @@ def npm_root() -> Path | None:
     if shutil.which("npm") is None:
         return None
     try:
-        out = subprocess.run(["npm", "root", "-g"], capture_output=True, text=True, timeout=60,
-                             check=True).stdout.strip()
+        out = subprocess.run(
+            ["npm", "root", "-g"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return Path(out) if out else None
@@ -241,8 +268,14 @@ def lodash_files() -> list[Path]:
         (CACHE_DIR / ".gitignore").write_text("*\n")
         log(f"no JavaScript package found on this machine: npm pack {LODASH} into {CACHE_DIR}")
         try:
-            out = subprocess.run(["npm", "pack", LODASH, "--silent"], cwd=CACHE_DIR,
-                                 capture_output=True, text=True, timeout=300, check=True)
+            out = subprocess.run(
+                ["npm", "pack", LODASH, "--silent"],
+                cwd=CACHE_DIR,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=True,
+            )
         except (OSError, subprocess.SubprocessError) as error:
             log(f"npm pack failed ({error}); skipping JavaScript")
             return []
@@ -289,8 +322,9 @@ def big_file(seed: int) -> tuple[Source, Spot]:
         parts.append((total, path, text))
         total += text.count("\n")
     lines = "".join(text for _, _, text in parts).split("\n")[:BIG_FILE_LINES]
-    source = Source(Path("big.py"), f"stdlib-{BIG_FILE_LINES}-lines.py", "\n".join(lines) + "\n",
-                    "python")
+    source = Source(
+        Path("big.py"), f"stdlib-{BIG_FILE_LINES}-lines.py", "\n".join(lines) + "\n", "python"
+    )
     middle = BIG_FILE_LINES // 2
     for start, _path, text in parts:
         if start <= middle < start + text.count("\n"):
@@ -302,8 +336,12 @@ def big_file(seed: int) -> tuple[Source, Spot]:
             spots = pick_spots(source, 1, random.Random(f"{seed}:big"), lines=shifted)
             if spots:
                 return source, spots[0]
-    spots = pick_spots(source, 1, random.Random(f"{seed}:big"),
-                       lines={n for n in indented_lines(source.text) if n >= middle})
+    spots = pick_spots(
+        source,
+        1,
+        random.Random(f"{seed}:big"),
+        lines={n for n in indented_lines(source.text) if n >= middle},
+    )
     return source, spots[0]
 
 
@@ -318,9 +356,12 @@ def paces(seed: int, key: str, count: int) -> list[float]:
 def server_env() -> dict[str, str]:
     """No model from the user's setup, no way off the machine (like tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CL_LSP"))}
-    env.update(HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9",
-               HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HOME=os.path.join(tempfile.gettempdir(), "cl-lsp-bench-hf-home"))
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=os.path.join(tempfile.gettempdir(), "cl-lsp-bench-hf-home"),
+    )
     return env
 
 
@@ -340,8 +381,9 @@ class Pending:
         return self.future.done()
 
     def failed(self) -> bool:
-        return (not self.future.done() or self.future.cancelled()
-                or self.future.exception() is not None)
+        return (
+            not self.future.done() or self.future.cancelled() or self.future.exception() is not None
+        )
 
     def text(self) -> str:
         if self.failed():
@@ -376,10 +418,19 @@ class Server:
             text_document=types.TextDocumentClientCapabilities(
                 inline_completion=types.InlineCompletionClientCapabilities(),
                 completion=types.CompletionClientCapabilities(),
-                synchronization=types.TextDocumentSyncClientCapabilities()))
-        await asyncio.wait_for(self.client.initialize_session(types.InitializeParams(
-            capabilities=capabilities, initialization_options=self.options,
-            root_uri=ROOT.as_uri())), 60)
+                synchronization=types.TextDocumentSyncClientCapabilities(),
+            ),
+        )
+        await asyncio.wait_for(
+            self.client.initialize_session(
+                types.InitializeParams(
+                    capabilities=capabilities,
+                    initialization_options=self.options,
+                    root_uri=ROOT.as_uri(),
+                )
+            ),
+            60,
+        )
         deadline = time.monotonic() + ready_timeout
         while True:
             current = await self.status()
@@ -404,33 +455,49 @@ class Server:
     async def status(self) -> dict[str, Any]:
         from lsprotocol import types
 
-        return await asyncio.wait_for(self.client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command="cl-lsp.status")), 60)
+        return await asyncio.wait_for(
+            self.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command="cl-lsp.status")
+            ),
+            60,
+        )
 
     def open(self, uri: str, text: str, language: str | None) -> None:
         from lsprotocol import types
 
         self.versions[uri] = 1
-        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id=language or "plaintext",
-                                                 version=1, text=text)))
+        self.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id=language or "plaintext", version=1, text=text
+                )
+            )
+        )
 
     def close(self, uri: str) -> None:
         from lsprotocol import types
 
-        self.client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=uri)))
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
 
     def insert(self, uri: str, line: int, column: int, text: str) -> None:
         from lsprotocol import types
 
         self.versions[uri] += 1
         position = types.Position(line=line, character=column)
-        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri,
-                                                                version=self.versions[uri]),
-            content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(start=position, end=position), text=text)]))
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(
+                    uri=uri, version=self.versions[uri]
+                ),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=position, end=position), text=text
+                    )
+                ],
+            )
+        )
 
     def request(self, uri: str, line: int, column: int) -> Pending:
         """Send an inline-completion request now (not when a task gets to run)."""
@@ -440,11 +507,12 @@ class Server:
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=line, character=column),
             context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            ),
+        )
         # pygls's send_request writes at once (pytest-lsp's send_request_async is a coroutine,
         # which would send only when a task gets to run it).
-        return Pending(self.client.protocol.send_request("textDocument/inlineCompletion",
-                                                         params))
+        return Pending(self.client.protocol.send_request("textDocument/inlineCompletion", params))
 
     def memory(self) -> dict[str, int]:
         """VmHWM, VmRSS, RssAnon, RssFile of the server process, in bytes."""
@@ -474,8 +542,9 @@ def records_for(current: dict[str, Any], uri: str) -> list[dict[str, Any]]:
     return [r for r in current["recent"] if r["uri"] == uri]
 
 
-async def run_burst(server: Server, spot: Spot, uri: str, pace: list[float],
-                    answer_timeout: float) -> dict[str, Any]:
+async def run_burst(
+    server: Server, spot: Spot, uri: str, pace: list[float], answer_timeout: float
+) -> dict[str, Any]:
     server.open(uri, spot.document(), spot.source.language)
     first = server.request(uri, spot.line, spot.column)
     first_unanswered = await settle([first], answer_timeout)
@@ -497,8 +566,11 @@ async def run_burst(server: Server, spot: Spot, uri: str, pace: list[float],
     records = records_for(after, uri)
     typed = [r for r in records if r["version"] > 1]
     by_version = {r["version"]: r for r in typed}
-    outside = [futures[v - 2].ms() - r["totalMs"] for v, r in by_version.items()
-               if 0 <= v - 2 < len(futures) and futures[v - 2].ms() is not None]
+    outside = [
+        futures[v - 2].ms() - r["totalMs"]
+        for v, r in by_version.items()
+        if 0 <= v - 2 < len(futures) and futures[v - 2].ms() is not None
+    ]
     first_record = next((r for r in records if r["version"] == 1), None)
     delta = counters_delta(before, after)
     last_record = typed[-1] if typed else None
@@ -516,10 +588,14 @@ async def run_burst(server: Server, spot: Spot, uri: str, pace: list[float],
         "generationsStarted": delta["generationsStarted"],
         "generationsCancelled": delta["generationsCancelled"],
         "evaluatedTokensBurst": delta["evaluatedTokens"],
-        "evaluatedPerGenerated": [r["evaluatedTokens"] for r in typed
-                                  if r["outcome"] == "generated"],
-        "stopLatencyMs": [r["stopLatencyMs"] for r in typed
-                          if r["outcome"] == "superseded" and r["stopLatencyMs"] is not None],
+        "evaluatedPerGenerated": [
+            r["evaluatedTokens"] for r in typed if r["outcome"] == "generated"
+        ],
+        "stopLatencyMs": [
+            r["stopLatencyMs"]
+            for r in typed
+            if r["outcome"] == "superseded" and r["stopLatencyMs"] is not None
+        ],
         "overheadMs": [r["overheadMs"] for r in typed if r["outcome"] in ANSWERED],
         "outsideRequestMs": outside,
         "outcomes": [r["outcome"] for r in typed],
@@ -527,8 +603,9 @@ async def run_burst(server: Server, spot: Spot, uri: str, pace: list[float],
     }
 
 
-async def run_overhead(server: Server, source: Source, spot: Spot, keys: int, seed: int,
-                       answer_timeout: float) -> dict[str, Any]:
+async def run_overhead(
+    server: Server, source: Source, spot: Spot, keys: int, seed: int, answer_timeout: float
+) -> dict[str, Any]:
     """A few keystrokes on the 20,000-line file, each answer awaited, at a typing pace."""
     uri = (ROOT / "bench" / ".virtual" / "big" / source.name).as_uri()
     server.open(uri, spot.document(), "python")
@@ -558,8 +635,9 @@ async def run_overhead(server: Server, source: Source, spot: Spot, keys: int, se
     }
 
 
-def expected_seconds(bursts: list[dict[str, Any]], durations: list[float], big: bool,
-                     args: argparse.Namespace) -> float:
+def expected_seconds(
+    bursts: list[dict[str, Any]], durations: list[float], big: bool, args: argparse.Namespace
+) -> float:
     """Time another burst and then the large-file test would take, judging by the bursts so
     far (the large-file test: one request at a new spot, then its keystrokes one by one)."""
     if not durations:
@@ -572,9 +650,14 @@ def expected_seconds(bursts: list[dict[str, Any]], durations: list[float], big: 
     return needed
 
 
-async def run_config(name: str, completion: dict[str, Any], model: Path, spots: list[Spot],
-                     big: tuple[Source, Spot] | None, args: argparse.Namespace
-                     ) -> dict[str, Any]:
+async def run_config(
+    name: str,
+    completion: dict[str, Any],
+    model: Path,
+    spots: list[Spot],
+    big: tuple[Source, Spot] | None,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     options = {"completion": completion}
     started = time.monotonic()
     server = Server(model, options)
@@ -582,34 +665,44 @@ async def run_config(name: str, completion: dict[str, Any], model: Path, spots: 
     try:
         loaded = await server.start(args.ready_timeout)
         result["loadSeconds"] = round(time.monotonic() - started, 2)
-        log(f"{name}: model loaded in {result['loadSeconds']} s (pid {server.pid}, "
-            f"n_ctx {loaded.get('nCtx')})")
+        log(
+            f"{name}: model loaded in {result['loadSeconds']} s (pid {server.pid}, "
+            f"n_ctx {loaded.get('nCtx')})"
+        )
         durations: list[float] = []
         for index, spot in enumerate(spots):
             elapsed = time.monotonic() - started
             needed = expected_seconds(result["bursts"], durations, big is not None, args)
             if index and elapsed + needed > args.time_limit:
-                log(f"{name}: stopping after {index} bursts: {elapsed:.0f} s spent, another "
+                log(
+                    f"{name}: stopping after {index} bursts: {elapsed:.0f} s spent, another "
                     f"burst and the large-file test would need ~{needed:.0f} s "
-                    f"(--time-limit {args.time_limit:.0f})")
+                    f"(--time-limit {args.time_limit:.0f})"
+                )
                 result["timeLimited"] = True
                 break
             uri = (ROOT / "bench" / ".virtual" / f"b{index:03d}" / spot.source.name).as_uri()
             burst_started = time.monotonic()
-            burst = await run_burst(server, spot, uri, paces(args.seed, str(index),
-                                                            len(spot.span)), args.answer_timeout)
+            burst = await run_burst(
+                server, spot, uri, paces(args.seed, str(index), len(spot.span)), args.answer_timeout
+            )
             durations.append(time.monotonic() - burst_started)
             result["bursts"].append(burst)
             k2s = burst["keystrokeToSuggestionMs"]
-            log(f"{name} burst {index + 1}/{len(spots)} {spot.label} ({burst['keys']} keys): "
+            log(
+                f"{name} burst {index + 1}/{len(spots)} {spot.label} ({burst['keys']} keys): "
                 f"first {fmt(burst['firstRequestMs'])} ms, keystroke-to-suggestion "
                 f"{fmt(k2s)} ms, {burst['generationsStarted']} generations, final "
-                f"{burst['finalOutcome']}, evaluated {burst['evaluatedPerGenerated']}")
+                f"{burst['finalOutcome']}, evaluated {burst['evaluatedPerGenerated']}"
+            )
         if big is not None:
-            result["overhead"] = await run_overhead(server, *big, args.overhead_keys, args.seed,
-                                                    args.answer_timeout)
-            log(f"{name}: overhead on the {BIG_FILE_LINES}-line file: "
-                f"{[round(x, 1) for x in result['overhead']['overheadMs']]} ms")
+            result["overhead"] = await run_overhead(
+                server, *big, args.overhead_keys, args.seed, args.answer_timeout
+            )
+            log(
+                f"{name}: overhead on the {BIG_FILE_LINES}-line file: "
+                f"{[round(x, 1) for x in result['overhead']['overheadMs']]} ms"
+            )
         result["memory"] = server.memory()
     except Exception as error:  # noqa: BLE001  (keep what was measured; report the failure)
         log(f"{name}: failed: {type(error).__name__}: {error}")
@@ -624,8 +717,7 @@ async def run_config(name: str, completion: dict[str, Any], model: Path, spots: 
 
 async def run_memory(model: Path, mmap: bool, args: argparse.Namespace) -> dict[str, Any]:
     """Load with model.useMmap = `mmap`, make one completion, read the peak RSS."""
-    server = Server(model, {"model": {"useMmap": mmap},
-                            "completion": {"debounceMs": 0}})
+    server = Server(model, {"model": {"useMmap": mmap}, "completion": {"debounceMs": 0}})
     started = time.monotonic()
     try:
         await server.start(args.ready_timeout)
@@ -634,12 +726,14 @@ async def run_memory(model: Path, mmap: bool, args: argparse.Namespace) -> dict[
         server.open(uri, "def fibonacci(n):\n    \n", "python")
         unanswered = await settle([server.request(uri, 1, 4)], args.answer_timeout)
         memory = server.memory()
-        return {"useMmap": mmap, "loadSeconds": round(load, 2), "unanswered": unanswered,
-                **memory}
+        return {"useMmap": mmap, "loadSeconds": round(load, 2), "unanswered": unanswered, **memory}
     except Exception as error:  # noqa: BLE001  (report it in the table)
         log(f"useMmap={mmap}: failed: {type(error).__name__}: {error}")
-        return {"useMmap": mmap, "error": f"{type(error).__name__}: {error}",
-                **(server.memory() if server.pid else {})}
+        return {
+            "useMmap": mmap,
+            "error": f"{type(error).__name__}: {error}",
+            **(server.memory() if server.pid else {}),
+        }
     finally:
         await server.stop()
 
@@ -682,8 +776,9 @@ def summarize(result: dict[str, Any], model_bytes: int) -> dict[str, Any]:
     bursts = result["bursts"]
     samples: dict[str, list[float]] = {
         "evaluated": [x for b in bursts for x in b["evaluatedPerGenerated"]],
-        "k2s": [b["keystrokeToSuggestionMs"] for b in bursts
-                if b["keystrokeToSuggestionMs"] is not None],
+        "k2s": [
+            b["keystrokeToSuggestionMs"] for b in bursts if b["keystrokeToSuggestionMs"] is not None
+        ],
         "generations": [b["generationsStarted"] for b in bursts],
         "stop": [x for b in bursts for x in b["stopLatencyMs"]],
         "overhead": list(result.get("overhead", {}).get("overheadMs", [])),
@@ -693,8 +788,10 @@ def summarize(result: dict[str, Any], model_bytes: int) -> dict[str, Any]:
         "typingOutside": [x for b in bursts for x in b["outsideRequestMs"]],
         "outside": list(result.get("overhead", {}).get("outsideRequestMs", [])),
     }
-    stats = {key: {"median": percentile(values, 0.5), "p95": percentile(values, 0.95),
-                   "n": len(values)} for key, values in samples.items()}
+    stats = {
+        key: {"median": percentile(values, 0.5), "p95": percentile(values, 0.95), "n": len(values)}
+        for key, values in samples.items()
+    }
     outcomes: dict[str, int] = {}
     layouts: dict[str, int] = {}
     for burst in bursts:
@@ -727,9 +824,11 @@ def mb(value: int | None) -> str:
 def print_config(result: dict[str, Any], summary: dict[str, Any]) -> None:
     print(f"\n== {result['name']}  {json.dumps(result['options']['completion'])}")
     limited = " (stopped by --time-limit)" if result.get("timeLimited") else ""
-    print(f"   {summary['bursts']} bursts{limited}, {summary['keystrokes']} keystrokes, "
-          f"{summary['unanswered']} unanswered, {result['seconds']} s"
-          + (f"  ERROR: {result['error']}" if result["error"] else ""))
+    print(
+        f"   {summary['bursts']} bursts{limited}, {summary['keystrokes']} keystrokes, "
+        f"{summary['unanswered']} unanswered, {result['seconds']} s"
+        + (f"  ERROR: {result['error']}" if result["error"] else "")
+    )
     print(f"   {'metric':<52} {'median':>9} {'p95':>9} {'n':>5}")
     for index, (key, label, digits) in enumerate(METRICS):
         if index == HEADLINE:
@@ -738,11 +837,14 @@ def print_config(result: dict[str, Any], summary: dict[str, Any]) -> None:
             print(f"   {'peak RSS (VmHWM) vs model file':<52} {mb(peak)} / {mb(size)}{ratio}")
             print("   -- more")
         s = summary["stats"][key]
-        print(f"   {label:<52} {fmt(s['median'], digits):>9} {fmt(s['p95'], digits):>9} "
-              f"{s['n']:>5}")
-    print(f"   final answer: generated {summary['finalGenerated']}/{summary['bursts']}, "
-          f"non-empty {summary['finalNonEmpty']}/{summary['bursts']}; bursts with more than "
-          f"2 generations: {summary['burstsOver2Generations']}")
+        print(
+            f"   {label:<52} {fmt(s['median'], digits):>9} {fmt(s['p95'], digits):>9} {s['n']:>5}"
+        )
+    print(
+        f"   final answer: generated {summary['finalGenerated']}/{summary['bursts']}, "
+        f"non-empty {summary['finalNonEmpty']}/{summary['bursts']}; bursts with more than "
+        f"2 generations: {summary['burstsOver2Generations']}"
+    )
     print(f"   outcomes {summary['outcomes']}  layouts {summary['layouts']}")
 
 
@@ -763,16 +865,20 @@ def print_ratios(summaries: dict[str, dict[str, Any]], base: str, other: str) ->
 
 def print_memory(rows: list[dict[str, Any]], model_bytes: int) -> None:
     print(f"\n== peak memory, load + one completion (model file {mb(model_bytes)})")
-    print(f"   {'useMmap':<8} {'VmHWM':>9} {'VmHWM/file':>11} {'RssAnon':>9} {'RssFile':>9} "
-          f"{'load s':>7}")
+    print(
+        f"   {'useMmap':<8} {'VmHWM':>9} {'VmHWM/file':>11} {'RssAnon':>9} {'RssFile':>9} "
+        f"{'load s':>7}"
+    )
     for row in rows:
         if "error" in row:
             print(f"   {str(row['useMmap']).lower():<8} ERROR: {row['error']}")
             continue
         hwm = row.get("VmHWM")
-        print(f"   {str(row['useMmap']).lower():<8} {mb(hwm):>9} "
-              f"{(hwm / model_bytes if hwm else 0):>10.2f}x {mb(row.get('RssAnon')):>9} "
-              f"{mb(row.get('RssFile')):>9} {row['loadSeconds']:>7}")
+        print(
+            f"   {str(row['useMmap']).lower():<8} {mb(hwm):>9} "
+            f"{(hwm / model_bytes if hwm else 0):>10.2f}x {mb(row.get('RssAnon')):>9} "
+            f"{mb(row.get('RssFile')):>9} {row['loadSeconds']:>7}"
+        )
 
 
 def loadavg() -> list[float]:
@@ -795,9 +901,14 @@ def machine() -> dict[str, Any]:
                 ram = int(row.split()[1]) * 1024
     import llama_cpp
 
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ramBytes": ram,
-            "loadavg": loadavg(),
-            "python": platform.python_version(), "llamaCppPython": llama_cpp.__version__}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "ramBytes": ram,
+        "loadavg": loadavg(),
+        "python": platform.python_version(),
+        "llamaCppPython": llama_cpp.__version__,
+    }
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -841,16 +952,22 @@ async def main_async(args: argparse.Namespace) -> int:
         if name not in CONFIGS:
             raise SystemExit(f"unknown configuration {name!r}; known: {', '.join(CONFIGS)}")
     info = machine()
-    print(f"typing bench: model {model} ({mb(model_bytes)}), {info['nproc']} CPUs "
-          f"({info['cpu']}), {info['ramBytes'] / 2**30:.0f} GiB RAM, "
-          f"llama-cpp-python {info['llamaCppPython']}")
-    print(f"files: {', '.join(s.name for s in sources)}; {len(spots)} bursts per configuration "
-          f"({sum(len(s.span) for s in spots)} keystrokes), seed {args.seed}, "
-          f"{PACE_MS[0]:.0f}-{PACE_MS[1]:.0f} ms between keystrokes")
+    print(
+        f"typing bench: model {model} ({mb(model_bytes)}), {info['nproc']} CPUs "
+        f"({info['cpu']}), {info['ramBytes'] / 2**30:.0f} GiB RAM, "
+        f"llama-cpp-python {info['llamaCppPython']}"
+    )
+    print(
+        f"files: {', '.join(s.name for s in sources)}; {len(spots)} bursts per configuration "
+        f"({sum(len(s.span) for s in spots)} keystrokes), seed {args.seed}, "
+        f"{PACE_MS[0]:.0f}-{PACE_MS[1]:.0f} ms between keystrokes"
+    )
     print(f"load average at start: {info['loadavg']}")
     if info["loadavg"] and info["loadavg"][0] > info["nproc"] / 2:
-        log("warning: the machine is busy (load average above half the CPUs); "
-            "timings will be inflated")
+        log(
+            "warning: the machine is busy (load average above half the CPUs); "
+            "timings will be inflated"
+        )
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     summaries: dict[str, dict[str, Any]] = {}
@@ -872,12 +989,21 @@ async def main_async(args: argparse.Namespace) -> int:
     end_load = loadavg()
     print(f"\ntotal {total:.0f} s; load average at the end: {end_load}")
     if args.json:
-        out = {"machine": info, "model": str(model), "modelBytes": model_bytes,
-               "args": {k: v for k, v in vars(args).items()},
-               "files": [str(p) for p in paths], "spots": [s.label for s in spots],
-               "bigFile": big[1].label if big else None, "configs": results,
-               "summaries": summaries, "ratios": ratios, "memory": memory_rows,
-               "seconds": round(total, 1), "loadavgEnd": end_load}
+        out = {
+            "machine": info,
+            "model": str(model),
+            "modelBytes": model_bytes,
+            "args": {k: v for k, v in vars(args).items()},
+            "files": [str(p) for p in paths],
+            "spots": [s.label for s in spots],
+            "bigFile": big[1].label if big else None,
+            "configs": results,
+            "summaries": summaries,
+            "ratios": ratios,
+            "memory": memory_rows,
+            "seconds": round(total, 1),
+            "loadavgEnd": end_load,
+        }
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
         print(f"wrote {args.json}")
     failed = any(r["error"] for r in results.values())
@@ -886,32 +1012,60 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Replay realistic typing against cl-lsp over stdio; compare configurations.")
-    parser.add_argument("--model", help="GGUF file (default: bench/make_model.py's 7B-shaped "
-                        "model, built on first use)")
-    parser.add_argument("--tiny", action="store_true",
-                        help=f"build and use a tiny random-weight model ({TINY_MODEL.name})")
-    parser.add_argument("--files", help="comma-separated source files (default: stdlib "
-                        f"{', '.join(PY_FILES)} and JavaScript from npm's own packages)")
+        description="Replay realistic typing against cl-lsp over stdio; compare configurations."
+    )
+    parser.add_argument(
+        "--model",
+        help="GGUF file (default: bench/make_model.py's 7B-shaped model, built on first use)",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help=f"build and use a tiny random-weight model ({TINY_MODEL.name})",
+    )
+    parser.add_argument(
+        "--files",
+        help="comma-separated source files (default: stdlib "
+        f"{', '.join(PY_FILES)} and JavaScript from npm's own packages)",
+    )
     parser.add_argument("--bursts", type=int, default=16, help="bursts per configuration (16)")
-    parser.add_argument("--configs", default="responsive,naive",
-                        help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--configs", default="responsive,naive", help=f"comma-separated, of: {', '.join(CONFIGS)}"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pace", default="30,120",
-                        help="milliseconds between keystrokes, uniform in LO,HI (30,120)")
-    parser.add_argument("--time-limit", type=float, default=720,
-                        help="seconds per configuration: no burst starts that would end it "
-                        "later, counting the large-file test (720)")
-    parser.add_argument("--answer-timeout", type=float, default=600,
-                        help="seconds to wait for an answer before counting it unanswered")
-    parser.add_argument("--ready-timeout", type=float, default=600,
-                        help="seconds to wait for the model to load")
-    parser.add_argument("--overhead-keys", type=int, default=4,
-                        help=f"keystrokes on the {BIG_FILE_LINES}-line file (4)")
-    parser.add_argument("--no-overhead", action="store_true",
-                        help=f"skip the {BIG_FILE_LINES}-line file")
-    parser.add_argument("--no-rss", action="store_true",
-                        help="skip the model.useMmap true/false memory starts")
+    parser.add_argument(
+        "--pace",
+        default="30,120",
+        help="milliseconds between keystrokes, uniform in LO,HI (30,120)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=720,
+        help="seconds per configuration: no burst starts that would end it "
+        "later, counting the large-file test (720)",
+    )
+    parser.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for an answer before counting it unanswered",
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=600, help="seconds to wait for the model to load"
+    )
+    parser.add_argument(
+        "--overhead-keys",
+        type=int,
+        default=4,
+        help=f"keystrokes on the {BIG_FILE_LINES}-line file (4)",
+    )
+    parser.add_argument(
+        "--no-overhead", action="store_true", help=f"skip the {BIG_FILE_LINES}-line file"
+    )
+    parser.add_argument(
+        "--no-rss", action="store_true", help="skip the model.useMmap true/false memory starts"
+    )
     parser.add_argument("--json", help="write all figures and raw records here")
     args = parser.parse_args(argv)
     if args.bursts < 1:

@@ -77,8 +77,7 @@ class ActionRequest:
             fields["kind"] = ActionKind(fields["kind"])
             fields.setdefault("name", None)
             fields.setdefault("language", None)
-            fields["diagnostics"] = tuple(Diagnostic(**d)
-                                          for d in fields.get("diagnostics") or ())
+            fields["diagnostics"] = tuple(Diagnostic(**d) for d in fields.get("diagnostics") or ())
             request = cls(**fields)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a cl-lsp code action: {error}") from error
@@ -99,17 +98,26 @@ def _without_nones(value: Any) -> Any:
 
 def _well_typed(request: ActionRequest) -> bool:
     """The editor sends `data` back as it likes: check the types before trusting it."""
+
     def optional_str(value: Any) -> bool:
         return value is None or isinstance(value, str)
 
     integers = (request.version, request.start, request.end)
-    return (all(isinstance(n, int) and not isinstance(n, bool) for n in integers)
-            and isinstance(request.title, str) and isinstance(request.uri, str)
-            and isinstance(request.target_kind, str)
-            and optional_str(request.name) and optional_str(request.language)
-            and all(isinstance(d.line, int) and isinstance(d.message, str)
-                    and optional_str(d.source) and optional_str(d.code)
-                    for d in request.diagnostics))
+    return (
+        all(isinstance(n, int) and not isinstance(n, bool) for n in integers)
+        and isinstance(request.title, str)
+        and isinstance(request.uri, str)
+        and isinstance(request.target_kind, str)
+        and optional_str(request.name)
+        and optional_str(request.language)
+        and all(
+            isinstance(d.line, int)
+            and isinstance(d.message, str)
+            and optional_str(d.source)
+            and optional_str(d.code)
+            for d in request.diagnostics
+        )
+    )
 
 
 def describe(target: Target) -> str:
@@ -121,8 +129,16 @@ def describe(target: Target) -> str:
     return f"{target.kind} {target.name}" if target.name else f"this {target.kind}"
 
 
-def offer(text: str, start: int, end: int, *, uri: str, version: int, language: str | None,
-          diagnostics: Sequence[Diagnostic] = ()) -> list[ActionRequest]:
+def offer(
+    text: str,
+    start: int,
+    end: int,
+    *,
+    uri: str,
+    version: int,
+    language: str | None,
+    diagnostics: Sequence[Diagnostic] = (),
+) -> list[ActionRequest]:
     """The actions for a selection (or the cursor), most specific first. No model involved.
 
     A "selection" of exactly one identifier counts as the cursor: eglot sends the bounds of the
@@ -137,16 +153,31 @@ def offer(text: str, start: int, end: int, *, uri: str, version: int, language: 
     what = describe(target)
 
     def request(kind: ActionKind, title: str, found: Sequence[Diagnostic] = ()) -> ActionRequest:
-        return ActionRequest(kind, title, uri, version, target.start, target.end, target.kind,
-                             target.name, target.language, tuple(found))
+        return ActionRequest(
+            kind,
+            title,
+            uri,
+            version,
+            target.start,
+            target.end,
+            target.kind,
+            target.name,
+            target.language,
+            tuple(found),
+        )
 
-    offered = [request(ActionKind.FIX, f"Fix: {d.message.splitlines()[0][:80]}", [d])
-               for d in diagnostics]
+    offered = [
+        request(ActionKind.FIX, f"Fix: {d.message.splitlines()[0][:80]}", [d]) for d in diagnostics
+    ]
     if len(diagnostics) > 1:
-        offered.append(request(ActionKind.FIX, f"Fix all {len(diagnostics)} problems in {what}",
-                               diagnostics))
-    document = "Add docstring to" if language == "python" and target.kind != "selection" else (
-        "Add documentation comment to")
+        offered.append(
+            request(ActionKind.FIX, f"Fix all {len(diagnostics)} problems in {what}", diagnostics)
+        )
+    document = (
+        "Add docstring to"
+        if language == "python" and target.kind != "selection"
+        else ("Add documentation comment to")
+    )
     offered += [
         request(ActionKind.EXPLAIN, f"Explain {what}"),
         request(ActionKind.FIX, f"Fix {what}", diagnostics),
@@ -183,17 +214,31 @@ class ActionResult:
     answer: str  # the model's raw answer
 
 
-def write_action(writer: Writer, request: ActionRequest, text: str, *, path: str | None,
-                 record: ActionRecord, on_text: Callable[[str], None] | None = None
-                 ) -> ActionResult:
+def write_action(
+    writer: Writer,
+    request: ActionRequest,
+    text: str,
+    *,
+    path: str | None,
+    record: ActionRecord,
+    on_text: Callable[[str], None] | None = None,
+) -> ActionResult:
     """Runs on the writer thread: instruction, model, edit. Raises TargetTooLarge."""
     if request.end > len(text):  # the client sent back offsets that were never offered
-        return ActionResult(None, "its target is not in the document; ask for the actions "
-                            "again", "")
+        return ActionResult(
+            None, "its target is not in the document; ask for the actions again", ""
+        )
     target = request.target()
     budget = writer.n_ctx - writer.max_tokens - PROMPT_MARGIN
-    told = instruction(request.kind, text, target, path=path, diagnostics=request.diagnostics,
-                       count_tokens=writer.count, budget=budget)
+    told = instruction(
+        request.kind,
+        text,
+        target,
+        path=path,
+        diagnostics=request.diagnostics,
+        count_tokens=writer.count,
+        budget=budget,
+    )
     record.prompt = told.user
     try:
         tokens = writer.prompt(told.system, told.user)
@@ -215,5 +260,12 @@ def write_action(writer: Writer, request: ActionRequest, text: str, *, path: str
     return ActionResult(edit, message, written.text)
 
 
-__all__ = ["ActionRecord", "ActionRequest", "ActionResult", "TargetTooLarge", "describe",
-           "offer", "write_action"]
+__all__ = [
+    "ActionRecord",
+    "ActionRequest",
+    "ActionResult",
+    "TargetTooLarge",
+    "describe",
+    "offer",
+    "write_action",
+]

@@ -80,32 +80,99 @@ class Edit:
 # --------------------------------------------------------------------------- languages
 
 _NAMES = {
-    "python": "Python", "javascript": "JavaScript", "typescript": "TypeScript",
-    "tsx": "TypeScript", "go": "Go", "rust": "Rust", "c": "C", "cpp": "C++", "cuda": "CUDA",
-    "java": "Java", "csharp": "C#", "ruby": "Ruby", "lua": "Lua", "bash": "shell script",
-    "php": "PHP", "kotlin": "Kotlin", "swift": "Swift", "scala": "Scala", "ocaml": "OCaml",
-    "sql": "SQL", "css": "CSS", "scss": "SCSS", "html": "HTML", "objc": "Objective-C",
-    "powershell": "PowerShell", "make": "Makefile", "fsharp": "F#", "hcl": "HCL",
+    "python": "Python",
+    "javascript": "JavaScript",
+    "typescript": "TypeScript",
+    "tsx": "TypeScript",
+    "go": "Go",
+    "rust": "Rust",
+    "c": "C",
+    "cpp": "C++",
+    "cuda": "CUDA",
+    "java": "Java",
+    "csharp": "C#",
+    "ruby": "Ruby",
+    "lua": "Lua",
+    "bash": "shell script",
+    "php": "PHP",
+    "kotlin": "Kotlin",
+    "swift": "Swift",
+    "scala": "Scala",
+    "ocaml": "OCaml",
+    "sql": "SQL",
+    "css": "CSS",
+    "scss": "SCSS",
+    "html": "HTML",
+    "objc": "Objective-C",
+    "powershell": "PowerShell",
+    "make": "Makefile",
+    "fsharp": "F#",
+    "hcl": "HCL",
 }
 _FENCE_TAGS = {"tsx": "tsx", "objc": "objectivec", "make": "makefile", "fsharp": "fsharp"}
-_HASH = {"python", "ruby", "bash", "perl", "r", "elixir", "yaml", "toml", "make", "dockerfile",
-         "powershell", "nix", "hcl", "julia", "graphql", "cmake"}
+_HASH = {
+    "python",
+    "ruby",
+    "bash",
+    "perl",
+    "r",
+    "elixir",
+    "yaml",
+    "toml",
+    "make",
+    "dockerfile",
+    "powershell",
+    "nix",
+    "hcl",
+    "julia",
+    "graphql",
+    "cmake",
+}
 _DASHES = {"lua", "sql", "haskell", "elm", "ada"}
-_BLOCK_ONLY = {"html": ("<!--", "-->"), "xml": ("<!--", "-->"), "markdown": ("<!--", "-->"),
-               "vue": ("<!--", "-->"),
-               "svelte": ("<!--", "-->"), "css": ("/*", "*/"), "ocaml": ("(*", "*)")}
-_JAVADOC = {"javascript", "typescript", "tsx", "java", "csharp", "php", "c", "cpp", "cuda",
-            "kotlin", "swift", "scala", "dart", "groovy", "objc"}
+_BLOCK_ONLY = {
+    "html": ("<!--", "-->"),
+    "xml": ("<!--", "-->"),
+    "markdown": ("<!--", "-->"),
+    "vue": ("<!--", "-->"),
+    "svelte": ("<!--", "-->"),
+    "css": ("/*", "*/"),
+    "ocaml": ("(*", "*)"),
+}
+_JAVADOC = {
+    "javascript",
+    "typescript",
+    "tsx",
+    "java",
+    "csharp",
+    "php",
+    "c",
+    "cpp",
+    "cuda",
+    "kotlin",
+    "swift",
+    "scala",
+    "dart",
+    "groovy",
+    "objc",
+}
 _JEST = "Jest (describe, test and expect)"  # globals: nothing to import in the same file
 _TEST_FRAMEWORKS = {
     "python": "pytest (plain test_ functions with assert statements)",
-    "javascript": _JEST, "typescript": _JEST, "tsx": _JEST,
+    "javascript": _JEST,
+    "typescript": _JEST,
+    "tsx": _JEST,
     "go": "Go's testing package (func TestXxx(t *testing.T)); no package clause or imports",
     "rust": "a #[cfg(test)] mod tests module with use super::*; and #[test] functions",
     "java": "JUnit 5 (@Test methods in a test class); no package or import declarations",
-    "csharp": "xUnit ([Fact] methods in a test class)", "cpp": "GoogleTest (TEST macros)",
-    "c": "plain assert() calls in test functions", "ruby": "Minitest", "php": "PHPUnit",
-    "kotlin": "kotlin.test", "swift": "XCTest", "lua": "busted", "bash": "bats",
+    "csharp": "xUnit ([Fact] methods in a test class)",
+    "cpp": "GoogleTest (TEST macros)",
+    "c": "plain assert() calls in test functions",
+    "ruby": "Minitest",
+    "php": "PHPUnit",
+    "kotlin": "kotlin.test",
+    "swift": "XCTest",
+    "lua": "busted",
+    "bash": "bats",
 }
 
 
@@ -172,27 +239,65 @@ def _edit(text: str, start: int, end: int, new_text: str) -> Edit:
 
 # --------------------------------------------------------------------------- syntax
 
-_FUNCTIONS = {"function_definition", "function_declaration", "function_item", "method",
-              "function_signature_item", "generator_function_declaration", "singleton_method",
-              "local_function_statement"}
-_METHODS = {"method_declaration", "method_definition", "method_signature",
-            "abstract_method_signature", "constructor_declaration"}
-_TYPES = {
-    "class_definition": "class", "class_declaration": "class", "class_specifier": "class",
-    "abstract_class_declaration": "class", "class": "class", "record_declaration": "class",
-    "object_declaration": "object", "object_definition": "object",
-    "struct_item": "struct", "struct_specifier": "struct", "struct_declaration": "struct",
-    "enum_item": "enum", "enum_declaration": "enum", "enum_specifier": "enum",
-    "trait_item": "trait", "trait_definition": "trait", "protocol_declaration": "protocol",
-    "interface_declaration": "interface", "impl_item": "impl",
-    "type_declaration": "type", "type_alias_declaration": "type", "type_item": "type",
+_FUNCTIONS = {
+    "function_definition",
+    "function_declaration",
+    "function_item",
+    "method",
+    "function_signature_item",
+    "generator_function_declaration",
+    "singleton_method",
+    "local_function_statement",
 }
-_NEEDS_BODY = {"class_specifier", "struct_specifier", "enum_specifier"}  # C also writes `struct S x;`
+_METHODS = {
+    "method_declaration",
+    "method_definition",
+    "method_signature",
+    "abstract_method_signature",
+    "constructor_declaration",
+}
+_TYPES = {
+    "class_definition": "class",
+    "class_declaration": "class",
+    "class_specifier": "class",
+    "abstract_class_declaration": "class",
+    "class": "class",
+    "record_declaration": "class",
+    "object_declaration": "object",
+    "object_definition": "object",
+    "struct_item": "struct",
+    "struct_specifier": "struct",
+    "struct_declaration": "struct",
+    "enum_item": "enum",
+    "enum_declaration": "enum",
+    "enum_specifier": "enum",
+    "trait_item": "trait",
+    "trait_definition": "trait",
+    "protocol_declaration": "protocol",
+    "interface_declaration": "interface",
+    "impl_item": "impl",
+    "type_declaration": "type",
+    "type_alias_declaration": "type",
+    "type_item": "type",
+}
+_NEEDS_BODY = {
+    "class_specifier",
+    "struct_specifier",
+    "enum_specifier",
+}  # C also writes `struct S x;`
 _BINDINGS = {"lexical_declaration", "variable_declaration"}
 _FUNCTION_VALUES = {"arrow_function", "function_expression", "function", "generator_function"}
 _WRAPPERS = {"decorated_definition", "export_statement"}
-_NAME_TYPES = {"identifier", "type_identifier", "simple_identifier", "constant", "word",
-               "property_identifier", "field_identifier", "name"}
+_NAME_TYPES = {
+    "identifier",
+    "type_identifier",
+    "simple_identifier",
+    "constant",
+    "word",
+    "property_identifier",
+    "field_identifier",
+    "name",
+}
 
 
 @dataclass(frozen=True)
@@ -305,7 +410,9 @@ def _span(node: Any) -> tuple[Any, Any]:
     while node.parent is not None and node.parent.type in _WRAPPERS:
         node = node.parent
     first = node
-    while first.prev_named_sibling is not None and first.prev_named_sibling.type == "attribute_item":
+    while (
+        first.prev_named_sibling is not None and first.prev_named_sibling.type == "attribute_item"
+    ):
         first = first.prev_named_sibling
     return first, node
 
@@ -317,8 +424,13 @@ def _definition_at(parsed: _Parsed, i: int, language: str | None) -> Target | No
         core = _core(node)
         if core is not None:
             first, last = _span(core)
-            return Target(parsed.index(first.start_byte), parsed.index(last.end_byte),
-                          _kind(core), _name(core, parsed), language)
+            return Target(
+                parsed.index(first.start_byte),
+                parsed.index(last.end_byte),
+                _kind(core),
+                _name(core, parsed),
+                language,
+            )
         node = node.parent
     return None
 
@@ -360,8 +472,13 @@ def find_target(text: str, start: int, end: int, *, language: str | None) -> Tar
     start, end = sorted((min(max(start, 0), len(text)), min(max(end, 0), len(text))))
     chunk = text[start:end]
     if chunk.strip():
-        return Target(start + len(chunk) - len(chunk.lstrip()),
-                      end - len(chunk) + len(chunk.rstrip()), "selection", None, language)
+        return Target(
+            start + len(chunk) - len(chunk.lstrip()),
+            end - len(chunk) + len(chunk.rstrip()),
+            "selection",
+            None,
+            language,
+        )
     parsed = _parse(text, language)
     line_start, line_end = _line_start(text, start), _line_end(text, start)
     line = text[line_start:line_end]
@@ -396,8 +513,10 @@ def _noun(target: Target, language: str = "") -> str:
 
 # --------------------------------------------------------------------------- prompts
 
-_SYSTEM = ("You are an expert {language}programmer. You answer exactly in the format asked "
-           "for, without greetings, apologies or remarks before or after.")
+_SYSTEM = (
+    "You are an expert {language}programmer. You answer exactly in the format asked "
+    "for, without greetings, apologies or remarks before or after."
+)
 
 
 def _fenced(code: str, tag: str) -> str:
@@ -427,38 +546,49 @@ def _diagnostic_lines(text: str, diagnostics: Sequence[Diagnostic]) -> str:
     return "\n".join(shown)
 
 
-def _task(kind: ActionKind, text: str, target: Target, diagnostics: Sequence[Diagnostic],
-          fence: str) -> tuple[str, str]:
+def _task(
+    kind: ActionKind, text: str, target: Target, diagnostics: Sequence[Diagnostic], fence: str
+) -> tuple[str, str]:
     """(what to do, how to reply) for one action."""
     language = target.language
     what = _noun(target, language_name(language) if language else "")
     if kind is ActionKind.EXPLAIN:
-        reply = ("Answer in a few sentences of plain prose for a programmer reading the code. "
-                 "Do not repeat the code, write no code, use no headings or lists.")
+        reply = (
+            "Answer in a few sentences of plain prose for a programmer reading the code. "
+            "Do not repeat the code, write no code, use no headings or lists."
+        )
         return f"Explain what this {what} does.", reply
     if kind is ActionKind.FIX:
         task = f"Fix the bugs in this {what}."
         if diagnostics:
-            task += ("\n\nProblems other tools report in the file (lines count from 1):\n"
-                     + _diagnostic_lines(text, diagnostics))
-        reply = (f"Reply with only the complete corrected code in one {fence} fenced code block, "
-                 "and nothing before or after it. Keep everything that is not part of the fix "
-                 "unchanged.")
+            task += (
+                "\n\nProblems other tools report in the file (lines count from 1):\n"
+                + _diagnostic_lines(text, diagnostics)
+            )
+        reply = (
+            f"Reply with only the complete corrected code in one {fence} fenced code block, "
+            "and nothing before or after it. Keep everything that is not part of the fix "
+            "unchanged."
+        )
         return task, reply
     if kind is ActionKind.DOCUMENT:
         form = {"python": "docstring", "go": "Go doc comment"}.get(language or "", "doc comment")
         # Phrased like Explain on purpose: small models asked to "write a docstring" send
         # the code back; asked to describe it, they write prose.
-        reply = ("Answer with one summary sentence, then, if useful, a sentence or two about "
-                 "the parameters and the result, in plain prose. Do not repeat the code, write "
-                 "no code, no comment markers (#, //, /**, *) and no quotes.")
+        reply = (
+            "Answer with one summary sentence, then, if useful, a sentence or two about "
+            "the parameters and the result, in plain prose. Do not repeat the code, write "
+            "no code, no comment markers (#, //, /**, *) and no quotes."
+        )
         if language == "go" and target.name and target.kind not in ("selection", "block"):
             reply += f' Start with the name, as Go doc comments do: "{target.name} returns ...".'
         return f"Describe what this {what} does, for its {form}.", reply
     framework = _TEST_FRAMEWORKS.get(language or "", "the usual test framework")
-    reply = (f"Reply with only the test code in one {fence} fenced code block. The tests go in the "
-             "same file right after this code: do not repeat the code under test and do not "
-             "import it from another module.")
+    reply = (
+        f"Reply with only the test code in one {fence} fenced code block. The tests go in the "
+        "same file right after this code: do not repeat the code under test and do not "
+        "import it from another module."
+    )
     return f"Write unit tests for this {what}, using {framework}.", reply
 
 
@@ -467,9 +597,16 @@ def _comment_line(language: str | None, words: str) -> str:
     return f"{opener} {words}" + (f" {closer}" if closer else "")
 
 
-def instruction(kind: ActionKind, text: str, target: Target, *, path: str | None,
-                diagnostics: Sequence[Diagnostic] = (), count_tokens: Callable[[str], int],
-                budget: int) -> Instruction:
+def instruction(
+    kind: ActionKind,
+    text: str,
+    target: Target,
+    *,
+    path: str | None,
+    diagnostics: Sequence[Diagnostic] = (),
+    count_tokens: Callable[[str], int],
+    budget: int,
+) -> Instruction:
     """The request for the instruct model, within `budget` tokens (system + user).
 
     The target is always shown whole; the file's lines around it (nearest first, a little
@@ -488,8 +625,10 @@ def instruction(kind: ActionKind, text: str, target: Target, *, path: str | None
         if before or after:
             around = "\n".join([*reversed(before), here, *after])
             source = f" in the file `{file_name}`" if file_name else ""
-            parts.append(f"The code around the {_noun(target)}{source}, for reference:\n"
-                         + _fenced(around, tag))
+            parts.append(
+                f"The code around the {_noun(target)}{source}, for reference:\n"
+                + _fenced(around, tag)
+            )
         parts += [task, _fenced(code, tag), reply]
         return "\n\n".join(parts)
 
@@ -498,7 +637,8 @@ def instruction(kind: ActionKind, text: str, target: Target, *, path: str | None
     if fixed > budget:
         raise TargetTooLarge(
             f"the {_noun(target)} is {count_tokens(code)} tokens; the model's window holds "
-            f"{budget} with room for the answer: select a smaller part")
+            f"{budget} with room for the answer: select a smaller part"
+        )
     spare = budget - fixed
     before, after = _context_lines(text, target, spare)
 
@@ -507,8 +647,9 @@ def instruction(kind: ActionKind, text: str, target: Target, *, path: str | None
 
     a = _most_that_fit(len(after), lambda a: fits(0, a, fixed + spare // 4))
     b = _most_that_fit(len(before), lambda b: fits(b, a, budget))
-    return Instruction(system, render(_strip_blank_lines(before[:b]),
-                                      _strip_blank_lines(after[:a])))
+    return Instruction(
+        system, render(_strip_blank_lines(before[:b]), _strip_blank_lines(after[:a]))
+    )
 
 
 def _context_lines(text: str, target: Target, spare: int) -> tuple[list[str], list[str]]:
@@ -522,8 +663,10 @@ def _context_lines(text: str, target: Target, spare: int) -> tuple[list[str], li
     if top > 0 and text[top - 1] != "\n":
         above = above[1:]  # never a part of a line
     below = text[last + 1 : last + 1 + chars // 4].split("\n") if last < len(text) else []
-    return (_within(reversed(above), CONTEXT_BEFORE_LINES, chars),
-            _within(below, CONTEXT_AFTER_LINES, chars // 4))
+    return (
+        _within(reversed(above), CONTEXT_BEFORE_LINES, chars),
+        _within(below, CONTEXT_AFTER_LINES, chars // 4),
+    )
 
 
 def _within(lines: Iterable[str], count: int, chars: int) -> list[str]:
@@ -554,9 +697,11 @@ def _most_that_fit(count: int, fits: Callable[[int], bool]) -> int:
 # Where the model went on past its turn, or echoed template tokens.
 _END_OF_TURN = re.compile(r"</s>|<\|im_end\|>|<\|endoftext\|>|<\|im_start\|>|<EOT>|\[INST\]")
 _FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+#.-]*)")
-_CHATTER = re.compile(r"^(sure|certainly|of course|okay|ok|here|this|these|note|i |i'|in this|"
-                      r"below|the (above|following|code|function|fixed|corrected|updated))\b",
-                      re.IGNORECASE)
+_CHATTER = re.compile(
+    r"^(sure|certainly|of course|okay|ok|here|this|these|note|i |i'|in this|"
+    r"below|the (above|following|code|function|fixed|corrected|updated))\b",
+    re.IGNORECASE,
+)
 _PROSE_TAGS = ("", "text", "txt", "markdown", "md", "plaintext")
 
 
@@ -625,13 +770,19 @@ def extract_code(answer: str) -> str:
 
 
 # Headings and labels ("**Explanation:**") only announce what follows.
-_LABEL = re.compile(r"^\s{0,3}(#{1,6}\s.*|[*_]*(explanation|summary|answer|documentation|"
-                    r"docstring|description)[*_]*:?[*_]*)$", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s{0,3}(#{1,6}\s.*|[*_]*(explanation|summary|answer|documentation|"
+    r"docstring|description)[*_]*:?[*_]*)$",
+    re.IGNORECASE,
+)
 _BULLET = re.compile(r"^(\s*)(?:[-*+\u2022]|\d+[.)])\s+")
 _STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])")
-_OPENING_CHATTER = re.compile(r"^((sure|certainly|of course|okay|absolutely)\b[^.!:\n]*[.!:]\s*)?"
-                              r"(here\b[^.!:\n]*:\s*)?", re.IGNORECASE)
+_OPENING_CHATTER = re.compile(
+    r"^((sure|certainly|of course|okay|absolutely)\b[^.!:\n]*[.!:]\s*)?"
+    r"(here\b[^.!:\n]*:\s*)?",
+    re.IGNORECASE,
+)
 _CLOSING_CHATTER = re.compile(r"^(i hope|hope this|let me know|feel free)", re.IGNORECASE)
 
 
@@ -648,8 +799,12 @@ def _paragraph_lines(lines: list[str]) -> list[str]:
     joined: list[str] = []
     for line in textwrap.dedent("\n".join(lines)).split("\n"):
         starts_own = bool(_BULLET.match(line)) or line[:1].isspace()
-        if joined and not starts_own and not joined[-1].endswith(":") and \
-                not joined[-1][:1].isspace():
+        if (
+            joined
+            and not starts_own
+            and not joined[-1].endswith(":")
+            and not joined[-1][:1].isspace()
+        ):
             joined[-1] += " " + " ".join(line.split())
         else:
             indent = line[: len(line) - len(line.lstrip())]
@@ -691,9 +846,14 @@ def _wrap(prose: str, width: int) -> list[str]:
         lead = line[: len(line) - len(line.lstrip())]
         bullet = _BULLET.match(line)
         hang = lead + " " * (len(bullet.group(0)) - len(lead)) if bullet else lead
-        out += textwrap.wrap(line.strip(), width=max(width, 20), initial_indent=lead,
-                             subsequent_indent=hang, break_long_words=False,
-                             break_on_hyphens=False)
+        out += textwrap.wrap(
+            line.strip(),
+            width=max(width, 20),
+            initial_indent=lead,
+            subsequent_indent=hang,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
     return out
 
 
@@ -725,8 +885,11 @@ def _go_lead(prose: str, name: str) -> str:
     """Go doc comments start with the declared name: "Fib returns ..."."""
     if re.match(rf"(?:The |A |An )?{re.escape(name)}\b", prose):
         return prose
-    subject = re.match(r"(?:(?:This|The)(?: Go)? (?:function|method|type|struct|interface)"
-                       rf"(?:\s+`?{re.escape(name)}`?)?|It)\s+", prose)
+    subject = re.match(
+        r"(?:(?:This|The)(?: Go)? (?:function|method|type|struct|interface)"
+        rf"(?:\s+`?{re.escape(name)}`?)?|It)\s+",
+        prose,
+    )
     if subject is None and re.match(r"[A-Z][a-z]+s\b", prose):  # "Returns ..."
         return f"{name} {prose[:1].lower()}{prose[1:]}"
     if subject is None:
@@ -799,7 +962,9 @@ def _python_docstring_edit(text: str, target: Target, prose: str) -> Edit | None
     parsed = _parse(text, "python")
     if parsed is None:
         return None
-    node = parsed.root.descendant_for_byte_range(parsed.byte(target.start), parsed.byte(target.start))
+    node = parsed.root.descendant_for_byte_range(
+        parsed.byte(target.start), parsed.byte(target.start)
+    )
     while node is not None and node.type not in ("function_definition", "class_definition"):
         if node.type == "decorated_definition":
             node = node.child_by_field_name("definition")
@@ -932,8 +1097,23 @@ def tests_edit(text: str, target: Target, answer: str) -> Edit | None:
 
 
 __all__ = [
-    "ActionKind", "Diagnostic", "Edit", "Instruction", "Target", "TargetTooLarge",
-    "comment_block", "comment_style", "document_edit", "explain_edit",
-    "extract_code", "extract_documentation", "extract_prose", "find_target", "fit_indentation", "fix_edit",
-    "instruction", "language_name", "tests_edit",
+    "ActionKind",
+    "Diagnostic",
+    "Edit",
+    "Instruction",
+    "Target",
+    "TargetTooLarge",
+    "comment_block",
+    "comment_style",
+    "document_edit",
+    "explain_edit",
+    "extract_code",
+    "extract_documentation",
+    "extract_prose",
+    "find_target",
+    "fit_indentation",
+    "fix_edit",
+    "instruction",
+    "language_name",
+    "tests_edit",
 ]

@@ -22,47 +22,64 @@ log = logging.getLogger("cl_lsp")
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", metavar="PATH",
-                        help="GGUF model file, used unless the editor's model.path setting "
-                             "names one (else CL_LSP_MODEL, then the default Code Llama 7B, "
-                             "downloaded once)")
+    common.add_argument(
+        "--model",
+        metavar="PATH",
+        help="GGUF model file, used unless the editor's model.path setting "
+        "names one (else CL_LSP_MODEL, then the default Code Llama 7B, "
+        "downloaded once)",
+    )
     common.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
-    common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log detail (-vv for debug)")
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log detail (-vv for debug)"
+    )
 
-    settings_help = "\n".join(f"  {key} (default {default}): {doc}"
-                              for key, default, doc in describe_settings())
+    settings_help = "\n".join(
+        f"  {key} (default {default}): {doc}" for key, default, doc in describe_settings()
+    )
     parser = argparse.ArgumentParser(
         prog="cl-lsp",
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A language server with Code Llama fill-in-the-middle completions.",
         epilog="Settings (initializationOptions / workspace/didChangeConfiguration):\n"
-               + settings_help,
+        + settings_help,
     )
     parser.add_argument("--version", action="version", version=f"cl-lsp {__version__}")
     transport = parser.add_mutually_exclusive_group()
-    transport.add_argument("--stdio", action="store_true",
-                           help="speak LSP on stdin/stdout (the default)")
+    transport.add_argument(
+        "--stdio", action="store_true", help="speak LSP on stdin/stdout (the default)"
+    )
     transport.add_argument("--tcp", action="store_true", help="listen for one LSP client on TCP")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     complete = commands.add_parser(
-        "complete", parents=[common],
+        "complete",
+        parents=[common],
         help="complete FILE at a position once and print the suggestion",
-        description="Run the completion pipeline once, as the server would for an editor.")
+        description="Run the completion pipeline once, as the server would for an editor.",
+    )
     complete.add_argument("file", type=Path, help="source file")
     complete.add_argument("--line", type=int, required=True, help="0-based line")
-    complete.add_argument("--character", type=int, required=True,
-                          help="0-based column in characters (code points)")
-    complete.add_argument("--json", action="store_true",
-                          help="print the completion with the prompt ids and timings as JSON")
-    complete.add_argument("--settings", metavar="JSON", default=None,
-                          help='settings as JSON, e.g. \'{"completion": {"maxTokens": 64}}\'')
-    commands.add_parser("download", parents=[common],
-                        help="fetch the default model into the Hugging Face cache")
+    complete.add_argument(
+        "--character", type=int, required=True, help="0-based column in characters (code points)"
+    )
+    complete.add_argument(
+        "--json",
+        action="store_true",
+        help="print the completion with the prompt ids and timings as JSON",
+    )
+    complete.add_argument(
+        "--settings",
+        metavar="JSON",
+        default=None,
+        help='settings as JSON, e.g. \'{"completion": {"maxTokens": 64}}\'',
+    )
+    commands.add_parser(
+        "download", parents=[common], help="fetch the default model into the Hugging Face cache"
+    )
     return parser
 
 
@@ -140,8 +157,9 @@ def complete_once(args: argparse.Namespace) -> int:
 
     # One-shot: nobody is typing, so no time cap unless asked for (--settings).
     one_shot = Settings(completion=CompletionSettings(generation_timeout_ms=0))
-    settings, problems = parse_settings(json.loads(args.settings) if args.settings else None,
-                                        one_shot)
+    settings, problems = parse_settings(
+        json.loads(args.settings) if args.settings else None, one_shot
+    )
     for problem in problems:
         print(f"cl-lsp: setting {problem}", file=sys.stderr)
     try:
@@ -157,36 +175,51 @@ def complete_once(args: argparse.Namespace) -> int:
         return 2
     try:
         model = locate_model(
-            args.model, settings.model.path, terminal_progress(),
-            lambda: print("cl-lsp: downloading the default model (once)", file=sys.stderr))
+            args.model,
+            settings.model.path,
+            terminal_progress(),
+            lambda: print("cl-lsp: downloading the default model (once)", file=sys.stderr),
+        )
         engine = Engine()
         engine.load_blocking(model, settings.model)
     except (ModelError, EngineError) as error:
         print(f"cl-lsp: {error}", file=sys.stderr)
         return 1
     assert engine.vocab is not None
-    plan = plan_completion(text, offset, vocab=engine.vocab, settings=settings.completion,
-                           n_ctx=engine.n_ctx, path=str(args.file))
+    plan = plan_completion(
+        text,
+        offset,
+        vocab=engine.vocab,
+        settings=settings.completion,
+        n_ctx=engine.n_ctx,
+        path=str(args.file),
+    )
     generation = engine.generate_blocking(plan.request) if plan.request else None
     suggestion = finish_completion(plan, generation)
     if args.json:
-        print(json.dumps({
-            "completion": suggestion.text,
-            "raw": suggestion.raw,
-            "replace_after": suggestion.replace_after,
-            "dropped_by": suggestion.dropped_by,
-            "mode": plan.context.mode.value,
-            "reason": plan.context.reason,
-            "language": plan.context.language,
-            "prompt_format": plan.prompt.layout.value if plan.prompt else None,
-            "prompt_tokens": list(plan.prompt.tokens) if plan.prompt else [],
-            "healed": plan.prompt.heal if plan.prompt else "",
-            "evaluated_tokens": generation.evaluated_tokens if generation else 0,
-            "generated_tokens": list(generation.token_ids) if generation else [],
-            "stop_reason": generation.stop_reason if generation else None,
-            "seconds": round(generation.seconds, 3) if generation else 0.0,
-            "model": str(model),
-        }, ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {
+                    "completion": suggestion.text,
+                    "raw": suggestion.raw,
+                    "replace_after": suggestion.replace_after,
+                    "dropped_by": suggestion.dropped_by,
+                    "mode": plan.context.mode.value,
+                    "reason": plan.context.reason,
+                    "language": plan.context.language,
+                    "prompt_format": plan.prompt.layout.value if plan.prompt else None,
+                    "prompt_tokens": list(plan.prompt.tokens) if plan.prompt else [],
+                    "healed": plan.prompt.heal if plan.prompt else "",
+                    "evaluated_tokens": generation.evaluated_tokens if generation else 0,
+                    "generated_tokens": list(generation.token_ids) if generation else [],
+                    "stop_reason": generation.stop_reason if generation else None,
+                    "seconds": round(generation.seconds, 3) if generation else 0.0,
+                    "model": str(model),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     elif suggestion.text:
         print(suggestion.text)
     else:

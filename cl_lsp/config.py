@@ -160,9 +160,7 @@ def snake(name: str) -> str:
 SECTION_NAMES = ("cl-lsp", "clLsp", "cl_lsp")
 
 
-def parse_settings(
-    raw: Any, base: Settings | None = None
-) -> tuple[Settings, list[str]]:
+def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
     """Overlay `raw` on `base`; return the new settings and the problems found.
 
     Every problem names the key, the bad value and what is used instead.

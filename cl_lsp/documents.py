@@ -60,8 +60,9 @@ class Document:
             end -= 1
         return start, end
 
-    def offset_at(self, line: int, character: int, encoding: str = UTF16, *,
-                  strict: bool = False) -> int:
+    def offset_at(
+        self, line: int, character: int, encoding: str = UTF16, *, strict: bool = False
+    ) -> int:
         """String offset of an LSP position.
 
         A column past the end of its line means the end of the line (the LSP rule). A line
@@ -72,7 +73,8 @@ class Document:
         if line >= self.line_count:
             if strict:
                 raise PositionError(
-                    f"line {line} is past the end of the document ({self.line_count} lines)")
+                    f"line {line} is past the end of the document ({self.line_count} lines)"
+                )
             return len(self.text)
         start, end = self.line_span(line)
         return start + column_to_index(self.text[start:end], character, encoding)
@@ -80,14 +82,19 @@ class Document:
     def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
         """LSP position of a string offset; between `\\r` and `\\n` means the end of the line."""
         offset = max(0, min(offset, len(self.text)))
-        if 0 < offset < len(self.text) and self.text[offset - 1:offset + 1] == "\r\n":
+        if 0 < offset < len(self.text) and self.text[offset - 1 : offset + 1] == "\r\n":
             offset -= 1
         line = bisect.bisect_right(self.line_starts, offset) - 1
         start = self.line_starts[line]
         return line, units(self.text[start:offset], encoding)
 
-    def apply_change(self, start: tuple[int, int] | None, end: tuple[int, int] | None,
-                     new_text: str, encoding: str = UTF16) -> None:
+    def apply_change(
+        self,
+        start: tuple[int, int] | None,
+        end: tuple[int, int] | None,
+        new_text: str,
+        encoding: str = UTF16,
+    ) -> None:
         """Apply one content change; `start`/`end` None means the whole document. Ends inside a
         character fall back to its start, as in `offset_at`."""
         new_text = whole_characters(new_text)
@@ -102,11 +109,13 @@ class Document:
         old_starts = self.line_starts
         self.text = self.text[:begin] + new_text + self.text[finish:]
         self._line_starts = _updated_line_starts(
-            old_starts, self.text, begin, finish, len(new_text) - (finish - begin))
+            old_starts, self.text, begin, finish, len(new_text) - (finish - begin)
+        )
 
 
-def _updated_line_starts(old: list[int], text: str, begin: int, finish: int, delta: int
-                         ) -> list[int]:
+def _updated_line_starts(
+    old: list[int], text: str, begin: int, finish: int, delta: int
+) -> list[int]:
     """Line starts after replacing old[begin:finish) (now `text`), rescanning only the lines
     around the change: a keystroke in a 20,000-line file must not rescan the whole file.
 
@@ -117,11 +126,14 @@ def _updated_line_starts(old: list[int], text: str, begin: int, finish: int, del
     region_start = old[first]
     if last < len(old):
         region_end = old[last] + delta
-        middle = [m.end() for m in LINE_BREAK.finditer(text, region_start, region_end)
-                  if m.end() < region_end]
-        return old[:first + 1] + middle + [start + delta for start in old[last:]]
+        middle = [
+            m.end()
+            for m in LINE_BREAK.finditer(text, region_start, region_end)
+            if m.end() < region_end
+        ]
+        return old[: first + 1] + middle + [start + delta for start in old[last:]]
     middle = [m.end() for m in LINE_BREAK.finditer(text, region_start)]
-    return old[:first + 1] + middle
+    return old[: first + 1] + middle
 
 
 def whole_characters(text: str) -> str:

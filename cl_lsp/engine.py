@@ -160,10 +160,14 @@ class Vocabulary:
             if "\n" in text or "\u010a" in text:  # GPT-2 style byte-level BPE spells \n as Ċ
                 return False
         cache = LineCache(self._tokenize)
-        sample = ("\nimport os\n\n\ndef f(x):\n    return x  # é 😀\n\t\tif a:\r\n  b = '\\n'\n"
-                  "  \n<PRE> ☺ x\n")
-        return all(cache.encode(part) == self._tokenize(part)
-                   for part in (sample, sample[1:], sample[5:], "a\n", "\n", "  x\n\n"))
+        sample = (
+            "\nimport os\n\n\ndef f(x):\n    return x  # é 😀\n\t\tif a:\r\n  b = '\\n'\n"
+            "  \n<PRE> ☺ x\n"
+        )
+        return all(
+            cache.encode(part) == self._tokenize(part)
+            for part in (sample, sample[1:], sample[5:], "a\n", "\n", "  x\n\n")
+        )
 
     def piece(self, token: int) -> bytes:
         return self._model.detokenize([token])
@@ -184,8 +188,11 @@ class Vocabulary:
                 if text:
                     index.setdefault(text[0], []).append((token, text))
             self._by_first_char = index
-        return [token for token, text in self._by_first_char.get(remaining[:1], ())
-                if text.startswith(remaining) or remaining.startswith(text)]
+        return [
+            token
+            for token, text in self._by_first_char.get(remaining[:1], ())
+            if text.startswith(remaining) or remaining.startswith(text)
+        ]
 
     def close(self) -> None:
         self._model.close()
@@ -229,8 +236,9 @@ class LineCache:
             return self._encode_whole(text, lines)
         tokens = self._line(self._first, lines[0] + ("\n" if last else ""), first=True)
         for number, line in enumerate(lines[1:], start=1):
-            tokens.extend(self._line(self._later, line + ("\n" if number < last else ""),
-                                     first=False))
+            tokens.extend(
+                self._line(self._later, line + ("\n" if number < last else ""), first=False)
+            )
         return tokens
 
     def _mostly_unseen(self, lines: list[str]) -> bool:
@@ -264,9 +272,9 @@ class LineCache:
                 tokens = self._tokenize(line)
             elif line:
                 marked = self._tokenize("☺" + line)
-                if marked[:len(self._marker)] != self._marker:
+                if marked[: len(self._marker)] != self._marker:
                     raise _MarkerMerged(line)
-                tokens = marked[len(self._marker):]
+                tokens = marked[len(self._marker) :]
             else:
                 tokens = []
             cache[line] = tokens
@@ -343,8 +351,9 @@ class Engine:
         self.prefill_rate: float | None = None  # prompt tokens/s, moving average of chunks
         self.threads = physical_cores()
         # Code actions: their own thread and llama.cpp context (see `Writer`).
-        self._writer_executor = ThreadPoolExecutor(max_workers=1,
-                                                   thread_name_prefix="cl-lsp-writer")
+        self._writer_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="cl-lsp-writer"
+        )
         self._writer_lock = threading.Lock()  # held while a Writer uses a model
         self._writing: threading.Event | None = None  # the running action's cancel flag
         self._writing_main = False  # ... and it writes with the completion model's weights
@@ -406,9 +415,16 @@ class Engine:
         self.n_batch, self.prefill_rate = settings.n_batch, None
         self.threads = threads
         self.state, self.error = EngineState.READY, None
-        log.info("model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s, repack=%s: %s)",
-                 path, time.perf_counter() - started, self.n_ctx, threads, vocab.fim is not None,
-                 decision.repack, decision.reason)
+        log.info(
+            "model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s, repack=%s: %s)",
+            path,
+            time.perf_counter() - started,
+            self.n_ctx,
+            threads,
+            vocab.fim is not None,
+            decision.repack,
+            decision.reason,
+        )
 
     def no_model(self, message: str) -> None:
         """There is no model to load (the message says why); the state stays empty."""
@@ -450,8 +466,10 @@ class Engine:
         path = self.model_path
         with self._writer_lock:
             self._unload_model()
-        message = (f"the model file {path} changed on disk while loaded (re-downloaded or "
-                   "truncated?); it was unloaded and must be loaded again")
+        message = (
+            f"the model file {path} changed on disk while loaded (re-downloaded or "
+            "truncated?); it was unloaded and must be loaded again"
+        )
         self._fail(message)
         raise ModelFileChanged(message)
 
@@ -508,8 +526,15 @@ class Engine:
                 if healing is None:
                     if request.cancel.is_set():
                         return self._cancelled(tokens, evaluated, (), "", started)
-                    return Generation("", (), len(tokens), evaluated, "eot",
-                                      time.perf_counter() - started, time.monotonic())
+                    return Generation(
+                        "",
+                        (),
+                        len(tokens),
+                        evaluated,
+                        "eot",
+                        time.perf_counter() - started,
+                        time.monotonic(),
+                    )
                 healed, healed_text = healing
             else:
                 evaluated += 1  # `generate` evaluates the prompt's last token itself
@@ -517,7 +542,7 @@ class Engine:
             budget = min(max_tokens, room - len(healed))
             text, generated, reason = self._sample(tokens + healed, request, budget, healed_text)
             generated = healed + generated
-            text = text[len(request.heal):]
+            text = text[len(request.heal) :]
         except Exception as error:
             raise EngineError(f"the model failed while generating: {error}") from error
         finally:
@@ -527,13 +552,21 @@ class Engine:
             return self._cancelled(tokens, evaluated, tuple(generated), text, started)
         self.counters.generated_tokens += len(generated)
         seconds = time.perf_counter() - started
-        log.debug("generated %d tokens (%s) after evaluating %d/%d prompt tokens in %.2f s",
-                  len(generated), reason, evaluated, len(tokens), seconds)
-        return Generation(text, tuple(generated), len(tokens), evaluated, reason, seconds,
-                          time.monotonic())
+        log.debug(
+            "generated %d tokens (%s) after evaluating %d/%d prompt tokens in %.2f s",
+            len(generated),
+            reason,
+            evaluated,
+            len(tokens),
+            seconds,
+        )
+        return Generation(
+            text, tuple(generated), len(tokens), evaluated, reason, seconds, time.monotonic()
+        )
 
-    def _heal(self, tokens: list[int], heal: str, cancel: threading.Event
-              ) -> tuple[list[int], str] | None:
+    def _heal(
+        self, tokens: list[int], heal: str, cancel: threading.Event
+    ) -> tuple[list[int], str] | None:
         """Greedy decoding constrained to spell `heal` (the last token may run past it).
 
         Returns the chosen ids and their text, or None when cancelled or nothing fits.
@@ -545,8 +578,8 @@ class Engine:
         chosen: list[int] = []
         text = ""
         while len(text) < len(heal) or not text.startswith(heal):
-            remaining = heal[len(text):]
-            if cancel.is_set() or not text.startswith(heal[:len(text)]):
+            remaining = heal[len(text) :]
+            if cancel.is_set() or not text.startswith(heal[: len(text)]):
                 return None
             candidates = vocab.heal_candidates(remaining)
             if not candidates:
@@ -558,12 +591,25 @@ class Engine:
             llm.eval([best])
         return chosen, text
 
-    def _cancelled(self, tokens: list[int], evaluated: int, generated: tuple[int, ...],
-                   text: str, started: float) -> Generation:
+    def _cancelled(
+        self,
+        tokens: list[int],
+        evaluated: int,
+        generated: tuple[int, ...],
+        text: str,
+        started: float,
+    ) -> Generation:
         self.counters.generations_cancelled += 1
         self.counters.generated_tokens += len(generated)
-        return Generation(text, generated, len(tokens), evaluated, "cancelled",
-                          time.perf_counter() - started, time.monotonic())
+        return Generation(
+            text,
+            generated,
+            len(tokens),
+            evaluated,
+            "cancelled",
+            time.perf_counter() - started,
+            time.monotonic(),
+        )
 
     def _prefill(self, tokens: list[int], cancel: threading.Event) -> tuple[int, bool]:
         """Evaluate all but the prompt's last token, re-using the KV cache up to the first
@@ -581,7 +627,7 @@ class Engine:
             if cancel.is_set():
                 return evaluated, True
             start = common + evaluated
-            chunk = tokens[start:min(target, start + self.prefill_chunk)]
+            chunk = tokens[start : min(target, start + self.prefill_chunk)]
             began = time.perf_counter()
             llm.eval(chunk)
             self._measure_prefill(len(chunk), time.perf_counter() - began)
@@ -602,11 +648,13 @@ class Engine:
         if tokens < min(PREFILL_MIN_CHUNK, self.n_batch) or seconds <= 0:
             return
         rate = tokens / seconds
-        self.prefill_rate = rate if self.prefill_rate is None else (
-            0.7 * self.prefill_rate + 0.3 * rate)
+        self.prefill_rate = (
+            rate if self.prefill_rate is None else (0.7 * self.prefill_rate + 0.3 * rate)
+        )
 
-    def _sample(self, tokens: list[int], request: GenerationRequest, max_tokens: int,
-                text: str = "") -> tuple[str, list[int], str]:
+    def _sample(
+        self, tokens: list[int], request: GenerationRequest, max_tokens: int, text: str = ""
+    ) -> tuple[str, list[int], str]:
         llm, vocab = self._llm, self.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         generated: list[int] = []
@@ -633,29 +681,40 @@ class Engine:
 
     # -- code actions ----------------------------------------------------------------------
 
-    async def write(self, job: Callable[[Writer], T], settings: ActionSettings,
-                    cancel: threading.Event) -> T:
+    async def write(
+        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
+    ) -> T:
         """Run `job` on the writer thread with a `Writer` for the actions model; cancelling the
         awaiting task sets `cancel`, which stops the writing within one token."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._writer_executor, self._write_blocking, job, settings,
-                                      cancel)
+        future = loop.run_in_executor(
+            self._writer_executor, self._write_blocking, job, settings, cancel
+        )
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             cancel.set()
             raise
 
-    def _write_blocking(self, job: Callable[[Writer], T], settings: ActionSettings,
-                        cancel: threading.Event) -> T:
+    def _write_blocking(
+        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
+    ) -> T:
         with self._writer_lock:
             self._writing = cancel
             self._writing_main = not settings.model
             try:
-                return job(Writer(self._writer_model(settings), n_ctx=settings.n_ctx,
-                                  threads=self.threads, n_batch=self.n_batch, engine=self,
-                                  max_tokens=settings.max_tokens,
-                                  temperature=settings.temperature, cancel=cancel))
+                return job(
+                    Writer(
+                        self._writer_model(settings),
+                        n_ctx=settings.n_ctx,
+                        threads=self.threads,
+                        n_batch=self.n_batch,
+                        engine=self,
+                        max_tokens=settings.max_tokens,
+                        temperature=settings.temperature,
+                        cancel=cancel,
+                    )
+                )
             finally:
                 self._writing = None
 
@@ -663,19 +722,24 @@ class Engine:
         """The LlamaModel that writes actions: actions.model, or the completion model's."""
         if not settings.model:
             if self._llm is None and self.state is EngineState.LOADING:
-                raise EngineError("the model is still loading; try again when cl-lsp reports "
-                                  "it ready")
+                raise EngineError(
+                    "the model is still loading; try again when cl-lsp reports it ready"
+                )
             if self._llm is None:
-                raise EngineError(self.error or "no model is loaded: set model.path (or "
-                                  "actions.model) to a GGUF file")
+                raise EngineError(
+                    self.error
+                    or "no model is loaded: set model.path (or actions.model) to a GGUF file"
+                )
             if self.model_file_changed():
-                raise ModelFileChanged(f"the model file {self.model_path} changed on disk "
-                                       "while loaded; it is being loaded again")
+                raise ModelFileChanged(
+                    f"the model file {self.model_path} changed on disk "
+                    "while loaded; it is being loaded again"
+                )
             return self._llm._model
         path = str(Path(settings.model).expanduser())
         if self._action_model is not None and (
-                self._action_model[0] != path
-                or FileIdentity.of(path) != self._action_model[2]):
+            self._action_model[0] != path or FileIdentity.of(path) != self._action_model[2]
+        ):
             if self._action_model[0] == path:
                 log.warning("the actions model %s changed on disk; loading it again", path)
             self._drop_action_model()
@@ -691,13 +755,17 @@ class Engine:
         from .models import ModelError, check_model_file
 
         if not os.path.lexists(path):
-            raise EngineError(f"actions model not found: {path} (set actions.model to a GGUF "
-                              "file, or leave it empty to use the completion model)")
+            raise EngineError(
+                f"actions model not found: {path} (set actions.model to a GGUF "
+                "file, or leave it empty to use the completion model)"
+            )
         try:
             check_model_file(path, "actions.model")
         except ModelError as error:
-            raise EngineError(f"actions model unusable: {error}; or leave actions.model empty "
-                              "to use the completion model") from error
+            raise EngineError(
+                f"actions model unusable: {error}; or leave actions.model empty "
+                "to use the completion model"
+            ) from error
         decision = repack.decide(Path(path), self.repack_mode)
         params = llama_cpp.llama_model_default_params()
         params.use_extra_bufts = decision.repack
@@ -706,10 +774,17 @@ class Engine:
         try:
             model = LlamaModel(path_model=path, params=params, verbose=True)  # see Vocabulary
         except Exception as error:
-            raise EngineError(f"could not load the actions model {path}: {error}. Is it a "
-                              "complete GGUF file that this llama.cpp supports?") from error
-        log.info("actions model %s loaded in %.1f s (repack=%s: %s)", path,
-                 time.perf_counter() - started, decision.repack, decision.reason)
+            raise EngineError(
+                f"could not load the actions model {path}: {error}. Is it a "
+                "complete GGUF file that this llama.cpp supports?"
+            ) from error
+        log.info(
+            "actions model %s loaded in %.1f s (repack=%s: %s)",
+            path,
+            time.perf_counter() - started,
+            decision.repack,
+            decision.reason,
+        )
         return model
 
     def _drop_action_model(self) -> None:
@@ -765,8 +840,18 @@ class Writer:
     CPU goes to whoever is typing. Cancellation is checked at every token and prompt chunk.
     """
 
-    def __init__(self, model: Any, *, n_ctx: int, threads: int, n_batch: int, engine: Engine,
-                 max_tokens: int, temperature: float, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        n_ctx: int,
+        threads: int,
+        n_batch: int,
+        engine: Engine,
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event,
+    ) -> None:
         import llama_cpp
 
         self._model = model
@@ -794,12 +879,14 @@ class Writer:
 
     def prompt(self, system: str, user: str) -> list[int]:
         """The chat prompt as ids: template text with its control tokens, messages as text."""
-        pieces = render_chat(system, user, self.template, bos_token=self.bos_token,
-                             eos_token=self.eos_token)
+        pieces = render_chat(
+            system, user, self.template, bos_token=self.bos_token, eos_token=self.eos_token
+        )
         ids: list[int] = []
         for piece in pieces:
-            ids.extend(self._encode_piece(piece, follows_text=bool(ids) and not self._is_control(
-                ids[-1])))
+            ids.extend(
+                self._encode_piece(piece, follows_text=bool(ids) and not self._is_control(ids[-1]))
+            )
         if self.add_bos and self.bos >= 0 and ids[:1] != [self.bos]:
             ids.insert(0, self.bos)
         return ids
@@ -811,9 +898,9 @@ class Writer:
         if not (self._spm and follows_text):
             return self._tokenize(piece.text, special=piece.special)
         marked = self._tokenize("☺" + piece.text, special=piece.special)
-        if marked[:len(self._marker)] != self._marker:
+        if marked[: len(self._marker)] != self._marker:
             return self._tokenize(piece.text, special=piece.special)
-        return marked[len(self._marker):]
+        return marked[len(self._marker) :]
 
     def _is_control(self, token: int) -> bool:
         import llama_cpp
@@ -834,20 +921,22 @@ class Writer:
         size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, 64, 0, False)
         if size < 0:
             buffer = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, -size, 0,
-                                                  False)
-        return buffer.raw[:max(size, 0)]
+            size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, -size, 0, False)
+        return buffer.raw[: max(size, 0)]
 
-    def generate(self, tokens: list[int], *,
-                 on_text: Callable[[str], None] | None = None) -> Written:
+    def generate(
+        self, tokens: list[int], *, on_text: Callable[[str], None] | None = None
+    ) -> Written:
         import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaSampler
 
         started = time.perf_counter()
         room = self.n_ctx - len(tokens)
         if room < 1:
-            raise EngineError(f"the prompt ({len(tokens)} tokens) does not fit the actions "
-                              f"context window ({self.n_ctx}); raise actions.nCtx")
+            raise EngineError(
+                f"the prompt ({len(tokens)} tokens) does not fit the actions "
+                f"context window ({self.n_ctx}); raise actions.nCtx"
+            )
         max_tokens = min(self.max_tokens, room)
         params = llama_cpp.llama_context_default_params()
         size = -(-(len(tokens) + max_tokens) // WRITER_CONTEXT_STEP) * WRITER_CONTEXT_STEP
@@ -862,8 +951,9 @@ class Writer:
             self._set_up(sampler)
             if not self._prefill(ctx, batch, tokens):
                 return Written("", len(tokens), 0, "cancelled", time.perf_counter() - started)
-            text, generated, reason = self._sample(ctx, batch, sampler, len(tokens), max_tokens,
-                                                   on_text)
+            text, generated, reason = self._sample(
+                ctx, batch, sampler, len(tokens), max_tokens, on_text
+            )
         finally:
             sampler.close()
             batch.close()
@@ -874,8 +964,10 @@ class Writer:
         import llama_cpp
 
         # Small models loop without a repetition penalty; code repeats a lot, so keep it mild.
-        llama_cpp.llama_sampler_chain_add(sampler.sampler, llama_cpp.llama_sampler_init_penalties(
-            self._model.n_vocab(), 64, 1.1, 0.0, 0.0))
+        llama_cpp.llama_sampler_chain_add(
+            sampler.sampler,
+            llama_cpp.llama_sampler_init_penalties(self._model.n_vocab(), 64, 1.1, 0.0, 0.0),
+        )
         if self.temperature <= 0:
             sampler.add_greedy()
             return
@@ -896,14 +988,21 @@ class Writer:
         while done < len(tokens):
             if not self._wait_turn():
                 return False
-            chunk = tokens[done:done + min(self.n_batch, self._engine.prefill_chunk)]
+            chunk = tokens[done : done + min(self.n_batch, self._engine.prefill_chunk)]
             batch.set_batch(chunk, done, logits_all=False)
             ctx.decode(batch)
             done += len(chunk)
         return True
 
-    def _sample(self, ctx: Any, batch: Any, sampler: Any, position: int, max_tokens: int,
-                on_text: Callable[[str], None] | None) -> tuple[str, int, str]:
+    def _sample(
+        self,
+        ctx: Any,
+        batch: Any,
+        sampler: Any,
+        position: int,
+        max_tokens: int,
+        on_text: Callable[[str], None] | None,
+    ) -> tuple[str, int, str]:
         import llama_cpp
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -146,8 +146,12 @@ def _describe_header(head: bytes) -> str:
 
 
 def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
-             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    kinds = (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    )
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
@@ -170,8 +174,9 @@ def check_model_file(path: str, source: str) -> Path:
         raise ModelError(f"model file not found: {shown}{broken} ({where}{_HOW_TO_SET})") from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ModelError(f"cannot read model file: {shown} ({reason}; {where}{_HOW_TO_SET})"
-                         ) from exc
+        raise ModelError(
+            f"cannot read model file: {shown} ({reason}; {where}{_HOW_TO_SET})"
+        ) from exc
     if stat.S_ISDIR(mode):
         candidates = sorted(p.glob("*.gguf"))[:3]
         hint = (

@@ -101,8 +101,14 @@ def plan_completion(
         context = replace(context, suffix=suffix_anchor, window_end=offset + len(suffix_anchor))
     if context.mode is CompletionMode.NONE:
         return CompletionPlan(context, None, None)
-    prompt = build_prompt(settings.prompt_format, context.prefix, context.suffix, vocab.encode,
-                          vocab.fim, vocab.bos if vocab.add_bos else None)
+    prompt = build_prompt(
+        settings.prompt_format,
+        context.prefix,
+        context.suffix,
+        vocab.encode,
+        vocab.fim,
+        vocab.bos if vocab.add_bos else None,
+    )
     single = context.mode is CompletionMode.SINGLE_LINE
     request = GenerationRequest(
         tokens=prompt.tokens,
@@ -111,8 +117,9 @@ def plan_completion(
         stop_at_newline=single,
         heal=prompt.heal,
         max_seconds=settings.generation_timeout_ms / 1000 or None,
-        stop_check=None if single else functools.partial(
-            end_of_block_cut, prefix=context.prefix, suffix=context.suffix),
+        stop_check=None
+        if single
+        else functools.partial(end_of_block_cut, prefix=context.prefix, suffix=context.suffix),
     )
     return CompletionPlan(context, prompt, request)
 
@@ -138,8 +145,9 @@ def finish_completion(plan: CompletionPlan, generation: Generation | None) -> Su
     )
     if cleaned.dropped_by:
         log.debug("suggestion dropped by %s: %r", cleaned.dropped_by, raw[:200])
-    return Suggestion(cleaned.text, generation.text, plan, generation, cleaned.replace_after,
-                      cleaned.dropped_by)
+    return Suggestion(
+        cleaned.text, generation.text, plan, generation, cleaned.replace_after, cleaned.dropped_by
+    )
 
 
 #: Characters around the cursor judged when measuring what a suggestion types over.
@@ -152,9 +160,12 @@ def replace_span(text: str, offset: int, suggestion: str, language: str | None) 
     document as it is, so answers from the cache or typed-ahead reuse get it right too."""
     if not suggestion or offset >= len(text) or text[offset] not in AUTO_CLOSED:
         return 0
-    ctx = FilterInput(prefix=text[max(0, offset - SPAN_WINDOW):offset],
-                      suffix=text[offset:offset + SPAN_WINDOW], single_line="\n" not in suggestion,
-                      language=language)
+    ctx = FilterInput(
+        prefix=text[max(0, offset - SPAN_WINDOW) : offset],
+        suffix=text[offset : offset + SPAN_WINDOW],
+        single_line="\n" not in suggestion,
+        language=language,
+    )
     return auto_closed_span(suggestion, ctx)
 
 
@@ -195,8 +206,9 @@ def _discard(future: asyncio.Future[object]) -> None:
         future.exception()
 
 
-def _note_generation(record: RequestRecord, ticket: Ticket,
-                     done: asyncio.Future[Generation]) -> None:
+def _note_generation(
+    record: RequestRecord, ticket: Ticket, done: asyncio.Future[Generation]
+) -> None:
     """Fill a request's record from its generation (also after it was answered)."""
     if done.cancelled() or done.exception() is not None:
         return
@@ -260,8 +272,9 @@ class Completions:
         self.recent.append(record)
         ticket = self.scheduler.take(uri)
         try:
-            return await self._suggest(ticket, record, text, offset, current_version,
-                                       language_id), record
+            return await self._suggest(
+                ticket, record, text, offset, current_version, language_id
+            ), record
         except asyncio.CancelledError:
             record.outcome = "cancelled"
             raise
@@ -269,9 +282,15 @@ class Completions:
             self.scheduler.release(ticket)
             record.total_ms = (time.monotonic() - record.started) * 1000
 
-    async def _suggest(self, ticket: Ticket, record: RequestRecord, text: str, offset: int,
-                       current_version: Callable[[], int | None],
-                       language_id: str | None) -> str:
+    async def _suggest(
+        self,
+        ticket: Ticket,
+        record: RequestRecord,
+        text: str,
+        offset: int,
+        current_version: Callable[[], int | None],
+        language_id: str | None,
+    ) -> str:
         settings = self.settings()
         vocab = self.engine.vocab
         assert vocab is not None
@@ -294,15 +313,25 @@ class Completions:
                 return cached
         # Plan (tree-sitter, tokenizing) on the planner thread while the debounce runs: the
         # event loop never tokenizes, and a new spot's cold tokenization hides in the wait.
-        planning = asyncio.get_running_loop().run_in_executor(self._planner, functools.partial(
-            plan_completion, text, offset, vocab=vocab, settings=settings,
-            n_ctx=self.engine.n_ctx, language_id=language_id, path=record.uri,
-            anchor=self.anchors.get(record.uri) if settings.stable_window else None,
-            suffix_anchor=self.suffixes.get(record.uri) if settings.stable_window else None,
-        ))
+        planning = asyncio.get_running_loop().run_in_executor(
+            self._planner,
+            functools.partial(
+                plan_completion,
+                text,
+                offset,
+                vocab=vocab,
+                settings=settings,
+                n_ctx=self.engine.n_ctx,
+                language_id=language_id,
+                path=record.uri,
+                anchor=self.anchors.get(record.uri) if settings.stable_window else None,
+                suffix_anchor=self.suffixes.get(record.uri) if settings.stable_window else None,
+            ),
+        )
         waited = time.monotonic()
-        wait = self.scheduler.debounce_seconds(record.uri, settings.debounce_ms / 1000,
-                                               adaptive=settings.adaptive_debounce)
+        wait = self.scheduler.debounce_seconds(
+            record.uri, settings.debounce_ms / 1000, adaptive=settings.adaptive_debounce
+        )
         go_on = await self.scheduler.debounce(ticket, wait)
         record.debounce_ms = (time.monotonic() - waited) * 1000
         if not go_on or current_version() != record.version:
@@ -319,7 +348,8 @@ class Completions:
             return ""
         record.layout = plan.prompt.layout.value
         generating = asyncio.ensure_future(
-            self.engine.generate(replace(plan.request, cancel=ticket.cancel)))
+            self.engine.generate(replace(plan.request, cancel=ticket.cancel))
+        )
         woken = asyncio.ensure_future(ticket._woken.wait())
         try:
             await asyncio.wait({generating, woken}, return_when=asyncio.FIRST_COMPLETED)

@@ -173,19 +173,32 @@ class _Walk:
         lines = syntax.IndentTracker(text, cursor_line, before.logical_end)
 
         def snap(cut: int) -> None:
-            head = cursor_line + text[:cut] if lines.line_start == 0 else text[lines.line_start:cut]
-            self.snapshots.append(_Snapshot(
-                cut,
-                (*(self.prefix_open[i] for i in outer), *(o for o, _ in own)),
-                (*(self.prefix_indents[i] for i in outer), *(i for _, i in own)),
-                errors, lexer.mode, _head(head)))
+            head = (
+                cursor_line + text[:cut] if lines.line_start == 0 else text[lines.line_start : cut]
+            )
+            self.snapshots.append(
+                _Snapshot(
+                    cut,
+                    (*(self.prefix_open[i] for i in outer), *(o for o, _ in own)),
+                    (*(self.prefix_indents[i] for i in outer), *(i for _, i in own)),
+                    errors,
+                    lexer.mode,
+                    _head(head),
+                )
+            )
 
         for pos, token in lexer.run(text):
             if token == "\n":
                 snap(pos)
-                top = own[-1] if own else (
-                    (self.prefix_open[outer[-1]], self.prefix_indents[outer[-1]]) if outer
-                    else None)
+                top = (
+                    own[-1]
+                    if own
+                    else (
+                        (self.prefix_open[outer[-1]], self.prefix_indents[outer[-1]])
+                        if outer
+                        else None
+                    )
+                )
                 lines.newline(pos, top)
             elif token == "!":
                 # Not an error in itself: an apostrophe in JSX text or prose opens a "string"
@@ -201,8 +214,12 @@ class _Walk:
             else:
                 snap(pos)
                 found = syntax.align(
-                    (token,), tuple(self.prefix_open[i] for i in outer), 0,
-                    (lines.closer_indent(pos),), tuple(self.prefix_indents[i] for i in outer))
+                    (token,),
+                    tuple(self.prefix_open[i] for i in outer),
+                    0,
+                    (lines.closer_indent(pos),),
+                    tuple(self.prefix_indents[i] for i in outer),
+                )
                 if outer and found.closed:
                     (depth,) = found.closed
                     self.outer_closes.append((pos, token, outer[depth]))
@@ -225,14 +242,16 @@ class _Balance:
         before = syntax.bracket_effect(ctx.prefix, self.lex, None)
         cursor_line = ctx.prefix[ctx.prefix.rfind("\n") + 1 :]
         self.base_effect = syntax.bracket_effect(
-            ctx.suffix, self.lex, before.mode, _head(cursor_line))
+            ctx.suffix, self.lex, before.mode, _head(cursor_line)
+        )
         self.base = syntax.apply_effect(self.base_effect, before.residual, before.residual_indents)
         # A suggestion that ends the string or comment the cursor is in makes the suffix read
         # as code (while the document as it is reads it inside out): judged against the
         # suffix read as code right after the cursor.
         self.closed_effect = syntax.bracket_effect(ctx.suffix, self.lex, None, _head(cursor_line))
         self.closed_base = syntax.apply_effect(
-            self.closed_effect, before.residual, before.residual_indents)
+            self.closed_effect, before.residual, before.residual_indents
+        )
         self.mode0 = before.mode
         self.run = _closing_run(ctx)
 
@@ -266,8 +285,7 @@ class _Balance:
         for k in range(len(self.run) + 1):
             effect = syntax.bracket_effect(self.ctx.suffix[k:], self.lex, mode, snap.head)
             found = syntax.apply_effect(effect, snap.open, snap.indents)
-            sound = found.errors <= base.errors and (
-                not strict_left or found.left <= base.left)
+            sound = found.errors <= base.errors and (not strict_left or found.left <= base.left)
             if (
                 sound
                 and effect.mode == base_effect.mode
@@ -357,9 +375,7 @@ def _repeats(lines: list[str], following: list[str]) -> bool:
     code where the suffix window holds one line, is not a copy of the function's last line."""
     mine = [line for line in lines if line.strip()]
     pairs = list(zip(mine, following))
-    if len(pairs) == 1 and (
-        len(mine) > 1 or indent_width(mine[0]) != indent_width(following[0])
-    ):
+    if len(pairs) == 1 and (len(mine) > 1 or indent_width(mine[0]) != indent_width(following[0])):
         return False
     substantial = False
     for i, (line, other) in enumerate(pairs):
@@ -409,8 +425,14 @@ def _unit_floor(prefix: str, suffix: str) -> int | None:
     its last line at column 0, the rest of the cursor's line, the suffix's before its first
     line at column 0. None when the unit has no such line."""
     before = prefix.split("\n")
-    start = next((i for i in range(len(before) - 1, -1, -1)
-                  if before[i].strip() and not before[i][0].isspace()), -1)
+    start = next(
+        (
+            i
+            for i in range(len(before) - 1, -1, -1)
+            if before[i].strip() and not before[i][0].isspace()
+        ),
+        -1,
+    )
     rest, _, after = suffix.partition("\n")
     lines = before[start + 1 : -1] + [before[-1] + rest]
     for line in after.split("\n"):
@@ -448,8 +470,7 @@ def end_of_block_cut(text: str, prefix: str, suffix: str = "") -> int | None:
     little to stop on, see :func:`_repeats`).
     """
     complete = text[: max(0, text.rfind("\n"))]  # the last piece is not a complete line yet
-    cut = next((position for position, _, _ in _outdented_lines(complete, prefix, suffix)),
-               None)
+    cut = next((position for position, _, _ in _outdented_lines(complete, prefix, suffix)), None)
     return cut if cut is not None else _suffix_copy_start(complete, suffix)
 
 
@@ -902,7 +923,12 @@ def lines_above(ctx: FilterInput) -> str | None:
 
 
 def clean_completion(
-    raw: str, *, prefix: str, suffix: str, single_line: bool, language: str | None = None,
+    raw: str,
+    *,
+    prefix: str,
+    suffix: str,
+    single_line: bool,
+    language: str | None = None,
     truncated: bool = False,
 ) -> Cleaned:
     """Run :data:`FILTERS` on ``raw``, then measure :func:`auto_closed_span`.
@@ -914,8 +940,13 @@ def clean_completion(
     cursor moves down unchanged. Output with no line break there is typed at the cursor, in
     front of the code (``x = `` before ``f()``).
     """
-    ctx = FilterInput(prefix=prefix, suffix=suffix, single_line=single_line, language=language,
-                      truncated=truncated)
+    ctx = FilterInput(
+        prefix=prefix,
+        suffix=suffix,
+        single_line=single_line,
+        language=language,
+        truncated=truncated,
+    )
     if not raw:
         return Cleaned("")
     indent = lines_above(ctx)

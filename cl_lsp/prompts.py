@@ -99,8 +99,9 @@ def find_fim_tokens(
         look(range(n_vocab))
     if not {"pre", "suf", "mid"} <= found.keys():
         return None
-    return FimTokens(bos=bos, pre=found["pre"], suf=found["suf"], mid=found["mid"],
-                     eot=found.get("eot"))
+    return FimTokens(
+        bos=bos, pre=found["pre"], suf=found["suf"], mid=found["mid"], eot=found.get("eot")
+    )
 
 
 def encode_nospace(encode: Encode, text: str) -> list[int]:
@@ -111,11 +112,17 @@ def encode_nospace(encode: Encode, text: str) -> list[int]:
     tokens = encode(NOSPACE_MARKER + text)
     if tokens[: len(marker)] != marker:  # the marker merged with the text: vocabulary differs
         raise ValueError("tokenizer cannot encode without the leading space")
-    return tokens[len(marker):]
+    return tokens[len(marker) :]
 
 
-def build_prompt(setting: PromptFormat, prefix: str, suffix: str, encode: Encode,
-                 fim: FimTokens | None, bos: int | None) -> FimPrompt:
+def build_prompt(
+    setting: PromptFormat,
+    prefix: str,
+    suffix: str,
+    encode: Encode,
+    fim: FimTokens | None,
+    bos: int | None,
+) -> FimPrompt:
     """The prompt for `setting`: a plain prefix prompt for models without FIM tokens; SPM or PSM
     when forced; by default (auto) SPM, with token healing when the prefix ends inside a name."""
     if fim is None:
@@ -202,8 +209,9 @@ class ChatTemplateError(ValueError):
     sandbox); the message is one line for a person."""
 
 
-def render_chat(system: str, user: str, template: str | None, *, bos_token: str = "",
-                eos_token: str = "") -> tuple[ChatPiece, ...]:
+def render_chat(
+    system: str, user: str, template: str | None, *, bos_token: str = "", eos_token: str = ""
+) -> tuple[ChatPiece, ...]:
     """One system and one user message, ready for the assistant's answer.
 
     With the GGUF's own chat template (`tokenizer.chat_template`) when it has one, else in
@@ -236,8 +244,9 @@ def _render_template(template: str, bos_token: str, eos_token: str) -> str:
     except Exception as error:
         lines = str(error).strip().splitlines()
         detail = lines[0] if lines else type(error).__name__
-        raise ChatTemplateError(f"the model's chat template cannot be used "
-                                f"({type(error).__name__}: {detail})") from error
+        raise ChatTemplateError(
+            f"the model's chat template cannot be used ({type(error).__name__}: {detail})"
+        ) from error
 
 
 def _render_sandboxed(template: str, bos_token: str, eos_token: str) -> str:
@@ -246,15 +255,23 @@ def _render_sandboxed(template: str, bos_token: str, eos_token: str) -> str:
     def raise_exception(message: str) -> None:
         raise jinja2.TemplateError(message)
 
-    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True)
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     compiled = environment.from_string(template)
-    variables = {"bos_token": bos_token, "eos_token": eos_token,
-                 "add_generation_prompt": True, "raise_exception": raise_exception}
+    variables = {
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+        "add_generation_prompt": True,
+        "raise_exception": raise_exception,
+    }
     try:
-        return compiled.render(messages=[{"role": "system", "content": _SYSTEM_MARK},
-                                         {"role": "user", "content": _USER_MARK}], **variables)
+        return compiled.render(
+            messages=[
+                {"role": "system", "content": _SYSTEM_MARK},
+                {"role": "user", "content": _USER_MARK},
+            ],
+            **variables,
+        )
     except jinja2.TemplateError:  # templates without a system role (Mistral's, say)
-        return compiled.render(messages=[{"role": "user",
-                                          "content": f"{_SYSTEM_MARK}\n\n{_USER_MARK}"}],
-                               **variables)
+        return compiled.render(
+            messages=[{"role": "user", "content": f"{_SYSTEM_MARK}\n\n{_USER_MARK}"}], **variables
+        )

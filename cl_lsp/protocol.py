@@ -63,15 +63,17 @@ MAX_HEADER_LINE = 8 * 1024  # longer "lines" in the header area are stray bytes
 # A Content-Length header ending at a line end. Valid JSON can never contain one (a raw line
 # end is not allowed inside a string, and the words are not allowed outside one), so finding
 # one inside a body means the body's length was wrong: resynchronise there.
-_HEADER = re.compile(rb"content-length[ \t]{0,8}:[ \t]{0,8}(\d{1,20})[ \t]{0,8}\r?\n\Z",
-                     re.IGNORECASE)
+_HEADER = re.compile(
+    rb"content-length[ \t]{0,8}:[ \t]{0,8}(\d{1,20})[ \t]{0,8}\r?\n\Z", re.IGNORECASE
+)
 _HEADER_WINDOW = 80  # longer than the longest match of _HEADER
 _OTHER_HEADER = re.compile(rb"[A-Za-z0-9-]{1,64}[ \t]*:[^\r\n]*\r?\n\Z")
 # A request id at the head of a frame, before any nested object: safe to read without parsing
 # the rest (used to answer a frame too large to read).
 _HEAD_ID = re.compile(
     rb'\s*\{(?:\s*"(?:jsonrpc|method)"\s*:\s*"(?:[^"\\]|\\.){0,200}"\s*,)*'
-    rb'\s*"id"\s*:\s*(-?\d{1,20}|"(?:[^"\\]|\\.){0,200}")\s*[,}]')
+    rb'\s*"id"\s*:\s*(-?\d{1,20}|"(?:[^"\\]|\\.){0,200}")\s*[,}]'
+)
 
 
 # -- framing ---------------------------------------------------------------------------------------
@@ -96,8 +98,9 @@ class Broken:
 Frame = bytes | Oversized | Broken
 
 
-def find_header(data: bytes | bytearray, start: int, end: int | None = None
-                ) -> tuple[int, int] | None:
+def find_header(
+    data: bytes | bytearray, start: int, end: int | None = None
+) -> tuple[int, int] | None:
     """The first Content-Length header whose line ends in data[start:end]: (where it starts,
     the length it names)."""
     end = len(data) if end is None else end
@@ -160,8 +163,12 @@ class FrameParser:
 
     def _report_stray(self) -> None:
         if self.stray:
-            log.warning("skipped %d stray bytes of input (%s); resynchronised on the next "
-                        "Content-Length header", self.stray, self.stray_reason)
+            log.warning(
+                "skipped %d stray bytes of input (%s); resynchronised on the next "
+                "Content-Length header",
+                self.stray,
+                self.stray_reason,
+            )
             self.stray, self.stray_reason = 0, ""
 
     def _run(self) -> Steps:
@@ -204,7 +211,7 @@ class FrameParser:
             elif header := find_header(self.buffer, 0, line_end):
                 start, length = header
                 self._skip(start, "bytes outside any frame")
-                del self.buffer[:line_end - start]
+                del self.buffer[: line_end - start]
             elif _OTHER_HEADER.match(self.buffer, 0, line_end):
                 del self.buffer[:line_end]  # Content-Type and the like: not needed
             else:
@@ -233,7 +240,7 @@ class FrameParser:
         while True:
             remaining = length - skipped
             if len(head) < 1024:  # the frame's first bytes; the buffer starts at `skipped`
-                head += bytes(self.buffer[len(head) - skipped:min(1024, length) - skipped])
+                head += bytes(self.buffer[len(head) - skipped : min(1024, length) - skipped])
             header = find_header(self.buffer, 0, min(len(self.buffer), remaining))
             take = header[0] if header is not None else min(len(self.buffer), remaining)
             # keep a tail that may hold the start of a header whose line end is still to come
@@ -391,8 +398,7 @@ class ClProtocol(LanguageServerProtocol):
         try:
             self._receive(frame)
         except Exception as error:
-            log.error("could not handle a message: %s: %s", type(error).__name__,
-                      first_line(error))
+            log.error("could not handle a message: %s: %s", type(error).__name__, first_line(error))
             log.debug("could not handle a message", exc_info=error)
 
     def _receive(self, frame: Frame) -> None:
@@ -400,14 +406,17 @@ class ClProtocol(LanguageServerProtocol):
             self.refuse_oversized(frame)
             return
         if isinstance(frame, Broken):
-            self.answer_parse_error(f"a frame of {frame.length} bytes was cut short after "
-                                    f"{frame.received} bytes by the next header")
+            self.answer_parse_error(
+                f"a frame of {frame.length} bytes was cut short after "
+                f"{frame.received} bytes by the next header"
+            )
             return
         try:
             data = json.loads(frame.decode("utf-8"))
         except UnicodeDecodeError as error:
-            self.answer_parse_error(f"the message is not UTF-8 ({error.reason} at byte "
-                                    f"{error.start})")
+            self.answer_parse_error(
+                f"the message is not UTF-8 ({error.reason} at byte {error.start})"
+            )
             return
         except json.JSONDecodeError as error:
             self.answer_parse_error(f"invalid JSON: {error.msg} at character {error.pos}")
@@ -425,8 +434,10 @@ class ClProtocol(LanguageServerProtocol):
         self._send_error(None, PARSE_ERROR, f"parse error: {reason}")
 
     def refuse_oversized(self, frame: Oversized) -> None:
-        reason = (f"message too large: {frame.length} bytes, the limit is "
-                  f"{MAX_FRAME_BYTES} bytes; skipped")
+        reason = (
+            f"message too large: {frame.length} bytes, the limit is "
+            f"{MAX_FRAME_BYTES} bytes; skipped"
+        )
         log.warning("%s", reason)
         if frame.request_id is not None:
             self._send_error(frame.request_id, INVALID_REQUEST, reason)
@@ -466,7 +477,7 @@ class ClProtocol(LanguageServerProtocol):
 
     def _envelope_problem(self, data: dict[str, Any]) -> str | None:
         if data.get("jsonrpc") != "2.0":
-            return f"jsonrpc must be \"2.0\", not {json.dumps(data.get('jsonrpc'))[:40]}"
+            return f'jsonrpc must be "2.0", not {json.dumps(data.get("jsonrpc"))[:40]}'
         if "id" in data and not _valid_id(data["id"]) and "method" in data:
             return "id must be an integer or a string"
         if "method" in data and not isinstance(data["method"], str):
@@ -478,8 +489,11 @@ class ClProtocol(LanguageServerProtocol):
         return None
 
     def _reject_envelope(self, data: Any, problem: str) -> _Handled:
-        if isinstance(data, dict) and "method" not in data and ("result" in data
-                                                                or "error" in data):
+        if (
+            isinstance(data, dict)
+            and "method" not in data
+            and ("result" in data or "error" in data)
+        ):
             log.warning("dropped a malformed response: %s", problem)  # never answer a response
             return HANDLED
         msg_id = data.get("id") if isinstance(data, dict) else None
@@ -501,8 +515,11 @@ class ClProtocol(LanguageServerProtocol):
 
     def _structure_response(self, data: dict[str, Any]) -> Any:
         msg_id = data["id"] if _valid_id(data["id"]) else None
-        message_type = (types.ResponseErrorMessage if "error" in data
-                        else self._result_types.pop(msg_id, None) or JsonRPCResponseMessage)
+        message_type = (
+            types.ResponseErrorMessage
+            if "error" in data
+            else self._result_types.pop(msg_id, None) or JsonRPCResponseMessage
+        )
         try:
             return self._converter.structure(data, message_type)
         except Exception as error:  # any failure here is the client's message
@@ -532,15 +549,21 @@ class ClProtocol(LanguageServerProtocol):
                 super().handle_message(message)
             elif is_request:
                 log.warning("%s before initialize: refused", method)
-                self._send_error(message.id, SERVER_NOT_INITIALIZED,
-                                 f"server not initialized: send initialize before {method}")
+                self._send_error(
+                    message.id,
+                    SERVER_NOT_INITIALIZED,
+                    f"server not initialized: send initialize before {method}",
+                )
             else:
                 log.info("dropped %s: the server is not initialized", method)
         elif self._shutdown:
             if is_request:
                 log.warning("%s after shutdown: refused", method)
-                self._send_error(message.id, INVALID_REQUEST,
-                                 f"the server is shutting down: {method} after shutdown")
+                self._send_error(
+                    message.id,
+                    INVALID_REQUEST,
+                    f"the server is shutting down: {method} after shutdown",
+                )
             else:
                 log.info("dropped %s: the server is shutting down", method)
         elif method == types.INITIALIZE and is_request:
@@ -584,19 +607,21 @@ class ClProtocol(LanguageServerProtocol):
             self._send_response(msg_id, error=error.to_response_error())
             return
         self._ctx_msg_id.set(msg_id)
-        callback = functools.partial(self._send_handler_result, msg_id=msg_id,
-                                     method=method_name)
+        callback = functools.partial(self._send_handler_result, msg_id=msg_id, method=method_name)
         try:
-            self._execute_handler(msg_id=msg_id, handler=handler, args=(params,),
-                                  callback=callback)
+            self._execute_handler(msg_id=msg_id, handler=handler, args=(params,), callback=callback)
         except Exception as error:  # noqa: BLE001 - the handler could not even start; logged there
             self._answer_failure(msg_id, method_name, error)
 
     def _send_handler_result(self, future: Any, *, msg_id: Any, method: str = "") -> None:
         self._request_futures.pop(msg_id, None)
         if future.cancelled():
-            self._send_response(msg_id, error=JsonRpcRequestCancelled(
-                f"request {msg_id} was cancelled").to_response_error())
+            self._send_response(
+                msg_id,
+                error=JsonRpcRequestCancelled(
+                    f"request {msg_id} was cancelled"
+                ).to_response_error(),
+            )
         elif (error := future.exception()) is not None:
             self._answer_failure(msg_id, method, error)
         else:
@@ -610,8 +635,11 @@ class ClProtocol(LanguageServerProtocol):
             return
         log.error("%s failed: %s: %s", method, type(error).__name__, first_line(error))
         log.debug("%s failed", method, exc_info=error)  # the traceback, only at -vv
-        self._send_error(msg_id, INTERNAL_ERROR, f"internal error in {method}: "
-                         f"{type(error).__name__}: {first_line(error)}")
+        self._send_error(
+            msg_id,
+            INTERNAL_ERROR,
+            f"internal error in {method}: {type(error).__name__}: {first_line(error)}",
+        )
 
     def _handle_notification(self, method_name: str, params: Any) -> None:
         if method_name == types.CANCEL_REQUEST:
@@ -626,8 +654,7 @@ class ClProtocol(LanguageServerProtocol):
         key = f"notification-{next(self._notification_ids)}"
         callback = functools.partial(self._check_handler_result, method=method_name, key=key)
         try:
-            self._execute_handler(msg_id=key, handler=handler, args=(params,),
-                                  callback=callback)
+            self._execute_handler(msg_id=key, handler=handler, args=(params,), callback=callback)
         except Exception as error:  # noqa: BLE001 - the handler could not even start; logged there
             self._request_futures.pop(key, None)
             self._log_notification_failure(method_name, error)
@@ -644,8 +671,9 @@ class ClProtocol(LanguageServerProtocol):
     def _send_error(self, msg_id: Any, code: int, message: str) -> None:
         # Not a ResponseErrorMessage: lsprotocol's converter drops an id of None, and JSON-RPC
         # wants `"id": null` when the id could not be read.
-        self._send_data({"jsonrpc": "2.0", "id": msg_id,
-                         "error": {"code": code, "message": message}})
+        self._send_data(
+            {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+        )
 
     def _send_data(self, data: Any) -> None:
         """pygls's, except that an answer JSON cannot hold becomes an InternalError answer and a
@@ -657,20 +685,25 @@ class ClProtocol(LanguageServerProtocol):
             body = json.dumps(data, default=self._serialize_message)
         except Exception as error:  # a handler returned something JSON cannot hold
             log.debug("could not serialize %r", data, exc_info=True)
-            log.error("could not serialize a message: %s: %s", type(error).__name__,
-                      first_line(error))
+            log.error(
+                "could not serialize a message: %s: %s", type(error).__name__, first_line(error)
+            )
             if hasattr(data, "result") and _valid_id(msg_id := getattr(data, "id", None)):
-                self._send_error(msg_id, INTERNAL_ERROR,
-                                 "internal error: the answer could not be serialized")
+                self._send_error(
+                    msg_id, INTERNAL_ERROR, "internal error: the answer could not be serialized"
+                )
             return
-        header = (f"Content-Length: {len(body)}\r\n"  # json.dumps writes ASCII only
-                  f"Content-Type: {self.CONTENT_TYPE}; charset={self.CHARSET}\r\n\r\n")
+        header = (
+            f"Content-Length: {len(body)}\r\n"  # json.dumps writes ASCII only
+            f"Content-Type: {self.CONTENT_TYPE}; charset={self.CHARSET}\r\n\r\n"
+        )
         written = self.writer.write(((header if self._include_headers else "") + body).encode())
         if inspect.isawaitable(written):
             asyncio.ensure_future(written)
 
-    def _send_response(self, msg_id: Any, result: Any = None,
-                       error: types.ResponseError | None = None) -> None:
+    def _send_response(
+        self, msg_id: Any, result: Any = None, error: types.ResponseError | None = None
+    ) -> None:
         if error is not None and isinstance(error.data, dict) and "traceback" in error.data:
             error = types.ResponseError(code=error.code, message=error.message)  # the log has it
         super()._send_response(msg_id, result, error)
@@ -699,14 +732,16 @@ class ClProtocol(LanguageServerProtocol):
 
     _server_request_ids = itertools.count(1)
 
-    def _execute_handler(self, msg_id: Any, handler: Any, callback: Any,
-                         args: Any = None, kwargs: Any = None) -> None:
+    def _execute_handler(
+        self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None
+    ) -> None:
         super()._execute_handler(msg_id, handler, callback, args, kwargs)
         if (future := self._request_futures.get(msg_id)) is not None:
             future.add_done_callback(functools.partial(self._forget_future, msg_id))
 
-    def send_request(self, method: str, params: Any = None, callback: Any = None,
-                     msg_id: Any = None) -> Any:
+    def send_request(
+        self, method: str, params: Any = None, callback: Any = None, msg_id: Any = None
+    ) -> Any:
         if msg_id is None:
             msg_id = f"cl-lsp-{next(self._server_request_ids)}"
         future = super().send_request(method, params, callback, msg_id)

@@ -40,11 +40,38 @@ CACHE_FILE = "repack.json"
 # GGML type ids (ggml.h) of weights llama.cpp never repacks.
 UNPACKED_TYPES = frozenset({"F32", "F16", "BF16"})
 GGML_TYPE_NAMES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
-    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
-    17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
-    23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
-    34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    9: "Q8_1",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    15: "Q8_K",
+    16: "IQ2_XXS",
+    17: "IQ2_XS",
+    18: "IQ3_XXS",
+    19: "IQ1_S",
+    20: "IQ4_NL",
+    21: "IQ3_S",
+    22: "IQ2_S",
+    23: "IQ4_XS",
+    24: "I8",
+    25: "I16",
+    26: "I32",
+    27: "I64",
+    28: "F64",
+    29: "IQ1_M",
+    30: "BF16",
+    34: "TQ1_0",
+    35: "TQ2_0",
+    39: "MXFP4",
 }
 
 
@@ -131,8 +158,13 @@ def _skip_value(file: BinaryIO, kind: int) -> None:
 # -- the verdict --------------------------------------------------------------------------------
 
 
-def decide(path: Path, mode: str, *, cache_dir: Path | None = None,
-           probe: Callable[[Path], tuple[bool, str]] | None = None) -> RepackDecision:
+def decide(
+    path: Path,
+    mode: str,
+    *,
+    cache_dir: Path | None = None,
+    probe: Callable[[Path], tuple[bool, str]] | None = None,
+) -> RepackDecision:
     """Repack or not for `path` under the `model.repack` setting ("auto", "on", "off")."""
     if mode == "on":
         return RepackDecision(True, "model.repack is on")
@@ -156,8 +188,12 @@ def decide(path: Path, mode: str, *, cache_dir: Path | None = None,
         verdicts[key] = {"repack": safe, "reason": reason, "types": quantized}
         _write_cache(cache, verdicts)
     if not safe:
-        log.warning("llama.cpp crashed evaluating %s weights repacked for this CPU (%s); "
-                    "loading without repacking (model.repack)", "/".join(quantized), reason)
+        log.warning(
+            "llama.cpp crashed evaluating %s weights repacked for this CPU (%s); "
+            "loading without repacking (model.repack)",
+            "/".join(quantized),
+            reason,
+        )
     return RepackDecision(safe, f"probe: {reason}")
 
 
@@ -218,8 +254,14 @@ def run_probe(path: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[bool,
     command = [sys.executable, "-m", "cl_lsp.repack", str(path)]
     log.info("checking whether llama.cpp can repack %s on this CPU (once)", path.name)
     try:
-        child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, timeout=timeout, check=False)
+        child = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return False, "timeout"
     return verdict_of(child.returncode, child.stderr.decode(errors="replace"))
@@ -279,8 +321,9 @@ def _probe_main(path: str) -> int:
     """The child's side of `run_probe`: crash here rather than in the server."""
     import llama_cpp
 
-    llm = load_llama(path, repack=True, n_ctx=64, n_batch=PROBE_BATCH, n_ubatch=PROBE_BATCH,
-                     verbose=False)
+    llm = load_llama(
+        path, repack=True, n_ctx=64, n_batch=PROBE_BATCH, n_ubatch=PROBE_BATCH, verbose=False
+    )
     vocab = llm.n_vocab()
     tokens = [token % vocab for token in range(1, PROBE_BATCH + 1)]
     llm.eval(tokens)

@@ -34,12 +34,12 @@ def typed_ahead(shown: Shown, text: str, offset: int, before: int, after: int) -
         return None
     if len(text) != len(shown.text) + typed:
         return None
-    if text[shown.offset:offset] != shown.suggestion[:typed]:
+    if text[shown.offset : offset] != shown.suggestion[:typed]:
         return None
     start = max(0, shown.offset - before)
-    if text[start:shown.offset] != shown.text[start:shown.offset]:
+    if text[start : shown.offset] != shown.text[start : shown.offset]:
         return None
-    if text[offset:offset + after] != shown.text[shown.offset:shown.offset + after]:
+    if text[offset : offset + after] != shown.text[shown.offset : shown.offset + after]:
         return None
     rest = shown.suggestion[typed:]
     return rest if rest.strip() else None
@@ -53,12 +53,13 @@ class ResultCache:
         self._entries: OrderedDict[tuple[int, str, str, object], str] = OrderedDict()
 
     @staticmethod
-    def key(text: str, offset: int, before: int, after: int, settings: object
-            ) -> tuple[int, str, str, object]:
+    def key(
+        text: str, offset: int, before: int, after: int, settings: object
+    ) -> tuple[int, str, str, object]:
         start = max(0, offset - before)
         # The full strings are kept (not just hashes) so a collision can never answer wrongly;
         # each entry holds at most the model's context, a few kilobytes.
-        return (start == 0, text[start:offset], text[offset:offset + after], settings)
+        return (start == 0, text[start:offset], text[offset : offset + after], settings)
 
     def get(self, key: tuple[int, str, str, object]) -> str | None:
         suggestion = self._entries.get(key)

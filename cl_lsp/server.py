@@ -113,8 +113,9 @@ class ClLanguageServer(LanguageServer):
     def loading(self) -> bool:
         return self.load_task is not None and not self.load_task.done()
 
-    async def wait_for_model(self, seconds: float | None = None,
-                             cancel: threading.Event | None = None) -> bool:
+    async def wait_for_model(
+        self, seconds: float | None = None, cancel: threading.Event | None = None
+    ) -> bool:
         """Wait while the model loads (a newer load replaces the awaited one); True if it is
         ready. Gives up after `seconds` (None: no limit) or once `cancel` is set."""
         loop = asyncio.get_running_loop()
@@ -132,8 +133,10 @@ class ClLanguageServer(LanguageServer):
         anything touches the stale mapping) and say so; True if it did."""
         if self.loading or not self.engine.model_file_changed():
             return False
-        self.tell(types.MessageType.Warning, f"the model file {self.engine.model_path} "
-                  "changed on disk; loading it again")
+        self.tell(
+            types.MessageType.Warning,
+            f"the model file {self.engine.model_path} changed on disk; loading it again",
+        )
         self.start_loading()
         return True
 
@@ -182,19 +185,26 @@ class ClLanguageServer(LanguageServer):
             loop.call_soon_threadsafe(self._announce_download, progress)
 
         return await asyncio.to_thread(
-            locate_model, self.cli_model, self.settings.model.path,
-            progress.threadsafe_bytes(loop), announce_download)
+            locate_model,
+            self.cli_model,
+            self.settings.model.path,
+            progress.threadsafe_bytes(loop),
+            announce_download,
+        )
 
     def _announce_download(self, progress: Progress) -> None:
         progress.send_report("downloading the default model (about 4 GB, once)")
-        self.tell(types.MessageType.Info,
-                  "no model configured: downloading the default Code Llama 7B (about 4 GB) "
-                  "into the Hugging Face cache")
+        self.tell(
+            types.MessageType.Info,
+            "no model configured: downloading the default Code Llama 7B (about 4 GB) "
+            "into the Hugging Face cache",
+        )
 
     # -- completion --------------------------------------------------------------------------
 
-    async def suggest(self, uri: str, position: types.Position, *, invoked: bool = False
-                      ) -> tuple[Document, str, int]:
+    async def suggest(
+        self, uri: str, position: types.Position, *, invoked: bool = False
+    ) -> tuple[Document, str, int]:
         """The suggestion text for a cursor (and the document and cursor offset), or raise
         `Unanswerable` with why there is none. A request the user `invoked` explicitly waits
         (within a bound) for a model that is loading; automatic ones are answered at once."""
@@ -214,8 +224,9 @@ class ClLanguageServer(LanguageServer):
         if "\x00" in text:
             raise Unanswerable(f"{uri} looks binary (contains NUL characters)")
         try:
-            offset = document.offset_at(position.line, position.character,
-                                        self.position_encoding, strict=True)
+            offset = document.offset_at(
+                position.line, position.character, self.position_encoding, strict=True
+            )
         except PositionError as error:
             raise Unanswerable(f"{uri}: {error}") from error
 
@@ -223,21 +234,30 @@ class ClLanguageServer(LanguageServer):
             return document.version if self.documents.get(uri) is document else None
 
         suggestion, record = await self.completions.suggest(
-            uri, text, document.version, offset, current_version,
-            language_id=document.language_id)
+            uri, text, document.version, offset, current_version, language_id=document.language_id
+        )
         log.info(
             "%s:%d:%d %s %s/%s prompt=%d evaluated=%d generated=%d stop=%s debounce=%.0fms "
             "model=%.0fms overhead=%.1fms",
-            Path(uri).name, position.line, position.character, record.outcome, record.mode,
-            record.layout, record.prompt_tokens, record.evaluated_tokens,
-            record.generated_tokens, record.stop_reason, record.debounce_ms, record.model_ms,
+            Path(uri).name,
+            position.line,
+            position.character,
+            record.outcome,
+            record.mode,
+            record.layout,
+            record.prompt_tokens,
+            record.evaluated_tokens,
+            record.generated_tokens,
+            record.stop_reason,
+            record.debounce_ms,
+            record.model_ms,
             record.overhead_ms,
         )
         return document, suggestion, offset
 
-
-    def replaced_end(self, document: Document, offset: int, suggestion: str
-                     ) -> types.Position | None:
+    def replaced_end(
+        self, document: Document, offset: int, suggestion: str
+    ) -> types.Position | None:
         """Where the item's range ends when the suggestion types over auto-closed characters
         after the cursor (``f(|)`` + ``x)``), None when it types over nothing."""
         language = language_for(document.language_id, document.uri)
@@ -261,12 +281,21 @@ class ClLanguageServer(LanguageServer):
         except PositionError as error:
             raise JsonRpcInvalidParams(f"codeAction: {error}") from error
         reported = list(params.context.diagnostics)
-        diagnostics = [Diagnostic(d.range.start.line, d.message, d.source,
-                                  None if d.code is None else str(d.code)) for d in reported]
-        requests = offer(document.text, min(start, end), max(start, end), uri=document.uri,
-                         version=document.version,
-                         language=language_for(document.language_id, document.uri),
-                         diagnostics=diagnostics)
+        diagnostics = [
+            Diagnostic(
+                d.range.start.line, d.message, d.source, None if d.code is None else str(d.code)
+            )
+            for d in reported
+        ]
+        requests = offer(
+            document.text,
+            min(start, end),
+            max(start, end),
+            uri=document.uri,
+            version=document.version,
+            language=language_for(document.language_id, document.uri),
+            diagnostics=diagnostics,
+        )
         only = params.context.only or []
         actions = []
         for request in requests:
@@ -275,11 +304,15 @@ class ClLanguageServer(LanguageServer):
                 continue
             data = request.to_data()
             action = types.CodeAction(
-                title=f"cl-lsp: {request.title}", kind=kind, data=data,
-                diagnostics=[reported[diagnostics.index(d)] for d in request.diagnostics] or None)
+                title=f"cl-lsp: {request.title}",
+                kind=kind,
+                data=data,
+                diagnostics=[reported[diagnostics.index(d)] for d in request.diagnostics] or None,
+            )
             if not self.resolve_edits:  # the editor runs the command, we apply the edit
-                action.command = types.Command(title=action.title, command=RUN_ACTION_COMMAND,
-                                               arguments=[data])
+                action.command = types.Command(
+                    title=action.title, command=RUN_ACTION_COMMAND, arguments=[data]
+                )
             actions.append(action)
         return actions
 
@@ -290,8 +323,11 @@ class ClLanguageServer(LanguageServer):
         title = request.title
         document = self.documents.get(request.uri)
         if document is None or document.version != request.version:
-            return self._refuse(record, "stale", f"{title}: the document changed since the "
-                                "action was offered; run it again")
+            return self._refuse(
+                record,
+                "stale",
+                f"{title}: the document changed since the action was offered; run it again",
+            )
         text = document.text
         cancel = threading.Event()
         progress = Progress(self, f"cl-lsp: {title}", cancel)
@@ -302,61 +338,88 @@ class ClLanguageServer(LanguageServer):
         def on_text(answer: str) -> None:  # on the writer thread, at every token
             if time.monotonic() - reported[0] >= 0.5:
                 reported[0] = time.monotonic()
-                loop.call_soon_threadsafe(progress.send_report,
-                                          f"{len(answer)} characters written")
+                loop.call_soon_threadsafe(progress.send_report, f"{len(answer)} characters written")
 
-        job = functools.partial(write_action, request=request, text=text, path=request.uri,
-                                record=record, on_text=on_text)
+        job = functools.partial(
+            write_action,
+            request=request,
+            text=text,
+            path=request.uri,
+            record=record,
+            on_text=on_text,
+        )
         try:
             if not await self.model_for_action(progress, cancel):
                 if cancel.is_set():
                     record.outcome = "cancelled"
-                    return self._refuse(record, "cancelled", f"{title}: cancelled",
-                                        types.MessageType.Info)
-                return self._refuse(record, "failed", f"{title}: {self.no_model_reason()}",
-                                    types.MessageType.Error)
+                    return self._refuse(
+                        record, "cancelled", f"{title}: cancelled", types.MessageType.Info
+                    )
+                return self._refuse(
+                    record, "failed", f"{title}: {self.no_model_reason()}", types.MessageType.Error
+                )
             result = await self.engine.write(job, self.settings.actions, cancel)
         except TargetTooLarge as error:
             return self._refuse(record, "too_large", f"{title}: {error}")
         except EngineError as error:
-            return self._refuse(record, "failed", f"{title}: {error}",
-                                types.MessageType.Error)
+            return self._refuse(record, "failed", f"{title}: {error}", types.MessageType.Error)
         except asyncio.CancelledError:
             record.outcome = "cancelled"
             raise
         finally:
             record.seconds = round(time.monotonic() - record.started, 3)
             await progress.end(record.outcome)
-        log.info("%s: %s, prompt %d tokens, wrote %d (%s) in %.1f s", title, record.outcome,
-                 record.prompt_tokens, record.generated_tokens, record.stop_reason,
-                 record.seconds)
+        log.info(
+            "%s: %s, prompt %d tokens, wrote %d (%s) in %.1f s",
+            title,
+            record.outcome,
+            record.prompt_tokens,
+            record.generated_tokens,
+            record.stop_reason,
+            record.seconds,
+        )
         if cancel.is_set():
-            return self._refuse(record, "cancelled", f"{title}: cancelled",
-                                types.MessageType.Info)
-        if self.documents.get(request.uri) is not document or document.version != (
-                request.version):
-            return self._refuse(record, "stale", f"{title}: the document changed while the "
-                                "model was writing; nothing was applied, run it again")
+            return self._refuse(record, "cancelled", f"{title}: cancelled", types.MessageType.Info)
+        if self.documents.get(request.uri) is not document or document.version != (request.version):
+            return self._refuse(
+                record,
+                "stale",
+                f"{title}: the document changed while the "
+                "model was writing; nothing was applied, run it again",
+            )
         if request.kind is ActionKind.EXPLAIN and result.message:
-            self.window_show_message(types.ShowMessageParams(
-                type=types.MessageType.Info, message=result.message))
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Info, message=result.message)
+            )
         if result.edit is None:
             return self._refuse(record, "nothing", f"{title}: {result.message}")
         record.outcome = "edit"
         start = document.position_at(result.edit.start, self.position_encoding)
         end = document.position_at(result.edit.end, self.position_encoding)
-        edit = types.TextEdit(range=types.Range(start=types.Position(*start),
-                                                end=types.Position(*end)),
-                              new_text=result.edit.new_text)
+        edit = types.TextEdit(
+            range=types.Range(start=types.Position(*start), end=types.Position(*end)),
+            new_text=result.edit.new_text,
+        )
         if not self.versioned_edits:
             return types.WorkspaceEdit(changes={request.uri: [edit]})
-        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
-            text_document=types.OptionalVersionedTextDocumentIdentifier(
-                uri=request.uri, version=request.version),
-            edits=[edit])])
+        return types.WorkspaceEdit(
+            document_changes=[
+                types.TextDocumentEdit(
+                    text_document=types.OptionalVersionedTextDocumentIdentifier(
+                        uri=request.uri, version=request.version
+                    ),
+                    edits=[edit],
+                )
+            ]
+        )
 
-    def _refuse(self, record: ActionRecord, outcome: str, message: str,
-                kind: types.MessageType = types.MessageType.Warning) -> None:
+    def _refuse(
+        self,
+        record: ActionRecord,
+        outcome: str,
+        message: str,
+        kind: types.MessageType = types.MessageType.Warning,
+    ) -> None:
         record.outcome = outcome
         self.tell(kind, message)
 
@@ -374,8 +437,9 @@ class Unanswerable(Exception):
 class Progress:
     """Work-done progress if the client supports it; otherwise only the log."""
 
-    def __init__(self, ls: ClLanguageServer, title: str,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self, ls: ClLanguageServer, title: str, cancel: threading.Event | None = None
+    ) -> None:
         self.ls, self.title = ls, title
         self.token: str | None = None
         self.cancel = cancel  # set when the user cancels the progress in the editor
@@ -394,8 +458,11 @@ class Progress:
         if self.cancel is not None:
             self.ls.progress_cancels[token] = self.cancel
         self.ls.work_done_progress.begin(
-            token, types.WorkDoneProgressBegin(title=self.title, message=message,
-                                               cancellable=self.cancel is not None))
+            token,
+            types.WorkDoneProgressBegin(
+                title=self.title, message=message, cancellable=self.cancel is not None
+            ),
+        )
 
     async def report(self, message: str, percentage: int | None = None) -> None:
         log.info("%s: %s", self.title, message)
@@ -404,7 +471,8 @@ class Progress:
     def send_report(self, message: str, percentage: int | None = None) -> None:
         if self.token is not None:
             self.ls.work_done_progress.report(
-                self.token, types.WorkDoneProgressReport(message=message, percentage=percentage))
+                self.token, types.WorkDoneProgressReport(message=message, percentage=percentage)
+            )
 
     async def end(self, message: str) -> None:
         if self.token is not None:
@@ -447,17 +515,22 @@ def initialize(ls: ClLanguageServer, params: types.InitializeParams) -> None:
     ls.position_encoding = getattr(encoding, "value", encoding)
     window = params.capabilities.window
     ls.progress_supported = bool(window and window.work_done_progress)
-    completion_caps = params.capabilities.text_document and params.capabilities.text_document.completion
+    completion_caps = (
+        params.capabilities.text_document and params.capabilities.text_document.completion
+    )
     item_caps = completion_caps and completion_caps.completion_item
     ls.markdown_documentation = bool(
-        item_caps and types.MarkupKind.Markdown in (item_caps.documentation_format or ()))
+        item_caps and types.MarkupKind.Markdown in (item_caps.documentation_format or ())
+    )
     code_actions = params.capabilities.text_document and (
-        params.capabilities.text_document.code_action)
+        params.capabilities.text_document.code_action
+    )
     resolvable = code_actions and code_actions.resolve_support
     ls.resolve_edits = bool(resolvable and "edit" in resolvable.properties)
     workspace = params.capabilities.workspace
-    ls.versioned_edits = bool(workspace and workspace.workspace_edit
-                              and workspace.workspace_edit.document_changes)
+    ls.versioned_edits = bool(
+        workspace and workspace.workspace_edit and workspace.workspace_edit.document_changes
+    )
     new, problems = parse_settings(params.initialization_options, ls.settings)
     ls.settings = new
     ls.pending_problems = problems
@@ -472,8 +545,9 @@ def initialized(ls: ClLanguageServer, params: types.InitializedParams) -> None:
     ls.start_loading()
 
 
-def did_change_configuration(ls: ClLanguageServer,
-                             params: types.DidChangeConfigurationParams) -> None:
+def did_change_configuration(
+    ls: ClLanguageServer, params: types.DidChangeConfigurationParams
+) -> None:
     if ls.apply_settings(params.settings):
         ls.start_loading()
 
@@ -493,8 +567,12 @@ def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) 
     for change in params.content_changes:
         if isinstance(change, types.TextDocumentContentChangePartial):
             start, end = change.range.start, change.range.end
-            document.apply_change((start.line, start.character), (end.line, end.character),
-                                  change.text, ls.position_encoding)
+            document.apply_change(
+                (start.line, start.character),
+                (end.line, end.character),
+                change.text,
+                ls.position_encoding,
+            )
         else:
             document.apply_change(None, None, change.text)
     document.version = params.text_document.version
@@ -512,8 +590,9 @@ async def inline_completion(
 ) -> types.InlineCompletionList:
     try:
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        document, suggestion, offset = await ls.suggest(params.text_document.uri,
-                                                        params.position, invoked=invoked)
+        document, suggestion, offset = await ls.suggest(
+            params.text_document.uri, params.position, invoked=invoked
+        )
     except Unanswerable as why:
         log.debug("no inline completion: %s", why)
         return types.InlineCompletionList(items=[])
@@ -525,29 +604,34 @@ async def inline_completion(
     # the cursor as the document has it (never inside a character, never past the line end)
     cursor = types.Position(*document.position_at(offset, ls.position_encoding))
     end = ls.replaced_end(document, offset, suggestion) or cursor
-    return types.InlineCompletionList(items=[
-        types.InlineCompletionItem(
-            insert_text=suggestion,
-            range=types.Range(start=cursor, end=end),
-            command=accept_command(params.text_document.uri, suggestion),
-        )
-    ])
+    return types.InlineCompletionList(
+        items=[
+            types.InlineCompletionItem(
+                insert_text=suggestion,
+                range=types.Range(start=cursor, end=end),
+                command=accept_command(params.text_document.uri, suggestion),
+            )
+        ]
+    )
 
 
 def accept_command(uri: str, suggestion: str) -> types.Command:
-    return types.Command(title="cl-lsp: accepted", command=ACCEPT_COMMAND,
-                         arguments=[{"uri": uri, "characters": len(suggestion)}])
+    return types.Command(
+        title="cl-lsp: accepted",
+        command=ACCEPT_COMMAND,
+        arguments=[{"uri": uri, "characters": len(suggestion)}],
+    )
 
 
-async def completion(
-    ls: ClLanguageServer, params: types.CompletionParams
-) -> types.CompletionList:
+async def completion(ls: ClLanguageServer, params: types.CompletionParams) -> types.CompletionList:
     empty = types.CompletionList(is_incomplete=True, items=[])
     try:
         invoked = bool(params.context) and (
-            params.context.trigger_kind == types.CompletionTriggerKind.Invoked)
-        document, suggestion, offset = await ls.suggest(params.text_document.uri,
-                                                        params.position, invoked=invoked)
+            params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+        )
+        document, suggestion, offset = await ls.suggest(
+            params.text_document.uri, params.position, invoked=invoked
+        )
     except Unanswerable as why:
         log.debug("no completion: %s", why)
         return empty
@@ -559,8 +643,7 @@ async def completion(
     # Replace the word being typed, so clients that filter by it (eglot, Helix) keep the item.
     text = document.text
     word_start = offset
-    while word_start > 0 and offset - word_start < 256 and is_identifier_char(
-            text[word_start - 1]):
+    while word_start > 0 and offset - word_start < 256 and is_identifier_char(text[word_start - 1]):
         word_start -= 1
     start = document.position_at(word_start, ls.position_encoding)
     new_text = text[word_start:offset] + suggestion
@@ -572,7 +655,9 @@ async def completion(
         documentation=types.MarkupContent(
             kind=types.MarkupKind.Markdown,
             value=f"```{document.language_id or ''}\n{new_text}\n```",
-        ) if ls.markdown_documentation else new_text,
+        )
+        if ls.markdown_documentation
+        else new_text,
         sort_text="0",
         filter_text=new_text,
         command=accept_command(document.uri, suggestion),
@@ -590,13 +675,13 @@ async def completion(
     return types.CompletionList(is_incomplete=True, items=[item])
 
 
-def code_action(ls: ClLanguageServer,
-                params: types.CodeActionParams) -> list[types.CodeAction] | None:
+def code_action(
+    ls: ClLanguageServer, params: types.CodeActionParams
+) -> list[types.CodeAction] | None:
     return ls.offer_actions(params)
 
 
-async def resolve_code_action(ls: ClLanguageServer, action: types.CodeAction
-                              ) -> types.CodeAction:
+async def resolve_code_action(ls: ClLanguageServer, action: types.CodeAction) -> types.CodeAction:
     try:
         request = ActionRequest.from_data(action.data)
     except ValueError as error:
@@ -624,7 +709,8 @@ async def _write_and_apply(ls: ClLanguageServer, request: ActionRequest) -> None
         if edit is None:
             return
         result = await ls.workspace_apply_edit_async(
-            types.ApplyWorkspaceEditParams(edit=edit, label=f"cl-lsp: {request.title}"))
+            types.ApplyWorkspaceEditParams(edit=edit, label=f"cl-lsp: {request.title}")
+        )
     except asyncio.CancelledError:
         raise
     except Exception as error:
@@ -632,8 +718,11 @@ async def _write_and_apply(ls: ClLanguageServer, request: ActionRequest) -> None
         ls.tell(types.MessageType.Error, f"{request.title} failed: {_first_line(error)}")
         return
     if not result.applied:
-        ls.tell(types.MessageType.Warning, f"{request.title}: the editor did not apply the "
-                f"edit ({result.failure_reason or 'no reason given'})")
+        ls.tell(
+            types.MessageType.Warning,
+            f"{request.title}: the editor did not apply the "
+            f"edit ({result.failure_reason or 'no reason given'})",
+        )
 
 
 def execute_accept(ls: ClLanguageServer, *args: Any) -> None:
@@ -641,8 +730,9 @@ def execute_accept(ls: ClLanguageServer, *args: Any) -> None:
     the rest is answered from the shown suggestion as the user goes on (typed-ahead reuse)."""
     ls.accepted += 1
     details = args[0] if args and isinstance(args[0], dict) else {}
-    log.info("accepted %s characters in %s", details.get("characters", "?"),
-             details.get("uri", "?"))
+    log.info(
+        "accepted %s characters in %s", details.get("characters", "?"), details.get("uri", "?")
+    )
 
 
 def cancel_progress(ls: ClLanguageServer, params: types.WorkDoneProgressCancelParams) -> None:
@@ -718,14 +808,18 @@ def build_server(cli_model: str | None = None) -> ClLanguageServer:
     ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(did_change)
     ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
     ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(
-        inline_completion)
+        inline_completion
+    )
     ls.feature(
         types.TEXT_DOCUMENT_COMPLETION,
         types.CompletionOptions(trigger_characters=COMPLETION_TRIGGERS, resolve_provider=False),
     )(completion)
-    ls.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-        code_action_kinds=sorted(set(ACTION_KINDS.values())), resolve_provider=True))(
-        code_action)
+    ls.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(
+            code_action_kinds=sorted(set(ACTION_KINDS.values())), resolve_provider=True
+        ),
+    )(code_action)
     ls.feature(types.CODE_ACTION_RESOLVE)(resolve_code_action)
     ls.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)(cancel_progress)
     ls.command(STATUS_COMMAND)(execute_status)
@@ -737,8 +831,11 @@ def build_server(cli_model: str | None = None) -> ClLanguageServer:
 class LspLogHandler(logging.Handler):
     """Forward log records to the client's `window/logMessage`, from any thread."""
 
-    LEVELS: ClassVar = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
-              logging.INFO: types.MessageType.Info}
+    LEVELS: ClassVar = {
+        logging.ERROR: types.MessageType.Error,
+        logging.WARNING: types.MessageType.Warning,
+        logging.INFO: types.MessageType.Info,
+    }
 
     def __init__(self, ls: ClLanguageServer, level: int) -> None:
         super().__init__(level)
@@ -749,8 +846,10 @@ class LspLogHandler(logging.Handler):
         loop = self.loop
         if loop is None or loop.is_closed() or record.name.startswith("pygls"):
             return
-        kind = next((kind for level, kind in self.LEVELS.items() if record.levelno >= level),
-                    types.MessageType.Log)
+        kind = next(
+            (kind for level, kind in self.LEVELS.items() if record.levelno >= level),
+            types.MessageType.Log,
+        )
         params = types.LogMessageParams(type=kind, message=self.format(record))
         try:
             loop.call_soon_threadsafe(self.ls.window_log_message, params)

@@ -431,8 +431,15 @@ def bracket_effect(text: str, lex: Lexicon, mode: str | None, head: str = "") ->
                 errors += 1
         elif token == "!":
             errors += 1
-    return BracketEffect(tuple(demand), tuple(o for o, _ in own), errors, lexer.mode,
-                         tuple(indents), tuple(i for _, i in own), lines.logical)
+    return BracketEffect(
+        tuple(demand),
+        tuple(o for o, _ in own),
+        errors,
+        lexer.mode,
+        tuple(indents),
+        tuple(i for _, i in own),
+        lines.logical,
+    )
 
 
 @dataclass(frozen=True)

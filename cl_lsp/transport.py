@@ -48,10 +48,12 @@ def exposure_warning(host: str) -> str | None:
     """The log line for an address other people can reach; None for loopback."""
     if is_loopback(host):
         return None
-    return (f"--host {host or '(all interfaces)'} is not a loopback address: the port is "
-            "reachable from the network with no authentication, and whoever connects first "
-            "can read the documents sent to cl-lsp and run the model; use --host 127.0.0.1 "
-            "unless the network is trusted")
+    return (
+        f"--host {host or '(all interfaces)'} is not a loopback address: the port is "
+        "reachable from the network with no authentication, and whoever connects first "
+        "can read the documents sent to cl-lsp and run the model; use --host 127.0.0.1 "
+        "unless the network is trusted"
+    )
 
 
 def serve_tcp(server: LanguageServer, host: str, port: int) -> int:
@@ -80,8 +82,12 @@ async def _serve(protocol: ClProtocol, host: str, port: int) -> int:
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _address(writer.get_extra_info("peername"))
         if session:
-            log.warning("refused a connection from %s: cl-lsp serves one client per session "
-                        "and %s is connected", peer, session[0][0])
+            log.warning(
+                "refused a connection from %s: cl-lsp serves one client per session "
+                "and %s is connected",
+                peer,
+                session[0][0],
+            )
             writer.close()
             return
         session.append((peer, writer, asyncio.current_task()))  # type: ignore[arg-type]

@@ -74,8 +74,9 @@ def slow_x_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like x_model but wide enough that each token costs real time (for concurrency tests)."""
     vocab = _require(assets.vocab_path)
     out = tmp_path_factory.mktemp("models") / "slow-x-codellama.gguf"
-    return assets.build_codellama_gguf(out, vocab=vocab, forced_token=921, n_layer=8,
-                                       n_embd=512, n_head=8, n_ff=1536)
+    return assets.build_codellama_gguf(
+        out, vocab=vocab, forced_token=921, n_layer=8, n_embd=512, n_head=8, n_ff=1536
+    )
 
 
 @pytest.fixture(scope="session")
@@ -90,16 +91,18 @@ def tiny_vocab(tiny_model: Path):
 # -- end-to-end: the real server over stdio ------------------------------------------------------
 
 
-
-def client_capabilities(*, encodings: list[str] | None = None, progress: bool = True,
-                        resolve: bool = True) -> types.ClientCapabilities:
+def client_capabilities(
+    *, encodings: list[str] | None = None, progress: bool = True, resolve: bool = True
+) -> types.ClientCapabilities:
     return types.ClientCapabilities(
         general=types.GeneralClientCapabilities(position_encodings=encodings)
-        if encodings else None,
+        if encodings
+        else None,
         window=types.WindowClientCapabilities(work_done_progress=progress),
         workspace=types.WorkspaceClientCapabilities(
             apply_edit=True,
-            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)),
+            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True),
+        ),
         text_document=types.TextDocumentClientCapabilities(
             inline_completion=types.InlineCompletionClientCapabilities(),
             completion=types.CompletionClientCapabilities(),
@@ -107,7 +110,9 @@ def client_capabilities(*, encodings: list[str] | None = None, progress: bool = 
             code_action=types.CodeActionClientCapabilities(
                 data_support=True,
                 resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"])
-                if resolve else None),
+                if resolve
+                else None,
+            ),
         ),
     )
 
@@ -115,8 +120,12 @@ def client_capabilities(*, encodings: list[str] | None = None, progress: bool = 
 def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The server's environment: no model from the user's setup, no way off the machine."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "CL_LSP"))}
-    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1",
-               HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_DISABLE_TELEMETRY="1")
+    env.update(
+        HF_HOME=str(tmp_path / "hf-home"),
+        HF_HUB_OFFLINE="1",
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
     env.update(extra)
     return env
 
@@ -126,9 +135,16 @@ async def start_server(tmp_path: Path):
     """Start `python -m cl_lsp --stdio` like an editor would; returns an initialized client."""
     clients = []
 
-    async def start(*, model: Path | str | None = None, options: dict | None = None,
-                    env: dict[str, str] | None = None, encodings: list[str] | None = None,
-                    progress: bool = True, wait_ready: bool = True, resolve: bool = True):
+    async def start(
+        *,
+        model: Path | str | None = None,
+        options: dict | None = None,
+        env: dict[str, str] | None = None,
+        encodings: list[str] | None = None,
+        progress: bool = True,
+        wait_ready: bool = True,
+        resolve: bool = True,
+    ):
         # Exact-length assertions must not depend on how busy the machine is: no time cap
         # unless a test asks for one.
         options = dict(options or {})
@@ -136,17 +152,21 @@ async def start_server(tmp_path: Path):
         command = [sys.executable, "-m", "cl_lsp", "--stdio", "-v"]
         if model is not None:
             command += ["--model", str(model)]
-        config = ClientServerConfig(server_command=command,
-                                    server_env=env or offline_env(tmp_path))
+        config = ClientServerConfig(server_command=command, server_env=env or offline_env(tmp_path))
         client = await config.start()
         clients.append(client)
-        client.init_result = await asyncio.wait_for(client.initialize_session(
-            types.InitializeParams(
-                capabilities=client_capabilities(encodings=encodings, progress=progress,
-                                                 resolve=resolve),
-                initialization_options=options,
-                root_uri=tmp_path.as_uri(),
-            )), 30)
+        client.init_result = await asyncio.wait_for(
+            client.initialize_session(
+                types.InitializeParams(
+                    capabilities=client_capabilities(
+                        encodings=encodings, progress=progress, resolve=resolve
+                    ),
+                    initialization_options=options,
+                    root_uri=tmp_path.as_uri(),
+                )
+            ),
+            30,
+        )
         if wait_ready:
             await wait_for_state(client, {"ready", "failed", "empty"})
         return client
@@ -159,8 +179,10 @@ async def start_server(tmp_path: Path):
 
 
 async def status(client) -> dict:
-    return await asyncio.wait_for(client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="cl-lsp.status")), 30)
+    return await asyncio.wait_for(
+        client.workspace_execute_command_async(types.ExecuteCommandParams(command="cl-lsp.status")),
+        30,
+    )
 
 
 async def wait_for_state(client, states: set[str], timeout: float = 60) -> dict:
@@ -179,8 +201,11 @@ async def wait_for_state(client, states: set[str], timeout: float = 60) -> dict:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak", action="store_true",
-                     help="also run the tests marked soak (minutes each; or CL_LSP_SOAK=1)")
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        help="also run the tests marked soak (minutes each; or CL_LSP_SOAK=1)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

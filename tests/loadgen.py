@@ -67,8 +67,13 @@ class RawClient:
     @classmethod
     async def start(cls, command: list[str], env: dict[str, str] | None = None) -> RawClient:
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, limit=1 << 24)
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 24,
+        )
         return cls(process)
 
     # sending
@@ -140,8 +145,13 @@ class RawClient:
             return
         if "id" in message:  # a request from the server
             if self.refuse_progress and message["method"] == "window/workDoneProgress/create":
-                self._write({"jsonrpc": "2.0", "id": message["id"],
-                             "error": {"code": -32603, "message": "no progress here"}})
+                self._write(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "error": {"code": -32603, "message": "no progress here"},
+                    }
+                )
                 return
             result = {"applied": True} if message["method"] == "workspace/applyEdit" else None
             self._write({"jsonrpc": "2.0", "id": message["id"], "result": result})
@@ -163,19 +173,29 @@ class RawClient:
             "window": {"workDoneProgress": True},
             "workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True}},
             "textDocument": {
-                "inlineCompletion": {}, "completion": {}, "synchronization": {},
+                "inlineCompletion": {},
+                "completion": {},
+                "synchronization": {},
                 "codeAction": {"dataSupport": True, "resolveSupport": {"properties": ["edit"]}},
             },
         }
-        result = await self.request("initialize", {
-            "processId": os.getpid(), "rootUri": root.as_uri(), "capabilities": capabilities,
-            "initializationOptions": options}, timeout=60)
+        result = await self.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "rootUri": root.as_uri(),
+                "capabilities": capabilities,
+                "initializationOptions": options,
+            },
+            timeout=60,
+        )
         self.notify("initialized", {})
         return result
 
     async def status(self, timeout: float = 30) -> dict[str, Any]:
-        return await self.request("workspace/executeCommand",
-                                  {"command": "cl-lsp.status", "arguments": []}, timeout)
+        return await self.request(
+            "workspace/executeCommand", {"command": "cl-lsp.status", "arguments": []}, timeout
+        )
 
     async def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -260,8 +280,10 @@ class TypedDocument:
 
     @property
     def text(self) -> str:
-        return (f"def tally_{self.index}(values):\n    '''Add up the values.'''\n{self.line}\n"
-                "    for value in values:\n        total += value\n    return total\n")
+        return (
+            f"def tally_{self.index}(values):\n    '''Add up the values.'''\n{self.line}\n"
+            "    for value in values:\n        total += value\n    return total\n"
+        )
 
     def keystroke(self, rng: random.Random) -> dict[str, Any]:
         """Type one key; the `didChange` params for it."""
@@ -274,14 +296,24 @@ class TypedDocument:
             start, new = end, " x"[len(self.typed) % 2]
             self.typed += new
         self.version += 1
-        where = {"start": {"line": TYPED_LINE, "character": start},
-                 "end": {"line": TYPED_LINE, "character": end}}
-        return {"textDocument": {"uri": self.uri, "version": self.version},
-                "contentChanges": [{"range": where, "text": new}]}
+        where = {
+            "start": {"line": TYPED_LINE, "character": start},
+            "end": {"line": TYPED_LINE, "character": end},
+        }
+        return {
+            "textDocument": {"uri": self.uri, "version": self.version},
+            "contentChanges": [{"range": where, "text": new}],
+        }
 
     def open_params(self) -> dict[str, Any]:
-        return {"textDocument": {"uri": self.uri, "languageId": "python",
-                                 "version": self.version, "text": self.text}}
+        return {
+            "textDocument": {
+                "uri": self.uri,
+                "languageId": "python",
+                "version": self.version,
+                "text": self.text,
+            }
+        }
 
 
 @dataclass(frozen=True)
@@ -302,16 +334,21 @@ def _position(line: str) -> dict[str, int]:
 def request_params(kind: str, sent: Sent) -> dict[str, Any]:
     document, position = {"uri": sent.uri}, _position(sent.line)
     if kind == "inline":
-        return {"textDocument": document, "position": position,
-                "context": {"triggerKind": 2}}
+        return {"textDocument": document, "position": position, "context": {"triggerKind": 2}}
     if kind == "completion":
         return {"textDocument": document, "position": position}
-    return {"textDocument": document, "range": {"start": position, "end": position},
-            "context": {"diagnostics": []}}
+    return {
+        "textDocument": document,
+        "range": {"start": position, "end": position},
+        "context": {"diagnostics": []},
+    }
 
 
-METHODS = {"inline": "textDocument/inlineCompletion", "completion": "textDocument/completion",
-           "codeAction": "textDocument/codeAction"}
+METHODS = {
+    "inline": "textDocument/inlineCompletion",
+    "completion": "textDocument/completion",
+    "codeAction": "textDocument/codeAction",
+}
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -324,7 +361,7 @@ def stale_answer(line: str, answer: str, full: str) -> str | None:
     answer computed before the last keystroke is one character off and fails."""
     if not answer or len(answer) > len(full) or not full.endswith(answer):
         return f"{answer[:12]!r}... is not (the rest of) the model's answer"
-    typed = full[:len(full) - len(answer)]
+    typed = full[: len(full) - len(answer)]
     if not line.endswith(typed) or len(line) < len(LINE_HEAD) + len(typed):
         return f"{answer[:12]!r}... continues {typed[-12:]!r}, but the line is {line!r}"
     return None
@@ -364,7 +401,7 @@ def _check_completion(sent: Sent, result: Any, full: str) -> str | None:
     start = {"line": TYPED_LINE, "character": len(sent.line) - word}
     if edit["range"] != {"start": start, "end": _position(sent.line)}:
         return f"completion range {edit['range']} at v{sent.version} for {sent.line!r}"
-    typed_word = sent.line[len(sent.line) - word:]
+    typed_word = sent.line[len(sent.line) - word :]
     if not edit["newText"].startswith(typed_word):
         return f"completion {edit['newText'][:12]!r} does not start with {typed_word!r}"
     return stale_answer(sent.line, edit["newText"][word:], full)
@@ -376,8 +413,10 @@ def _check_actions(sent: Sent, result: Any) -> str | None:
     for action in result:
         data = action.get("data", {}).get("cl-lsp", {})
         if data.get("uri") != sent.uri or data.get("version") != sent.version:
-            return (f"code action for {data.get('uri')} v{data.get('version')}, asked at "
-                    f"v{sent.version}")
+            return (
+                f"code action for {data.get('uri')} v{data.get('version')}, asked at "
+                f"v{sent.version}"
+            )
     return None
 
 
@@ -397,9 +436,11 @@ def newest_wins_violations(records: list[dict[str, Any]]) -> list[str]:
         for older, newer in itertools.pairwise(mine):
             finished = older["started"] + older["totalMs"] / 1000
             if finished > newer["started"] and older["outcome"] not in EMPTY_OUTCOMES:
-                problems.append(f"{uri} v{older['version']} ended {older['outcome']} "
-                                f"{(finished - newer['started']) * 1000:.1f} ms after "
-                                f"v{newer['version']}'s request started")
+                problems.append(
+                    f"{uri} v{older['version']} ended {older['outcome']} "
+                    f"{(finished - newer['started']) * 1000:.1f} ms after "
+                    f"v{newer['version']}'s request started"
+                )
     return problems
 
 
@@ -442,8 +483,12 @@ class LoadResult:
             self.problems.append(text)
 
     def percentile(self, fraction: float, kinds: tuple[str, ...] | None = None) -> float:
-        values = sorted(v for kind, values in self.latencies.items()
-                        if kinds is None or kind in kinds for v in values)
+        values = sorted(
+            v
+            for kind, values in self.latencies.items()
+            if kinds is None or kind in kinds
+            for v in values
+        )
         if not values:
             return float("nan")
         return values[min(len(values) - 1, int(fraction * len(values)))]
@@ -453,9 +498,17 @@ class Typist:
     """Types into many open documents at a steady rate, each keystroke followed by a request,
     and checks every answer against its mirror of the document at the request's version."""
 
-    def __init__(self, client: RawClient, root: Path, documents: int, *, seed: int = 0,
-                 answer_tokens: int = ANSWER_TOKENS, cancel_fraction: float = 0.05,
-                 reopen_every: int = 0) -> None:
+    def __init__(
+        self,
+        client: RawClient,
+        root: Path,
+        documents: int,
+        *,
+        seed: int = 0,
+        answer_tokens: int = ANSWER_TOKENS,
+        cancel_fraction: float = 0.05,
+        reopen_every: int = 0,
+    ) -> None:
         self.client, self.root = client, root
         self.full_answer = x_answer(answer_tokens)
         self.rng = random.Random(seed)
@@ -527,9 +580,17 @@ class Typist:
         if (why := check_answer(sent, answer, self.full_answer)) is not None:
             result.problem(f"{sent.uri.rsplit('/', 1)[-1]} {sent.kind} v{sent.version}: {why}")
 
-    async def type_for(self, seconds: float, rate: float, *, edits: int | None = None,
-                       sample_every: float = 0.0, sample_every_edits: int = 0,
-                       record_every: float = 0.0, max_outstanding: int = 5000) -> LoadResult:
+    async def type_for(
+        self,
+        seconds: float,
+        rate: float,
+        *,
+        edits: int | None = None,
+        sample_every: float = 0.0,
+        sample_every_edits: int = 0,
+        record_every: float = 0.0,
+        max_outstanding: int = 5000,
+    ) -> LoadResult:
         """Type `rate` keystrokes a second for `seconds` (or until `edits` more keystrokes,
         if that comes first), then wait for every answer.
 
@@ -551,7 +612,8 @@ class Typist:
             if stop_at is not None and self.result.edits >= stop_at:
                 break
             if (sample_every and now >= next_sample) or (
-                    sample_every_edits and self.result.edits - sampled_at >= sample_every_edits):
+                sample_every_edits and self.result.edits - sampled_at >= sample_every_edits
+            ):
                 # Sampled with nothing in flight, so queued messages and answers being built
                 # do not count as growth; the keystrokes missed meanwhile are skipped.
                 await self.settle()
@@ -577,15 +639,22 @@ class Typist:
 
     async def sample(self, seconds: float) -> Sample:
         current = await self.client.status()
-        sample = Sample(seconds, self.result.edits, rss_kb(current["pid"]), current["tables"],
-                        len(self.outstanding), current.get("pythonBlocks", 0))
+        sample = Sample(
+            seconds,
+            self.result.edits,
+            rss_kb(current["pid"]),
+            current["tables"],
+            len(self.outstanding),
+            current.get("pythonBlocks", 0),
+        )
         self.result.samples.append(sample)
         return sample
 
     async def collect_records(self) -> None:
         current = await self.client.request(
             "workspace/executeCommand",
-            {"command": "cl-lsp.status", "arguments": [{"recent": 1000}]})
+            {"command": "cl-lsp.status", "arguments": [{"recent": 1000}]},
+        )
         for record in current["recent"]:
             self.result.records[(record["uri"], record["version"], record["started"])] = record
 
@@ -610,9 +679,10 @@ def blocks_slope_per_1000(samples: list[Sample], *, skip: float = 0.5) -> float:
     return slope_per_1000(samples, lambda sample: sample.python_blocks, skip=skip)
 
 
-def slope_per_1000(samples: list[Sample], value: Callable[[Sample], float], *,
-                   skip: float = 0.5) -> float:
-    kept = samples[int(len(samples) * skip):]
+def slope_per_1000(
+    samples: list[Sample], value: Callable[[Sample], float], *, skip: float = 0.5
+) -> float:
+    kept = samples[int(len(samples) * skip) :]
     if len(kept) < 3:
         return float("nan")
     xs = [sample.edits for sample in kept]
@@ -621,8 +691,9 @@ def slope_per_1000(samples: list[Sample], value: Callable[[Sample], float], *,
     return slope * 1000
 
 
-async def start_server(model: Path | str, root: Path, options: dict[str, Any],
-                       env: dict[str, str] | None = None) -> RawClient:
+async def start_server(
+    model: Path | str, root: Path, options: dict[str, Any], env: dict[str, str] | None = None
+) -> RawClient:
     client = await RawClient.start(server_command(model), env)
     await client.initialize(options, root)
     current = await client.wait_ready()
@@ -630,7 +701,6 @@ async def start_server(model: Path | str, root: Path, options: dict[str, Any],
         await client.stop()
         raise RuntimeError(f"the model did not load: {current.get('error')}")
     return client
-
 
 
 def supersede_delays_ms(records: list[dict[str, Any]]) -> list[float]:

@@ -19,8 +19,14 @@ BOS, PRE, SUF, MID = 1, 32007, 32008, 32009
 
 
 def cl_lsp(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cl_lsp", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cl_lsp", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_version_and_help_list_every_setting(tmp_path):
@@ -36,13 +42,37 @@ def test_version_and_help_list_every_setting(tmp_path):
 def test_complete_json_shows_the_exact_spm_prompt(tmp_path, x_model):
     source = tmp_path / "f.py"
     source.write_text("def f(x):\n    return x\n")
-    result = cl_lsp("complete", str(source), "--line", "0", "--character", "9",
-                    "--model", str(x_model), "--json", env=offline_env(tmp_path))
+    result = cl_lsp(
+        "complete",
+        str(source),
+        "--line",
+        "0",
+        "--character",
+        "9",
+        "--model",
+        str(x_model),
+        "--json",
+        env=offline_env(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["prompt_format"] == "spm"
-    assert answer["prompt_tokens"] == [BOS, PRE, SUF, 13, 1678, 736, 921, 13, MID,
-                                       822, 285, 29898, 29916, 1125]
+    assert answer["prompt_tokens"] == [
+        BOS,
+        PRE,
+        SUF,
+        13,
+        1678,
+        736,
+        921,
+        13,
+        MID,
+        822,
+        285,
+        29898,
+        29916,
+        1125,
+    ]
     assert answer["evaluated_tokens"] == len(answer["prompt_tokens"])
     assert answer["mode"] == "multi_line"
     assert answer["raw"] == " x" * 128  # completion.maxTokens
@@ -50,24 +80,35 @@ def test_complete_json_shows_the_exact_spm_prompt(tmp_path, x_model):
     assert answer["completion"] == "" and answer["dropped_by"] == "check_syntax"
 
 
-def test_complete_heals_the_word_being_typed_or_uses_psm_if_asked(tmp_path, x_model,
-                                                                  tiny_vocab):
+def test_complete_heals_the_word_being_typed_or_uses_psm_if_asked(tmp_path, x_model, tiny_vocab):
     text = "def fib(n):\n    return fi"
     source = tmp_path / "fib.py"
     source.write_text(text)
 
     def complete(settings: str) -> dict:
-        result = cl_lsp("complete", str(source), "--line", "1", "--character", "13",
-                        "--model", str(x_model), "--json", "--settings", settings,
-                        env=offline_env(tmp_path))
+        result = cl_lsp(
+            "complete",
+            str(source),
+            "--line",
+            "1",
+            "--character",
+            "13",
+            "--model",
+            str(x_model),
+            "--json",
+            "--settings",
+            settings,
+            env=offline_env(tmp_path),
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
     healed = complete('{"completion": {"maxTokensSingleLine": 3}}')
     # The default leaves the partial word out (the prompt ends at a token boundary) and makes
     # the answer spell it first; the answer shown is what follows it.
-    head = build_fim_prompt("def fib(n):\n    return", "", tiny_vocab.encode, tiny_vocab.fim,
-                            Layout.SPM)
+    head = build_fim_prompt(
+        "def fib(n):\n    return", "", tiny_vocab.encode, tiny_vocab.fim, Layout.SPM
+    )
     assert healed["prompt_format"] == "spm" and healed["healed"] == " fi"
     assert healed["prompt_tokens"] == list(head.tokens)
     spelled = "".join(tiny_vocab.text_of(token) for token in healed["generated_tokens"])
@@ -87,17 +128,29 @@ def test_complete_plain_output_and_clear_errors(tmp_path, x_model):
     env = offline_env(tmp_path)
     source = tmp_path / "v.py"
     source.write_text("value = \n")
-    plain = cl_lsp("complete", str(source), "--line", "0", "--character", "8",
-                   "--model", str(x_model), env=env)
+    plain = cl_lsp(
+        "complete", str(source), "--line", "0", "--character", "8", "--model", str(x_model), env=env
+    )
     assert plain.returncode == 0 and plain.stdout == " x" * 47 + "\n"
-    outside = cl_lsp("complete", str(source), "--line", "9", "--character", "0",
-                     "--model", str(x_model), env=env)
+    outside = cl_lsp(
+        "complete", str(source), "--line", "9", "--character", "0", "--model", str(x_model), env=env
+    )
     assert outside.returncode == 2 and "past the end" in outside.stderr
-    missing = cl_lsp("complete", str(source), "--line", "0", "--character", "8",
-                     "--model", str(tmp_path / "none.gguf"), env=env)
+    missing = cl_lsp(
+        "complete",
+        str(source),
+        "--line",
+        "0",
+        "--character",
+        "8",
+        "--model",
+        str(tmp_path / "none.gguf"),
+        env=env,
+    )
     assert missing.returncode == 1 and "model file not found" in missing.stderr
-    nothing = cl_lsp("complete", str(source), "--line", "0", "--character", "2",
-                     "--model", str(x_model), env=env)
+    nothing = cl_lsp(
+        "complete", str(source), "--line", "0", "--character", "2", "--model", str(x_model), env=env
+    )
     assert nothing.returncode == 0 and nothing.stdout == ""
     assert "cursor inside identifier" in nothing.stderr
 
@@ -106,8 +159,7 @@ def test_complete_reads_cl_lsp_model_from_the_environment(tmp_path, x_model):
     source = tmp_path / "v.py"
     source.write_text("value = \n")
     env = offline_env(tmp_path, CL_LSP_MODEL=str(x_model))
-    result = cl_lsp("complete", str(source), "--line", "0", "--character", "8", "--json",
-                    env=env)
+    result = cl_lsp("complete", str(source), "--line", "0", "--character", "8", "--json", env=env)
     assert json.loads(result.stdout)["model"] == str(x_model)
 
 
@@ -127,8 +179,7 @@ def test_download_fetches_the_default_model_once(tmp_path, x_model):
         # and `complete` without --model now uses it
         source = tmp_path / "v.py"
         source.write_text("value = \n")
-        used = cl_lsp("complete", str(source), "--line", "0", "--character", "8", "--json",
-                      env=env)
+        used = cl_lsp("complete", str(source), "--line", "0", "--character", "8", "--json", env=env)
         assert json.loads(used.stdout)["model"] == str(path)
 
 
@@ -161,7 +212,10 @@ def test_tcp_transport_listens_on_loopback(tmp_path, x_model):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cl_lsp", "--tcp", "--port", str(port), "--model", str(x_model)],
-        env=offline_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env=offline_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -172,8 +226,16 @@ def test_tcp_transport_listens_on_loopback(tmp_path, x_model):
                 assert time.monotonic() < deadline, "the server never listened"
                 time.sleep(0.1)
         with connection, connection.makefile("rb") as replies:
-            connection.sendall(lsp_message({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                                            "params": {"capabilities": {}}}))
+            connection.sendall(
+                lsp_message(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "initialize",
+                        "params": {"capabilities": {}},
+                    }
+                )
+            )
             reply = read_message(replies)
             assert reply["id"] == 1
             assert "inlineCompletionProvider" in reply["result"]["capabilities"]

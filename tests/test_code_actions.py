@@ -18,7 +18,7 @@ from test_server import inline, open_doc
 
 ACTIONS = {"actions": {"maxTokens": 160}}
 
-PY = '''import math
+PY = """import math
 
 
 def area(radius):
@@ -29,25 +29,24 @@ class Shape:
     def scale(self, factor):
         self.size = self.size * factor
         return self
-'''
-JS = '''const factor = 2;
+"""
+JS = """const factor = 2;
 
 function double(values) {
   return values.map((v) => v * factor);
 }
-'''
-GO = '''package shapes
+"""
+GO = """package shapes
 
 func Area(width int, height int) int {
 	return width * height
 }
-'''
-RUST = '''fn area(width: u32, height: u32) -> u32 {
+"""
+RUST = """fn area(width: u32, height: u32) -> u32 {
     width * height
 }
-'''
-SOURCES = {"python": (PY, "py"), "javascript": (JS, "js"), "go": (GO, "go"),
-           "rust": (RUST, "rs")}
+"""
+SOURCES = {"python": (PY, "py"), "javascript": (JS, "js"), "go": (GO, "go"), "rust": (RUST, "rs")}
 # A line inside each sample's function, and the comment its language writes.
 INSIDE = {"python": 4, "javascript": 3, "go": 3, "rust": 1}
 COMMENT = {"python": "#", "javascript": "//", "go": "//", "rust": "//"}
@@ -57,14 +56,24 @@ def at(line: int, character: int = 0) -> types.Position:
     return types.Position(line=line, character=character)
 
 
-async def code_actions(client, uri: str, start: types.Position, end: types.Position | None = None,
-                       diagnostics: list[types.Diagnostic] | None = None,
-                       only: list[str] | None = None) -> list[types.CodeAction]:
-    result = await asyncio.wait_for(client.text_document_code_action_async(
-        types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            range=types.Range(start=start, end=end or start),
-            context=types.CodeActionContext(diagnostics=diagnostics or [], only=only))), 30)
+async def code_actions(
+    client,
+    uri: str,
+    start: types.Position,
+    end: types.Position | None = None,
+    diagnostics: list[types.Diagnostic] | None = None,
+    only: list[str] | None = None,
+) -> list[types.CodeAction]:
+    result = await asyncio.wait_for(
+        client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(start=start, end=end or start),
+                context=types.CodeActionContext(diagnostics=diagnostics or [], only=only),
+            )
+        ),
+        30,
+    )
     return result or []
 
 
@@ -89,8 +98,9 @@ def apply(text: str, edits: list[types.TextEdit]) -> str:
     starts = [0]
     for line in lines[:-1]:
         starts.append(starts[-1] + len(line) + 1)
-    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character),
-                       reverse=True):
+    for edit in sorted(
+        edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True
+    ):
         begin = starts[edit.range.start.line] + edit.range.start.character
         end = starts[edit.range.end.line] + edit.range.end.character
         text = text[:begin] + edit.new_text + text[end:]
@@ -120,13 +130,17 @@ def open_source(client, tmp_path, language: str) -> tuple[str, str]:
     return uri, text
 
 
-async def test_listing_is_instant_and_never_touches_the_model(start_server, smollm2_model,
-                                                              tmp_path):
+async def test_listing_is_instant_and_never_touches_the_model(
+    start_server, smollm2_model, tmp_path
+):
     client = await start_server(model=smollm2_model, options=ACTIONS)
     uri, _ = open_source(client, tmp_path, "python")
-    problem = types.Diagnostic(range=types.Range(start=at(9, 8), end=at(9, 17)),
-                               message='Cannot access attribute "size" for class "Shape"',
-                               source="Pyright", severity=types.DiagnosticSeverity.Error)
+    problem = types.Diagnostic(
+        range=types.Range(start=at(9, 8), end=at(9, 17)),
+        message='Cannot access attribute "size" for class "Shape"',
+        source="Pyright",
+        severity=types.DiagnosticSeverity.Error,
+    )
     started = time.perf_counter()
     actions = await code_actions(client, uri, at(9, 12), diagnostics=[problem])
     listed_in = time.perf_counter() - started
@@ -161,9 +175,9 @@ async def test_an_empty_file_offers_nothing(start_server, smollm2_model, tmp_pat
 
 
 @pytest.mark.parametrize("language", ["python", "javascript", "go", "rust"])
-async def test_explain_inserts_a_comment_above_in_the_language_syntax(start_server,
-                                                                      smollm2_model, tmp_path,
-                                                                      language):
+async def test_explain_inserts_a_comment_above_in_the_language_syntax(
+    start_server, smollm2_model, tmp_path, language
+):
     client = await start_server(model=smollm2_model, options=ACTIONS)
     uri, text = open_source(client, tmp_path, language)
     line = INSIDE[language]
@@ -176,7 +190,7 @@ async def test_explain_inserts_a_comment_above_in_the_language_syntax(start_serv
     inserted = edit.new_text.rstrip("\n").split("\n")
     assert inserted and all(row.lstrip().startswith(COMMENT[language]) for row in inserted)
     target_line = text.split("\n")[edit.range.start.line]
-    indent = target_line[:len(target_line) - len(target_line.lstrip())]
+    indent = target_line[: len(target_line) - len(target_line.lstrip())]
     assert all(row.startswith(indent + COMMENT[language]) for row in inserted)
     assert new.replace(edit.new_text, "", 1) == text  # nothing else changed
     explained = shown(client, types.MessageType.Info)
@@ -185,10 +199,13 @@ async def test_explain_inserts_a_comment_above_in_the_language_syntax(start_serv
         ast.parse(new)
 
 
-@pytest.mark.parametrize(("language", "opening"), [
-    ("python", '"""'), ("javascript", "/**"), ("go", "// Area"), ("rust", "///")])
-async def test_document_uses_the_language_doc_syntax(start_server, smollm2_model, tmp_path,
-                                                     language, opening):
+@pytest.mark.parametrize(
+    ("language", "opening"),
+    [("python", '"""'), ("javascript", "/**"), ("go", "// Area"), ("rust", "///")],
+)
+async def test_document_uses_the_language_doc_syntax(
+    start_server, smollm2_model, tmp_path, language, opening
+):
     client = await start_server(model=smollm2_model, options=ACTIONS)
     uri, text = open_source(client, tmp_path, language)
     action = pick(await code_actions(client, uri, at(INSIDE[language], 2)), "Add ")
@@ -205,8 +222,7 @@ async def test_document_uses_the_language_doc_syntax(start_server, smollm2_model
         assert ast.get_docstring(function)
 
 
-async def test_fix_replaces_the_target_and_tests_go_after_it(start_server, smollm2_model,
-                                                             tmp_path):
+async def test_fix_replaces_the_target_and_tests_go_after_it(start_server, smollm2_model, tmp_path):
     client = await start_server(model=smollm2_model, options=ACTIONS)
     text = PY.replace("radius ** 2", "radius ^ 2")  # XOR: a bug to fix
     uri = (tmp_path / "buggy.py").as_uri()
@@ -223,16 +239,18 @@ async def test_fix_replaces_the_target_and_tests_go_after_it(start_server, smoll
     assert edit.range.start == edit.range.end and edit.range.start.line >= 4
     assert "```" not in edit.new_text
     new = apply(text, [edit])
-    assert new.startswith(text[:text.index("    return math.pi")])
+    assert new.startswith(text[: text.index("    return math.pi")])
 
 
-async def test_a_fix_from_a_diagnostic_puts_it_in_the_prompt(start_server, smollm2_model,
-                                                            tmp_path):
+async def test_a_fix_from_a_diagnostic_puts_it_in_the_prompt(start_server, smollm2_model, tmp_path):
     client = await start_server(model=smollm2_model, options=ACTIONS)
     uri, _ = open_source(client, tmp_path, "python")
-    problem = types.Diagnostic(range=types.Range(start=at(4, 11), end=at(4, 15)),
-                               message='"math" is possibly unbound', source="Pyright",
-                               code="reportPossiblyUnbound")
+    problem = types.Diagnostic(
+        range=types.Range(start=at(4, 11), end=at(4, 15)),
+        message='"math" is possibly unbound',
+        source="Pyright",
+        code="reportPossiblyUnbound",
+    )
     actions = await code_actions(client, uri, at(4, 12), diagnostics=[problem])
     action = pick(actions, "Fix: ")
     await resolve(client, action)
@@ -243,14 +261,16 @@ async def test_a_fix_from_a_diagnostic_puts_it_in_the_prompt(start_server, smoll
     assert record["generatedTokens"] > 0
 
 
-async def test_an_edit_is_refused_once_the_document_changed(start_server, smollm2_model,
-                                                            tmp_path):
+async def test_an_edit_is_refused_once_the_document_changed(start_server, smollm2_model, tmp_path):
     client = await start_server(model=smollm2_model, options=ACTIONS)
     uri, text = open_source(client, tmp_path, "python")
     action = pick(await code_actions(client, uri, at(4, 8)), "Explain")
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 1\n" + text)]))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 1\n" + text)],
+        )
+    )
     resolved = await resolve(client, action)
     assert resolved.edit is None
     assert any("changed" in m for m in shown(client, types.MessageType.Warning))
@@ -263,9 +283,12 @@ async def test_a_change_while_the_model_writes_is_refused(start_server, x_model,
     action = pick(await code_actions(client, uri, at(4, 8)), "Explain")
     pending = asyncio.ensure_future(resolve(client, action))
     await wait_writing(client)
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text + "\n")]))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text + "\n")],
+        )
+    )
     # the x model never stops by itself: cancel through the progress the server shows
     await cancel_progress(client)
     resolved = await asyncio.wait_for(pending, 30)
@@ -280,20 +303,26 @@ async def wait_writing(client, timeout: float = 30) -> None:
 
 
 async def cancel_progress(client) -> None:
-    tokens = [token for token, values in client.progress_reports.items()
-              if any(getattr(v, "cancellable", False) for v in values)]
+    tokens = [
+        token
+        for token, values in client.progress_reports.items()
+        if any(getattr(v, "cancellable", False) for v in values)
+    ]
     assert tokens, client.progress_reports
     client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=tokens[-1]))
 
 
-async def test_cancelling_stops_the_writing_and_completions_keep_priority(start_server,
-                                                                         slow_x_model,
-                                                                         tmp_path):
+async def test_cancelling_stops_the_writing_and_completions_keep_priority(
+    start_server, slow_x_model, tmp_path
+):
     client = await start_server(model=slow_x_model, options={"actions": {"maxTokens": 3000}})
     uri, _ = open_source(client, tmp_path, "python")
     action = pick(await code_actions(client, uri, at(4, 8)), "Explain")
-    future = asyncio.ensure_future(client.protocol.send_request_async(
-        types.CODE_ACTION_RESOLVE, action, msg_id="action-to-cancel"))
+    future = asyncio.ensure_future(
+        client.protocol.send_request_async(
+            types.CODE_ACTION_RESOLVE, action, msg_id="action-to-cancel"
+        )
+    )
     await wait_writing(client)
     # A completion while the action writes is answered by the model, not after the action.
     started = time.perf_counter()
@@ -313,8 +342,9 @@ async def test_cancelling_stops_the_writing_and_completions_keep_priority(start_
     assert current["actions"][-1]["generatedTokens"] < 3000
 
 
-async def test_without_resolve_support_the_command_applies_the_edit(start_server, smollm2_model,
-                                                                    tmp_path):
+async def test_without_resolve_support_the_command_applies_the_edit(
+    start_server, smollm2_model, tmp_path
+):
     client = await start_server(model=smollm2_model, options=ACTIONS, resolve=False)
     applied: list[types.ApplyWorkspaceEditParams] = []
 
@@ -328,19 +358,31 @@ async def test_without_resolve_support_the_command_applies_the_edit(start_server
     # command for a Command (the union's first member) and garbles it.
     answer: asyncio.Future = asyncio.get_running_loop().create_future()
     client.protocol._request_futures["raw-actions"] = answer
-    client.protocol._send_data({"jsonrpc": "2.0", "id": "raw-actions",
-                                "method": types.TEXT_DOCUMENT_CODE_ACTION, "params": {
-                                    "textDocument": {"uri": uri},
-                                    "range": {"start": {"line": 4, "character": 8},
-                                              "end": {"line": 4, "character": 8}},
-                                    "context": {"diagnostics": []}}})
+    client.protocol._send_data(
+        {
+            "jsonrpc": "2.0",
+            "id": "raw-actions",
+            "method": types.TEXT_DOCUMENT_CODE_ACTION,
+            "params": {
+                "textDocument": {"uri": uri},
+                "range": {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}},
+                "context": {"diagnostics": []},
+            },
+        }
+    )
     actions = await asyncio.wait_for(answer, 30)
     (action,) = [a for a in actions if str(_get(a, "title")).startswith("cl-lsp: Add docstring")]
     command = _get(action, "command")
     assert _get(command, "command") == "cl-lsp.runAction" and _get(action, "edit") is None
     started = time.perf_counter()
-    await asyncio.wait_for(client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command=_get(command, "command"), arguments=_get(command, "arguments"))), 30)
+    await asyncio.wait_for(
+        client.workspace_execute_command_async(
+            types.ExecuteCommandParams(
+                command=_get(command, "command"), arguments=_get(command, "arguments")
+            )
+        ),
+        30,
+    )
     answered = time.perf_counter() - started
     # The command answers at once (eglot waits for it); the edit comes when it is written.
     assert not applied and answered < 2, answered
@@ -354,8 +396,9 @@ async def test_without_resolve_support_the_command_applies_the_edit(start_server
     assert ast.get_docstring(function)
 
 
-async def test_a_target_larger_than_the_window_is_refused_clearly(start_server, smollm2_model,
-                                                                  tmp_path):
+async def test_a_target_larger_than_the_window_is_refused_clearly(
+    start_server, smollm2_model, tmp_path
+):
     client = await start_server(model=smollm2_model, options={"actions": {"nCtx": 512}})
     body = "".join(f"    total += compute_{n}(value, {n})\n" for n in range(200))
     uri = (tmp_path / "big.py").as_uri()
@@ -379,12 +422,12 @@ async def test_no_model_lists_actions_and_explains_on_resolve(start_server, tmp_
     assert (await status(client))["actionsStarted"] == 0
 
 
-async def test_actions_model_writes_actions_while_the_base_model_completes(start_server,
-                                                                           x_model,
-                                                                           smollm2_model,
-                                                                           tmp_path):
-    client = await start_server(model=x_model, options={
-        "actions": {"model": str(smollm2_model), "maxTokens": 96}})
+async def test_actions_model_writes_actions_while_the_base_model_completes(
+    start_server, x_model, smollm2_model, tmp_path
+):
+    client = await start_server(
+        model=x_model, options={"actions": {"model": str(smollm2_model), "maxTokens": 96}}
+    )
     uri, _ = open_source(client, tmp_path, "python")
     resolved = await resolve(client, pick(await code_actions(client, uri, at(4, 8)), "Explain"))
     assert resolved.edit is not None, client.messages
@@ -396,8 +439,9 @@ async def test_actions_model_writes_actions_while_the_base_model_completes(start
 
 
 async def test_a_missing_actions_model_is_explained(start_server, x_model, tmp_path):
-    client = await start_server(model=x_model, options={
-        "actions": {"model": str(tmp_path / "instruct.gguf")}})
+    client = await start_server(
+        model=x_model, options={"actions": {"model": str(tmp_path / "instruct.gguf")}}
+    )
     uri, _ = open_source(client, tmp_path, "python")
     resolved = await resolve(client, pick(await code_actions(client, uri, at(4, 8)), "Explain"))
     assert resolved.edit is None

@@ -22,10 +22,22 @@ def test_defaults():
 @pytest.mark.parametrize(
     "raw",
     [
-        pytest.param({"completion": {"maxTokens": 64, "promptFormat": "psm"},
-                      "model": {"path": "/m.gguf", "nCtx": 2048}}, id="plain"),
-        pytest.param({"cl-lsp": {"completion": {"maxTokens": 64, "promptFormat": "psm"},
-                                 "model": {"path": "/m.gguf", "nCtx": 2048}}}, id="section"),
+        pytest.param(
+            {
+                "completion": {"maxTokens": 64, "promptFormat": "psm"},
+                "model": {"path": "/m.gguf", "nCtx": 2048},
+            },
+            id="plain",
+        ),
+        pytest.param(
+            {
+                "cl-lsp": {
+                    "completion": {"maxTokens": 64, "promptFormat": "psm"},
+                    "model": {"path": "/m.gguf", "nCtx": 2048},
+                }
+            },
+            id="section",
+        ),
     ],
 )
 def test_camel_case_settings(raw):
@@ -41,17 +53,37 @@ def test_camel_case_settings(raw):
 @pytest.mark.parametrize(
     ("raw", "key", "check"),
     [
-        pytest.param({"completion": {"maxTokens": -3}}, "completion.maxTokens",
-                     lambda s: s.completion.max_tokens == 128, id="out-of-range"),
-        pytest.param({"completion": {"maxTokens": "many"}}, "completion.maxTokens",
-                     lambda s: s.completion.max_tokens == 128, id="wrong-type"),
-        pytest.param({"completion": {"enabled": "yes"}}, "completion.enabled",
-                     lambda s: s.completion.enabled is True, id="not-a-bool"),
-        pytest.param({"completion": {"promptFormat": "fim"}}, "completion.promptFormat",
-                     lambda s: s.completion.prompt_format is PromptFormat.AUTO, id="bad-enum"),
+        pytest.param(
+            {"completion": {"maxTokens": -3}},
+            "completion.maxTokens",
+            lambda s: s.completion.max_tokens == 128,
+            id="out-of-range",
+        ),
+        pytest.param(
+            {"completion": {"maxTokens": "many"}},
+            "completion.maxTokens",
+            lambda s: s.completion.max_tokens == 128,
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"completion": {"enabled": "yes"}},
+            "completion.enabled",
+            lambda s: s.completion.enabled is True,
+            id="not-a-bool",
+        ),
+        pytest.param(
+            {"completion": {"promptFormat": "fim"}},
+            "completion.promptFormat",
+            lambda s: s.completion.prompt_format is PromptFormat.AUTO,
+            id="bad-enum",
+        ),
         pytest.param({"model": 7}, "model", lambda s: s.model.n_ctx == 4096, id="not-an-object"),
-        pytest.param({"completion": {"tempreature": 1}}, "completion.tempreature",
-                     lambda s: s.completion.temperature == 0.0, id="unknown-key"),
+        pytest.param(
+            {"completion": {"tempreature": 1}},
+            "completion.tempreature",
+            lambda s: s.completion.temperature == 0.0,
+            id="unknown-key",
+        ),
     ],
 )
 def test_bad_values_are_reported_and_ignored(raw, key, check):
@@ -62,8 +94,7 @@ def test_bad_values_are_reported_and_ignored(raw, key, check):
 
 def test_bad_values_keep_the_previous_setting_and_good_ones_apply():
     current, _ = parse_settings({"completion": {"maxTokens": 200}})
-    new, problems = parse_settings(
-        {"completion": {"maxTokens": 0, "temperature": 0.2}}, current)
+    new, problems = parse_settings({"completion": {"maxTokens": 0, "temperature": 0.2}}, current)
     assert new.completion.max_tokens == 200
     assert new.completion.temperature == 0.2
     assert "keeping 200" in problems[0]

@@ -29,7 +29,7 @@ def test_round_trip_positions():
     document = Document("file:///a.py", "x\r\n" + LINE + "\rtail", 1)
     for encoding in (UTF8, UTF16, UTF32):
         for offset in range(len(document.text) + 1):
-            if document.text[offset - 1:offset + 1] == "\r\n":
+            if document.text[offset - 1 : offset + 1] == "\r\n":
                 continue  # between \r and \n is not a position
             line, column = document.position_at(offset, encoding)
             assert document.offset_at(line, column, encoding) == offset
@@ -79,8 +79,10 @@ def test_line_index_stays_exact_under_random_edits():
     pieces = st.text(alphabet="ab \r\n\t😀", max_size=6)
 
     @settings(max_examples=400, deadline=None)
-    @given(st.text(alphabet="ab \r\n😀", max_size=40),
-           st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), pieces), max_size=6))
+    @given(
+        st.text(alphabet="ab \r\n😀", max_size=40),
+        st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), pieces), max_size=6),
+    )
     def check(text, edits):
         document = Document("file:///h.txt", text, 1)
         assert document.line_starts  # build the index so edits update it incrementally

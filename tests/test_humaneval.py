@@ -21,15 +21,30 @@ SUBSET = Path(__file__).parent / "data" / "human-eval-infilling" / "subset.jsonl
 
 def _tasks() -> list[he.Task]:
     rows = [json.loads(line) for line in SUBSET.read_text(encoding="utf-8").splitlines()]
-    return [he.Task("single" if row["task_id"].startswith("Single") else "multi",
-                    row["task_id"], row["prompt"], row["canonical_solution"], row["suffix"],
-                    row["test"], row["entry_point"]) for row in rows]
+    return [
+        he.Task(
+            "single" if row["task_id"].startswith("Single") else "multi",
+            row["task_id"],
+            row["prompt"],
+            row["canonical_solution"],
+            row["suffix"],
+            row["test"],
+            row["entry_point"],
+        )
+        for row in rows
+    ]
 
 
 def _passes(program: str, tmp_path: Path) -> bool:
     try:
-        done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, timeout=20, check=False,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=tmp_path,
+            timeout=20,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return False
     return done.returncode == 0

@@ -23,20 +23,42 @@ from loadgen import Sample, Sent, Typist, newest_wins_violations, rss_slope_kb_p
 DOCUMENTS = 50
 LOAD_RATE = 200.0  # keystrokes a second, each followed by a request
 LOAD_SECONDS = 3.0
-OPTIONS = {"completion": {"debounceMs": 20, "generationTimeoutMs": 0,
-                          "maxTokensSingleLine": loadgen.ANSWER_TOKENS}}
+OPTIONS = {
+    "completion": {
+        "debounceMs": 20,
+        "generationTimeoutMs": 0,
+        "maxTokensSingleLine": loadgen.ANSWER_TOKENS,
+    }
+}
 # The soak types 7 keystrokes a second into each document: with the default debounce most
 # requests wait and are superseded, as when a person types, and the model is not all the work.
 SOAK_OPTIONS = {"completion": {**OPTIONS["completion"], "debounceMs": 150}}
 
 # Tables that live only as long as a request or an open document: once every request is
 # answered and every document closed they are as they were before the first one.
-REQUEST_TABLES = ("requestFutures", "resultTypes", "progressTokens", "progressCancels",
-                  "background", "workspaceDocuments", "schedulerLatest", "schedulerPace",
-                  "shown", "anchors", "suffixes", "plannerQueue", "asyncioTasks")
+REQUEST_TABLES = (
+    "requestFutures",
+    "resultTypes",
+    "progressTokens",
+    "progressCancels",
+    "background",
+    "workspaceDocuments",
+    "schedulerLatest",
+    "schedulerPace",
+    "shown",
+    "anchors",
+    "suffixes",
+    "plannerQueue",
+    "asyncioTasks",
+)
 # Caches with a fixed bound: they fill up, never past it.
-BOUNDED_TABLES = {"resultCache": 256, "recent": 1000, "actionRecords": 50,
-                  "lineCacheFirst": 50_001, "lineCacheLater": 50_001}
+BOUNDED_TABLES = {
+    "resultCache": 256,
+    "recent": 1000,
+    "actionRecords": 50,
+    "lineCacheFirst": 50_001,
+    "lineCacheLater": 50_001,
+}
 # Growth limits per thousand edits, after a warm-up. Without the fix (pygls kept a future
 # for every notification) Python's allocated blocks grew ~18,000 and RSS ~2.5 MB per thousand
 # edits; with it, blocks grow under ~1,000 while caches settle. RSS alone cannot tell these
@@ -53,8 +75,9 @@ async def start(tmp_path: Path):
     clients: list[loadgen.RawClient] = []
 
     async def start(model: Path, options: dict | None = None) -> loadgen.RawClient:
-        client = await loadgen.start_server(model, tmp_path, options or OPTIONS,
-                                            env=offline_env(tmp_path))
+        client = await loadgen.start_server(
+            model, tmp_path, options or OPTIONS, env=offline_env(tmp_path)
+        )
         clients.append(client)
         return client
 
@@ -65,8 +88,9 @@ async def start(tmp_path: Path):
 
 
 def assert_back_to_baseline(before: dict[str, int], after: dict[str, int]) -> None:
-    grown = {name: (before[name], after[name]) for name in REQUEST_TABLES
-             if after[name] != before[name]}
+    grown = {
+        name: (before[name], after[name]) for name in REQUEST_TABLES if after[name] != before[name]
+    }
     assert not grown, f"tables not back to where they were (before, after): {grown}"
     over = {name: after[name] for name, bound in BOUNDED_TABLES.items() if after[name] > bound}
     assert not over, f"bounded tables past their bound: {over}"
@@ -104,15 +128,30 @@ def test_the_checks_reject_a_wrong_range_and_an_old_code_action():
 
 def test_newest_wins_flags_an_answer_that_outlived_a_newer_request():
     def record(version: int, started: float, total_ms: float, outcome: str) -> dict:
-        return {"uri": "file:///a.py", "version": version, "started": started,
-                "totalMs": total_ms, "outcome": outcome}
+        return {
+            "uri": "file:///a.py",
+            "version": version,
+            "started": started,
+            "totalMs": total_ms,
+            "outcome": outcome,
+        }
 
-    assert newest_wins_violations([record(1, 0.0, 300, "superseded"),
-                                   record(2, 0.1, 50, "generated")]) == []
-    assert newest_wins_violations([record(1, 0.0, 50, "generated"),
-                                   record(2, 0.1, 50, "generated")]) == []
-    assert len(newest_wins_violations([record(1, 0.0, 300, "generated"),
-                                       record(2, 0.1, 50, "generated")])) == 1
+    assert (
+        newest_wins_violations([record(1, 0.0, 300, "superseded"), record(2, 0.1, 50, "generated")])
+        == []
+    )
+    assert (
+        newest_wins_violations([record(1, 0.0, 50, "generated"), record(2, 0.1, 50, "generated")])
+        == []
+    )
+    assert (
+        len(
+            newest_wins_violations(
+                [record(1, 0.0, 300, "generated"), record(2, 0.1, 50, "generated")]
+            )
+        )
+        == 1
+    )
 
 
 def test_the_rss_slope_is_per_thousand_edits():
@@ -131,8 +170,7 @@ async def test_fifty_documents_under_load(start, x_model, tmp_path):
     before = (await client.status())["tables"]
     typist = Typist(client, tmp_path, DOCUMENTS, seed=1)
     typist.open_all()
-    result = await asyncio.wait_for(
-        typist.type_for(LOAD_SECONDS, LOAD_RATE, record_every=1.0), 240)
+    result = await asyncio.wait_for(typist.type_for(LOAD_SECONDS, LOAD_RATE, record_every=1.0), 240)
 
     assert result.sent >= LOAD_RATE * LOAD_SECONDS * 0.9
     assert result.answered == result.sent, f"{result.sent - result.answered} unanswered"
@@ -160,14 +198,18 @@ async def test_running_code_actions_leaves_no_table_growing(start, x_model, tmp_
     client.notify("textDocument/didOpen", document.open_params())
     before = (await client.status())["tables"]
     sent = Sent("codeAction", document.uri, document.version, document.line, 0.0)
-    actions = await client.request("textDocument/codeAction",
-                                   loadgen.request_params("codeAction", sent))
+    actions = await client.request(
+        "textDocument/codeAction", loadgen.request_params("codeAction", sent)
+    )
     explain = next(action for action in actions if "Explain" in action["title"])
     for refuse in (False, True):
         client.refuse_progress = refuse
         for _ in range(2):
-            await client.request("workspace/executeCommand", {
-                "command": "cl-lsp.runAction", "arguments": [explain["data"]]}, 60)
+            await client.request(
+                "workspace/executeCommand",
+                {"command": "cl-lsp.runAction", "arguments": [explain["data"]]},
+                60,
+            )
             resolved = await client.request("codeAction/resolve", explain, 60)
             assert resolved.get("edit"), resolved
     for _ in range(600):  # the commands' actions finish in the background
@@ -180,8 +222,16 @@ async def test_running_code_actions_leaves_no_table_growing(start, x_model, tmp_
     assert_back_to_baseline(before, (await client.status())["tables"])
 
 
-async def soak(client: loadgen.RawClient, root: Path, *, warm_up: int, edits: int,
-               seconds: float, rate: float, sample_every: int) -> tuple[Typist, list[Sample]]:
+async def soak(
+    client: loadgen.RawClient,
+    root: Path,
+    *,
+    warm_up: int,
+    edits: int,
+    seconds: float,
+    rate: float,
+    sample_every: int,
+) -> tuple[Typist, list[Sample]]:
     """Warm the caches up with `warm_up` keystrokes (they fill to their bounds), then type
     `edits` more (within `seconds`), sampling every `sample_every` keystrokes."""
     typist = Typist(client, root, 20, seed=2, reopen_every=100)
@@ -199,10 +249,12 @@ def assert_flat(samples: list[Sample], rss_limit_kb: float) -> None:
     blocks = loadgen.blocks_slope_per_1000(samples, skip=0.0)
     assert blocks < BLOCKS_LIMIT, (
         f"Python's allocated blocks grow {blocks:.0f} per 1000 edits: "
-        f"{[(s.edits, s.python_blocks) for s in samples]}")
+        f"{[(s.edits, s.python_blocks) for s in samples]}"
+    )
     rss = rss_slope_kb_per_1000(samples, skip=0.0)
     assert rss < rss_limit_kb, (
-        f"RSS grows {rss:.0f} kB per 1000 edits: {[(s.edits, s.rss_kb) for s in samples]}")
+        f"RSS grows {rss:.0f} kB per 1000 edits: {[(s.edits, s.rss_kb) for s in samples]}"
+    )
     for sample in samples:  # taken with nothing in flight
         assert sample.tables["requestFutures"] <= 1 + sample.outstanding, sample
         assert sample.tables["resultTypes"] == 0, sample
@@ -218,9 +270,10 @@ async def test_a_short_soak_keeps_rss_and_tables_flat(start, x_model, tmp_path):
     """2,000 keystrokes into 20 documents (one closed and a new one opened every 100), after
     1,500 to fill the caches: no table grows, nor do Python's allocated blocks or (much) RSS."""
     client = await start(x_model, SOAK_OPTIONS)
-    typist, samples = await asyncio.wait_for(soak(
-        client, tmp_path, warm_up=1500, edits=2000, seconds=120, rate=150, sample_every=250),
-        400)
+    typist, samples = await asyncio.wait_for(
+        soak(client, tmp_path, warm_up=1500, edits=2000, seconds=120, rate=150, sample_every=250),
+        400,
+    )
     assert samples[-1].edits - samples[0].edits >= 1000  # even on a very busy machine
     assert_flat(samples, SHORT_RSS_LIMIT_KB)
     typist.close_all()
@@ -230,8 +283,17 @@ async def test_a_short_soak_keeps_rss_and_tables_flat(start, x_model, tmp_path):
 async def test_a_ten_minute_soak_keeps_rss_and_tables_flat(start, x_model, tmp_path):
     minutes = float(os.environ.get("CL_LSP_SOAK_MINUTES", "10"))
     client = await start(x_model, SOAK_OPTIONS)
-    typist, samples = await asyncio.wait_for(soak(
-        client, tmp_path, warm_up=2000, edits=10**9, seconds=minutes * 60, rate=100,
-        sample_every=1000), minutes * 60 * 2 + 300)
+    typist, samples = await asyncio.wait_for(
+        soak(
+            client,
+            tmp_path,
+            warm_up=2000,
+            edits=10**9,
+            seconds=minutes * 60,
+            rate=100,
+            sample_every=1000,
+        ),
+        minutes * 60 * 2 + 300,
+    )
     assert_flat(samples, LONG_RSS_LIMIT_KB)
     typist.close_all()

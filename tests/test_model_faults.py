@@ -28,7 +28,8 @@ def errors(client) -> list[str]:
 
 def configure(client, settings: dict) -> None:
     client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"cl-lsp": settings}))
+        types.DidChangeConfigurationParams(settings={"cl-lsp": settings})
+    )
 
 
 async def answer(client, uri: str) -> str:
@@ -74,7 +75,8 @@ def _write(path: Path, data: bytes) -> Path:
 
 @pytest.mark.parametrize("case", sorted(BAD_PATHS))
 async def test_a_bad_model_path_is_one_message_and_a_corrected_one_recovers(
-        case, start_server, x_model, tmp_path):
+    case, start_server, x_model, tmp_path
+):
     make, words = BAD_PATHS[case]
     folder = tmp_path / "models"
     folder.mkdir()
@@ -96,8 +98,9 @@ async def test_a_bad_model_path_is_one_message_and_a_corrected_one_recovers(
     assert len(errors(client)) == 1
 
 
-async def test_the_editors_model_path_wins_over_a_bad_command_line_model(start_server, x_model,
-                                                                         tmp_path):
+async def test_the_editors_model_path_wins_over_a_bad_command_line_model(
+    start_server, x_model, tmp_path
+):
     """Bug 11: a server started with a bad --model recovers when the editor names a model."""
     client = await start_server(model=tmp_path / "typo.gguf", options=FAST)
     assert (await wait_for_state(client, {"failed", "empty"}))["state"] == "empty"
@@ -110,7 +113,8 @@ async def test_the_editors_model_path_wins_over_a_bad_command_line_model(start_s
 
 
 async def test_a_model_file_fixed_on_disk_is_retried_when_settings_come_again(
-        start_server, x_model, tmp_path):
+    start_server, x_model, tmp_path
+):
     model = truncated(x_model, tmp_path / "model.gguf")
     client = await start_server(options={"model": {"path": str(model)}, **FAST})
     assert (await wait_for_state(client, {"failed", "empty"}))["state"] == "failed"
@@ -130,8 +134,7 @@ async def serving_a_copy(start_server, x_model, tmp_path):
     return model, client, uri
 
 
-async def test_a_model_file_truncated_while_loaded_is_not_touched(start_server, x_model,
-                                                                  tmp_path):
+async def test_a_model_file_truncated_while_loaded_is_not_touched(start_server, x_model, tmp_path):
     """Bug 9: rewriting the mapped file in place used to kill the server with SIGBUS."""
     model, client, uri = await serving_a_copy(start_server, x_model, tmp_path)
     pid = (await status(client))["pid"]
@@ -148,8 +151,9 @@ async def test_a_model_file_truncated_while_loaded_is_not_touched(start_server, 
     assert await answer(client, uri) == X4
 
 
-async def test_a_model_file_replaced_while_loaded_is_loaded_again(start_server, x_model,
-                                                                  eot_model, tmp_path):
+async def test_a_model_file_replaced_while_loaded_is_loaded_again(
+    start_server, x_model, eot_model, tmp_path
+):
     model, client, uri = await serving_a_copy(start_server, x_model, tmp_path)
     partial = tmp_path / "model.gguf.part"
     shutil.copyfile(eot_model, partial)
@@ -164,19 +168,29 @@ async def test_a_quantized_model_serves_on_this_cpu(start_server, smollm2_model,
     """Bug 1: Q4_1 weights repacked for an AMX CPU crashed llama.cpp (SIGSEGV) on the first
     prompt. With model.repack "auto" the server checks once in a child process and loads
     without repacking where that crashes; the server answers and stays up."""
-    client = await start_server(model=smollm2_model, options={
-        "completion": {"debounceMs": 0, "maxTokens": 8, "maxTokensSingleLine": 8}})
+    client = await start_server(
+        model=smollm2_model,
+        options={"completion": {"debounceMs": 0, "maxTokens": 8, "maxTokensSingleLine": 8}},
+    )
     ready = await wait_for_state(client, {"ready", "failed", "empty"})
     assert ready["state"] == "ready", client.messages
     assert isinstance(ready["repack"], bool)
     uri = (tmp_path / "notes.txt").as_uri()
     open_doc(client, uri, "The capital of France is", language="plaintext")
-    items = (await asyncio.wait_for(client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=0, character=24),
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Invoked))), 60)).items
+    items = (
+        await asyncio.wait_for(
+            client.text_document_inline_completion_async(
+                types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=types.Position(line=0, character=24),
+                    context=types.InlineCompletionContext(
+                        trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                    ),
+                )
+            ),
+            60,
+        )
+    ).items
     assert items and items[0].insert_text.strip(), "the model wrote nothing"
     after = await status(client)
     assert after["pid"] == ready["pid"] and after["counters"]["generationsStarted"] >= 1
@@ -186,8 +200,10 @@ async def test_a_quantized_model_serves_on_this_cpu(start_server, smollm2_model,
 async def test_a_missing_actions_model_alone_recovers(start_server, x_model, tmp_path):
     from test_code_actions import at, code_actions, open_source, pick, resolve
 
-    client = await start_server(model=x_model, options={
-        "actions": {"model": str(tmp_path / "instruct.gguf"), "maxTokens": 8}})
+    client = await start_server(
+        model=x_model,
+        options={"actions": {"model": str(tmp_path / "instruct.gguf"), "maxTokens": 8}},
+    )
     uri, _ = open_source(client, tmp_path, "python")
     first = await resolve(client, pick(await code_actions(client, uri, at(4, 8)), "Explain"))
     assert first.edit is None
@@ -196,4 +212,3 @@ async def test_a_missing_actions_model_alone_recovers(start_server, x_model, tmp
     again = await resolve(client, pick(await code_actions(client, uri, at(4, 8)), "Explain"))
     assert again.edit is not None, client.messages
     assert len(errors(client)) == 1
-

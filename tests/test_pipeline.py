@@ -15,11 +15,30 @@ def test_typing_keeps_both_window_edges_and_only_the_tail_changes(tiny_vocab):
     offset = cursor + len("value = ")
     anchor = suffix = None
     prompts = []
-    for typed in ["", "h", "he", "hel", "help", "helpe", "helper", "helper_", "helper_1",
-                  "helper_1(", "helper_1(2"]:
+    for typed in [
+        "",
+        "h",
+        "he",
+        "hel",
+        "help",
+        "helpe",
+        "helper",
+        "helper_",
+        "helper_1",
+        "helper_1(",
+        "helper_1(2",
+    ]:
         now = text[:offset] + typed + text[offset:]
-        plan = plan_completion(now, offset + len(typed), vocab=tiny_vocab, settings=settings,
-                               n_ctx=4096, path="a.py", anchor=anchor, suffix_anchor=suffix)
+        plan = plan_completion(
+            now,
+            offset + len(typed),
+            vocab=tiny_vocab,
+            settings=settings,
+            n_ctx=4096,
+            path="a.py",
+            anchor=anchor,
+            suffix_anchor=suffix,
+        )
         if anchor is not None:
             assert plan.context.window_start == anchor
             assert plan.context.suffix == suffix
@@ -37,14 +56,20 @@ def test_typing_keeps_both_window_edges_and_only_the_tail_changes(tiny_vocab):
 def test_a_suffix_anchor_that_no_longer_matches_is_dropped(tiny_vocab):
     settings = CompletionSettings(prefix_tokens=400, suffix_tokens=150)
     offset = SOURCE.index("def helper_50")
-    plan = plan_completion(SOURCE, offset, vocab=tiny_vocab, settings=settings, n_ctx=4096,
-                           path="a.py", suffix_anchor="something else entirely")
+    plan = plan_completion(
+        SOURCE,
+        offset,
+        vocab=tiny_vocab,
+        settings=settings,
+        n_ctx=4096,
+        path="a.py",
+        suffix_anchor="something else entirely",
+    )
     assert SOURCE.startswith(plan.context.suffix, offset)
     assert plan.context.suffix != "something else entirely"
 
 
-def test_whole_lines_cut_at_a_block_end_keep_their_line_break_above_the_cursors_line(
-        tiny_vocab):
+def test_whole_lines_cut_at_a_block_end_keep_their_line_break_above_the_cursors_line(tiny_vocab):
     """At column 0 before `    return y`, the model writes a line, then a new function: the
     block-end stop cuts at the line break, and the suggestion still ends with it (else the line
     would be glued to `    return y`)."""
@@ -53,8 +78,9 @@ def test_whole_lines_cut_at_a_block_end_keep_their_line_break_above_the_cursors_
 
     text = "def f(x):\n    return y\n"
     offset = text.index("    return y")
-    plan = plan_completion(text, offset, vocab=tiny_vocab, settings=CompletionSettings(),
-                           n_ctx=4096, path="a.py")
+    plan = plan_completion(
+        text, offset, vocab=tiny_vocab, settings=CompletionSettings(), n_ctx=4096, path="a.py"
+    )
     assert plan.request is not None and plan.request.stop_check is not None
     raw = "    y = x + 1\ndef g():\n"
     cut = plan.request.stop_check(raw)

@@ -25,24 +25,26 @@ X4 = " x" * 3  # the x model's answer at a 4-token budget (the last, cut by the 
 # Emoji (2 UTF-16 units, 4 UTF-8 bytes), CJK (3 UTF-8 bytes), a combining mark, a ZWJ sequence,
 # and all three LSP line ends: \r\n, a lone \r and \n.
 FAMILY = "👩\u200d👩\u200d👧"
-TEXT = ('a = "😀😀"\r\n'
-        'b = "中文。"\r'
-        'c = "e\u0301 "\n'
-        f'd = "{FAMILY}!"\n'
-        'e = 1\n')
+TEXT = f'a = "😀😀"\r\nb = "中文。"\rc = "e\u0301 "\nd = "{FAMILY}!"\ne = 1\n'
 LINES = re.split(r"\r\n|\r|\n", TEXT)
 
 
 def column(text: str, encoding: str) -> int:
     """An independent count of LSP code units (not the server's `units`)."""
-    return len(text.encode({UTF16: "utf-16-le", UTF8: "utf-8", UTF32: "utf-32-le"}[encoding])
-               ) // {UTF16: 2, UTF8: 1, UTF32: 4}[encoding]
+    return (
+        len(text.encode({UTF16: "utf-16-le", UTF8: "utf-8", UTF32: "utf-32-le"}[encoding]))
+        // {UTF16: 2, UTF8: 1, UTF32: 4}[encoding]
+    )
 
 
 class Mirror:
     """The client's copy of a document. A position inside a character raises."""
 
-    CODECS: ClassVar[dict[str, tuple[str, int]]] = {UTF16: ("utf-16-le", 2), UTF8: ("utf-8", 1), UTF32: ("utf-32-le", 4)}
+    CODECS: ClassVar[dict[str, tuple[str, int]]] = {
+        UTF16: ("utf-16-le", 2),
+        UTF8: ("utf-8", 1),
+        UTF32: ("utf-32-le", 4),
+    }
 
     def __init__(self, text: str, encoding: str) -> None:
         self.text, self.encoding = text, encoding
@@ -55,7 +57,7 @@ class Mirror:
         codec, width = self.CODECS[self.encoding]
         encoded = line.encode(codec)
         # strict: a cut inside a character raises UnicodeDecodeError
-        return start + len(encoded[:position.character * width].decode(codec))
+        return start + len(encoded[: position.character * width].decode(codec))
 
     def apply(self, where: types.Range, new_text: str) -> str:
         begin, end = self.offset(where.start), self.offset(where.end)
@@ -77,7 +79,7 @@ def test_every_column_rounds_down_to_a_character_start(encoding):
             assert 0 <= index <= len(line_text)
             assert column(line_text[:index], encoding) <= col
             if index < len(line_text):  # the next character would cross the column
-                assert column(line_text[:index + 1], encoding) > col
+                assert column(line_text[: index + 1], encoding) > col
             line_back, col_back = document.position_at(start + index, encoding)
             assert (line_back, col_back) == (line, column(line_text[:index], encoding))
 
@@ -136,56 +138,82 @@ def test_positions_out_of_range():
 def open_doc(client, uri: str, text: str) -> None:
     # Plain text: the x model's answer is cut by the token cap, and an answer cut short is
     # shown only if it parses (`d = "…" x x` would not, in Python).
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="plaintext", version=1,
-                                             text=text)))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="plaintext", version=1, text=text
+            )
+        )
+    )
 
 
-def change(client, uri: str, version: int, start: types.Position, end: types.Position,
-           text: str) -> None:
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-        content_changes=[types.TextDocumentContentChangePartial(
-            range=types.Range(start=start, end=end), text=text)]))
+def change(
+    client, uri: str, version: int, start: types.Position, end: types.Position, text: str
+) -> None:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=start, end=end), text=text
+                )
+            ],
+        )
+    )
 
 
 async def inline(client, uri: str, position: types.Position):
-    return await asyncio.wait_for(client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), position=position,
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Invoked))), 60)
+    return await asyncio.wait_for(
+        client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=position,
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                ),
+            )
+        ),
+        60,
+    )
 
 
 async def complete(client, uri: str, position: types.Position):
-    return await asyncio.wait_for(client.text_document_completion_async(types.CompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=position)), 60)
+    return await asyncio.wait_for(
+        client.text_document_completion_async(
+            types.CompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=position
+            )
+        ),
+        60,
+    )
 
 
 async def raw_request(client, method: str, params: dict, request_id: str):
     """Send params pygls's own types would refuse to build (a negative position)."""
     answer: asyncio.Future = asyncio.get_running_loop().create_future()
     client.protocol._request_futures[request_id] = answer
-    client.protocol._send_data({"jsonrpc": "2.0", "id": request_id, "params": params,
-                                "method": method})
+    client.protocol._send_data(
+        {"jsonrpc": "2.0", "id": request_id, "params": params, "method": method}
+    )
     return await asyncio.wait_for(answer, 10)
 
 
 # (line, text before the cursor): the cursor is put at every code unit of the next character
 CURSORS = [
-    (0, 'a = "'),                         # before an emoji
-    (0, 'a = "😀'),                       # between two emoji
-    (1, 'b = "中文'),                      # before the CJK full stop
-    (2, 'c = "e\u0301'),                  # after a combining mark
-    (3, 'd = "👩'),                       # before a ZWJ
-    (3, 'd = "👩\u200d👩\u200d'),         # before the last person of a ZWJ sequence
-    (4, 'e = 1'),                         # end of the line after \n, after a lone \r
+    (0, 'a = "'),  # before an emoji
+    (0, 'a = "😀'),  # between two emoji
+    (1, 'b = "中文'),  # before the CJK full stop
+    (2, 'c = "e\u0301'),  # after a combining mark
+    (3, 'd = "👩'),  # before a ZWJ
+    (3, 'd = "👩\u200d👩\u200d'),  # before the last person of a ZWJ sequence
+    (4, "e = 1"),  # end of the line after \n, after a lone \r
 ]
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-async def test_answered_ranges_apply_cleanly_in_each_encoding(start_server, x_model, tmp_path,
-                                                               encoding):
+async def test_answered_ranges_apply_cleanly_in_each_encoding(
+    start_server, x_model, tmp_path, encoding
+):
     client = await start_server(model=x_model, options=OPTIONS, encodings=[encoding, UTF16])
     assert client.init_result.capabilities.position_encoding == encoding
     uri = (tmp_path / "p.txt").as_uri()
@@ -194,7 +222,7 @@ async def test_answered_ranges_apply_cleanly_in_each_encoding(start_server, x_mo
     for line, before in CURSORS:
         offset = line_offsets[line] + len(before)
         cursor = types.Position(line, column(before, encoding))
-        width = column(TEXT[offset:offset + 1], encoding) if TEXT[offset] not in "\r\n" else 1
+        width = column(TEXT[offset : offset + 1], encoding) if TEXT[offset] not in "\r\n" else 1
         for into in range(width):  # every code unit of the character after the cursor
             asked = types.Position(line, cursor.character + into)
             expected = TEXT[:offset] + X4 + TEXT[offset:]
@@ -204,8 +232,10 @@ async def test_answered_ranges_apply_cleanly_in_each_encoding(start_server, x_mo
             assert Mirror(TEXT, encoding).apply(item.range, item.insert_text) == expected
             (entry,) = (await complete(client, uri, asked)).items
             assert entry.text_edit.range.end == cursor, (before, into)
-            assert Mirror(TEXT, encoding).apply(entry.text_edit.range,
-                                                entry.text_edit.new_text) == expected
+            assert (
+                Mirror(TEXT, encoding).apply(entry.text_edit.range, entry.text_edit.new_text)
+                == expected
+            )
 
 
 async def test_positions_out_of_range_are_clamped_or_refused(start_server, x_model, tmp_path):
@@ -222,25 +252,45 @@ async def test_positions_out_of_range_are_clamped_or_refused(start_server, x_mod
     assert (await inline(client, uri, types.Position(6, 0))).items == ()
     assert not (await complete(client, uri, types.Position(40, 3))).items
     for method in (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION):
-        bad = {"textDocument": {"uri": uri}, "position": {"line": 0, "character": -2},
-               "context": {"triggerKind": 1}}
+        bad = {
+            "textDocument": {"uri": uri},
+            "position": {"line": 0, "character": -2},
+            "context": {"triggerKind": 1},
+        }
         with pytest.raises(JsonRpcException) as error:
             await raw_request(client, method, bad, f"negative-{method}")
         assert "invalid params" in str(error.value).lower()
     # code actions for a selection from inside an emoji to past the end: offered, no error
-    actions = await asyncio.wait_for(client.text_document_code_action_async(
-        types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            range=types.Range(start=types.Position(0, 6), end=types.Position(99, 99)),
-            context=types.CodeActionContext(diagnostics=[]))), 30)
+    actions = await asyncio.wait_for(
+        client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(start=types.Position(0, 6), end=types.Position(99, 99)),
+                context=types.CodeActionContext(diagnostics=[]),
+            )
+        ),
+        30,
+    )
     assert actions and all(action.title.startswith("cl-lsp: ") for action in actions)
     # a change with a negative position is refused; the document stays as it was
-    client.protocol._send_data({"jsonrpc": "2.0", "method": types.TEXT_DOCUMENT_DID_CHANGE,
-                                "params": {"textDocument": {"uri": uri, "version": 2},
-                                           "contentChanges": [{"range": {
-                                               "start": {"line": -1, "character": 0},
-                                               "end": {"line": 0, "character": 0}},
-                                               "text": "junk"}]}})
+    client.protocol._send_data(
+        {
+            "jsonrpc": "2.0",
+            "method": types.TEXT_DOCUMENT_DID_CHANGE,
+            "params": {
+                "textDocument": {"uri": uri, "version": 2},
+                "contentChanges": [
+                    {
+                        "range": {
+                            "start": {"line": -1, "character": 0},
+                            "end": {"line": 0, "character": 0},
+                        },
+                        "text": "junk",
+                    }
+                ],
+            },
+        }
+    )
     (item,) = (await inline(client, uri, types.Position(4, 5))).items
     assert item.range.start == types.Position(4, 5)
     assert (await status(client))["state"] == "ready"
@@ -250,7 +300,8 @@ async def test_positions_out_of_range_are_clamped_or_refused(start_server, x_mod
 
 @pytest.mark.parametrize("encoding", [UTF16, UTF8])
 async def test_changes_inside_a_character_do_not_corrupt_the_document(
-        start_server, x_model, tmp_path, encoding):
+    start_server, x_model, tmp_path, encoding
+):
     """The completion item retypes the word before the cursor, so it shows the server's text."""
     client = await start_server(model=x_model, options=OPTIONS, encodings=[encoding])
     uri = (tmp_path / "c.txt").as_uri()
@@ -273,7 +324,7 @@ async def test_changes_inside_a_character_do_not_corrupt_the_document(
         end = at(line, mirror.text.splitlines()[line])
         (entry,) = (await complete(client, uri, end)).items
         assert entry.text_edit.new_text == word + X4
-        assert entry.text_edit.range.start == at(line, mirror.text.splitlines()[line][:-len(word)])
+        assert entry.text_edit.range.start == at(line, mirror.text.splitlines()[line][: -len(word)])
         (item,) = (await inline(client, uri, end)).items
         assert item.range.start == end
 

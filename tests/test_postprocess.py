@@ -45,8 +45,9 @@ class Case:
         mode = self.scalars.get("mode", "multi")
         assert mode in ("single", "multi"), f"{self.name}: mode is single or multi"
         truncated = self.scalars.get("stop", "eot") in ("max_tokens", "timeout")
-        return FilterInput(prefix, suffix, mode == "single", self.scalars.get("language"),
-                           truncated)
+        return FilterInput(
+            prefix, suffix, mode == "single", self.scalars.get("language"), truncated
+        )
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -425,12 +426,20 @@ def test_the_item_range_covers_the_auto_closed_characters_in_utf16():
 )  # fmt: skip
 def test_correct_code_survives(document, raw, stop, expected):
     text = document.replace(CURSOR, "")
-    context = extract_context(text, document.index(CURSOR), language_id="python", path=None,
-                              count_tokens=lambda s: len(s) // 4 + 1)
+    context = extract_context(
+        text,
+        document.index(CURSOR),
+        language_id="python",
+        path=None,
+        count_tokens=lambda s: len(s) // 4 + 1,
+    )
     assert context.mode is not CompletionMode.NONE, context.reason
     got = clean_completion(
-        raw, prefix=context.prefix, suffix=context.suffix,
-        single_line=context.mode is CompletionMode.SINGLE_LINE, language=context.language,
+        raw,
+        prefix=context.prefix,
+        suffix=context.suffix,
+        single_line=context.mode is CompletionMode.SINGLE_LINE,
+        language=context.language,
         truncated=stop == "max_tokens",
     )
     assert got.text == expected
@@ -447,7 +456,8 @@ def test_correct_code_survives(document, raw, stop, expected):
                      "    w = 1\n", "    y = x", id="lines-above-the-cursor-line"),
     ],
 )  # fmt: skip
-def test_the_generation_stops_where_it_copies_the_code_after_the_cursor(prefix, text, suffix,
-                                                                       expected):
+def test_the_generation_stops_where_it_copies_the_code_after_the_cursor(
+    prefix, text, suffix, expected
+):
     cut = end_of_block_cut(text, prefix, suffix)
     assert (None if cut is None else text[:cut]) == expected

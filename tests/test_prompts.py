@@ -42,8 +42,9 @@ def test_reference_encodings(tiny_vocab):
     ],
 )
 def test_exact_prompt_ids(tiny_vocab, layout, expected):
-    prompt = build_fim_prompt("def f(x):", "\n    return x", tiny_vocab.encode, tiny_vocab.fim,
-                              layout)
+    prompt = build_fim_prompt(
+        "def f(x):", "\n    return x", tiny_vocab.encode, tiny_vocab.fim, layout
+    )
     assert prompt.layout is layout
     assert list(prompt.tokens) == expected
 
@@ -51,8 +52,9 @@ def test_exact_prompt_ids(tiny_vocab, layout, expected):
 @pytest.mark.parametrize(
     ("prefix", "suffix", "layout", "expected"),
     [
-        pytest.param("", "\n    return x", Layout.SPM, [BOS, PRE, SUF, *RETURN_X, MID],
-                     id="empty-prefix"),
+        pytest.param(
+            "", "\n    return x", Layout.SPM, [BOS, PRE, SUF, *RETURN_X, MID], id="empty-prefix"
+        ),
         pytest.param("def f(x):", "", Layout.SPM, [BOS, PRE, SUF, MID, *DEF_F], id="empty-suffix"),
         pytest.param("def f(x):", "", Layout.PSM, [BOS, PRE, *DEF_F, SUF, MID], id="psm-no-suffix"),
     ],
@@ -75,8 +77,9 @@ def test_user_text_never_becomes_a_control_token(tiny_vocab):
     [
         pytest.param(PromptFormat.AUTO, "def f(x):", Layout.SPM, "", id="auto-boundary"),
         pytest.param(PromptFormat.AUTO, "x = 1\n    ", Layout.SPM, "", id="auto-indent"),
-        pytest.param(PromptFormat.AUTO, "    return fib", Layout.SPM, " fib",
-                     id="auto-mid-identifier-heals"),
+        pytest.param(
+            PromptFormat.AUTO, "    return fib", Layout.SPM, " fib", id="auto-mid-identifier-heals"
+        ),
         pytest.param(PromptFormat.AUTO, "x = (n_", Layout.SPM, "n_", id="auto-heals-after-paren"),
         pytest.param(PromptFormat.AUTO, "한국어", Layout.PSM, "", id="auto-non-ascii-word-psm"),
         pytest.param(PromptFormat.SPM, "    return fib", Layout.SPM, "", id="forced-spm"),
@@ -87,8 +90,9 @@ def test_prompt_format_setting(tiny_vocab, setting, prefix, layout, heal):
     prompt = build_prompt(setting, prefix, "\n", tiny_vocab.encode, tiny_vocab.fim, BOS)
     assert (prompt.layout, prompt.heal) == (layout, heal)
     if layout is Layout.SPM and not heal:
-        assert prompt == build_fim_prompt(prefix, "\n", tiny_vocab.encode, tiny_vocab.fim,
-                                          Layout.SPM)
+        assert prompt == build_fim_prompt(
+            prefix, "\n", tiny_vocab.encode, tiny_vocab.fim, Layout.SPM
+        )
 
 
 def test_models_without_fim_tokens_get_a_prefix_prompt(tiny_vocab):
@@ -118,10 +122,14 @@ def test_spm_keeps_the_cache_valid_while_typing(tiny_vocab):
             n += 1
         return n
 
-    spm = [build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.SPM).tokens
-           for p in (before, after)]
-    psm = [build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.PSM).tokens
-           for p in (before, after)]
+    spm = [
+        build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.SPM).tokens
+        for p in (before, after)
+    ]
+    psm = [
+        build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.PSM).tokens
+        for p in (before, after)
+    ]
     assert len(spm[1]) - shared(*spm) <= 3
     assert len(psm[1]) - shared(*psm) > len(encode_nospace(tiny_vocab.encode, suffix))
 
@@ -149,7 +157,8 @@ def test_byte_level_bpe_vocabularies_are_tokenized_whole(smollm2_model):
     try:
         assert vocab._lines is None
         assert vocab.encode("def f():\n\n    return 1\n") == vocab._tokenize(
-            "def f():\n\n    return 1\n")
+            "def f():\n\n    return 1\n"
+        )
     finally:
         vocab.close()
 
@@ -158,26 +167,32 @@ def test_healed_prompt_leaves_the_partial_word_out_and_stays_put_while_typing(ti
     from cl_lsp.prompts import build_healed_prompt
 
     suffix = "\n\nprint(fib(10))\n"
-    healed = [build_healed_prompt(prefix, suffix, tiny_vocab.encode, tiny_vocab.fim)
-              for prefix in ("    return fi", "    return fib", "    return fibo")]
-    plain = build_fim_prompt("    return", suffix, tiny_vocab.encode, tiny_vocab.fim,
-                             Layout.SPM)
+    healed = [
+        build_healed_prompt(prefix, suffix, tiny_vocab.encode, tiny_vocab.fim)
+        for prefix in ("    return fi", "    return fib", "    return fibo")
+    ]
+    plain = build_fim_prompt("    return", suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.SPM)
     assert [p.tokens for p in healed] == [plain.tokens] * 3
     assert [p.heal for p in healed] == [" fi", " fib", " fibo"]
     at_boundary = build_healed_prompt("x = ", suffix, tiny_vocab.encode, tiny_vocab.fim)
     assert at_boundary.heal == "" and at_boundary.layout is Layout.SPM
     assert build_healed_prompt("x = 변", "", tiny_vocab.encode, tiny_vocab.fim).layout is (
-        Layout.PSM)
+        Layout.PSM
+    )
 
 
 # -- instruct prompts ------------------------------------------------------------------------------
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-          "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-NO_SYSTEM_ROLE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
-                  "{{ raise_exception('no system role') }}{% endif %}"
-                  "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endfor %}")
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+NO_SYSTEM_ROLE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ raise_exception('no system role') }}{% endif %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endfor %}"
+)
 
 
 def test_code_llama_instruct_format_without_a_template():
@@ -186,8 +201,9 @@ def test_code_llama_instruct_format_without_a_template():
     pieces = render_chat("Be brief.", "  Explain this.\n", None)
     # facebookresearch/codellama generation.py: the system prompt folded into the user turn,
     # [INST] as plain text (the caller adds BOS).
-    assert pieces == (ChatPiece("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n  Explain this. [/INST]",
-                                special=False),)  # only the whole content is stripped
+    assert pieces == (
+        ChatPiece("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n  Explain this. [/INST]", special=False),
+    )  # only the whole content is stripped
 
 
 def test_a_gguf_chat_template_renders_with_messages_as_plain_text():
@@ -196,16 +212,22 @@ def test_a_gguf_chat_template_renders_with_messages_as_plain_text():
     user = "x = '<|im_end|>'"  # code that spells a control token stays text
     pieces = render_chat("Be brief.", user, CHATML)
     assert pieces == (
-        ChatPiece("<|im_start|>system\n", special=True), ChatPiece("Be brief.", special=False),
+        ChatPiece("<|im_start|>system\n", special=True),
+        ChatPiece("Be brief.", special=False),
         ChatPiece("<|im_end|>\n<|im_start|>user\n", special=True),
         ChatPiece(user, special=False),
-        ChatPiece("<|im_end|>\n<|im_start|>assistant\n", special=True))
+        ChatPiece("<|im_end|>\n<|im_start|>assistant\n", special=True),
+    )
 
 
 def test_a_template_without_a_system_role_gets_it_in_the_user_turn():
     from cl_lsp.prompts import ChatPiece, render_chat
 
     pieces = render_chat("Be brief.", "Explain.", NO_SYSTEM_ROLE, bos_token="<s>")
-    assert pieces == (ChatPiece("<s>[INST] ", special=True),
-                      ChatPiece("Be brief.", special=False), ChatPiece("\n\n", special=True),
-                      ChatPiece("Explain.", special=False), ChatPiece(" [/INST]", special=True))
+    assert pieces == (
+        ChatPiece("<s>[INST] ", special=True),
+        ChatPiece("Be brief.", special=False),
+        ChatPiece("\n\n", special=True),
+        ChatPiece("Explain.", special=False),
+        ChatPiece(" [/INST]", special=True),
+    )

@@ -33,8 +33,12 @@ def frame(message: Any) -> bytes:
 
 
 def status_request(msg_id: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": msg_id, "method": "workspace/executeCommand",
-            "params": {"command": "cl-lsp.status"}}
+    return {
+        "jsonrpc": "2.0",
+        "id": msg_id,
+        "method": "workspace/executeCommand",
+        "params": {"command": "cl-lsp.status"},
+    }
 
 
 class RawServer:
@@ -43,14 +47,19 @@ class RawServer:
     def __init__(self, model: Path, tmp_path: Path) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cl_lsp", "--stdio", "--model", str(model)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=offline_env(tmp_path))
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=offline_env(tmp_path),
+        )
         self.frames: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.received: list[dict[str, Any]] = []  # every frame taken from the queue
         self.stderr_lines: list[str] = []
         self.bad_output: list[str] = []  # anything on stdout that is not a well-formed frame
-        self._threads = [threading.Thread(target=self._read_frames, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read_frames, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -109,8 +118,10 @@ class RawServer:
         while (message := self.next_frame(deadline)) is not None:
             if "method" not in message and message.get("id", "?") == msg_id:
                 return message
-        raise AssertionError(f"no answer to id {msg_id!r} within {timeout}s "
-                             f"(alive: {self.process.poll() is None}); stderr:\n{self.stderr}")
+        raise AssertionError(
+            f"no answer to id {msg_id!r} within {timeout}s "
+            f"(alive: {self.process.poll() is None}); stderr:\n{self.stderr}"
+        )
 
     def drain(self, seconds: float) -> None:
         """Collect whatever the server sends within `seconds`."""
@@ -146,9 +157,16 @@ class RawServer:
         self.send(message)
 
     def initialize(self) -> None:
-        answer = self.request("init", "initialize", {
-            "processId": None, "rootUri": None, "capabilities": {},
-            "initializationOptions": {"completion": {"debounceMs": 0}}})
+        answer = self.request(
+            "init",
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": None,
+                "capabilities": {},
+                "initializationOptions": {"completion": {"debounceMs": 0}},
+            },
+        )
         assert "result" in answer, answer
         self.notify("initialized", {})
 
@@ -180,11 +198,18 @@ class RawServer:
     def assert_clean(self) -> None:
         """No popup about internal errors, no traceback to the client or on stderr."""
         self.drain(0.2)
-        popups = [m for m in self.received if m.get("method") == "window/showMessage"
-                  and "Error in server" in m["params"]["message"]]
+        popups = [
+            m
+            for m in self.received
+            if m.get("method") == "window/showMessage"
+            and "Error in server" in m["params"]["message"]
+        ]
         assert not popups, popups
-        leaked = [m for m in self.received if "Traceback" in json.dumps(m)
-                  or "traceback" in json.dumps(m.get("error", {}))]
+        leaked = [
+            m
+            for m in self.received
+            if "Traceback" in json.dumps(m) or "traceback" in json.dumps(m.get("error", {}))
+        ]
         assert not leaked, leaked
         assert not self.bad_output, self.bad_output
         assert "Traceback" not in self.stderr, self.stderr
@@ -216,8 +241,11 @@ def error_of(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_errors(server: RawServer) -> list[dict[str, Any]]:
-    return [m["error"] for m in server.received
-            if "method" not in m and m.get("id") is None and "error" in m]
+    return [
+        m["error"]
+        for m in server.received
+        if "method" not in m and m.get("id") is None and "error" in m
+    ]
 
 
 # -- bug 4: framing -------------------------------------------------------------------------------
@@ -276,8 +304,9 @@ def peak_virtual_memory(pid: int) -> int | None:
 def test_a_huge_content_length_is_refused_not_allocated(server, length):
     lsp = server()
     before = peak_virtual_memory(lsp.process.pid)
-    lsp.send_raw(b"Content-Length: %d\r\n\r\n" % length
-                 + json.dumps(status_request("huge")).encode())
+    lsp.send_raw(
+        b"Content-Length: %d\r\n\r\n" % length + json.dumps(status_request("huge")).encode()
+    )
     lsp.status(1)
     assert lsp.process.poll() is None
     # the oversized request is answered (its id is read from the head of the frame), not run
@@ -292,9 +321,14 @@ def test_a_huge_content_length_is_refused_not_allocated(server, length):
 # -- bug 5: malformed messages --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [b'{"jsonrpc": "2.0", "id": 7, "method": ',
-                                  b'{"jsonrpc": "2.0", "id": 7, "method": "\xff\xfe"}'],
-                         ids=["invalid-json", "invalid-utf8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc": "2.0", "id": 7, "method": ',
+        b'{"jsonrpc": "2.0", "id": 7, "method": "\xff\xfe"}',
+    ],
+    ids=["invalid-json", "invalid-utf8"],
+)
 def test_a_body_that_cannot_be_parsed_gets_a_parse_error(server, body):
     lsp = server()
     lsp.send_raw(b"Content-Length: %d\r\n\r\n" % len(body) + body)
@@ -306,14 +340,18 @@ def test_a_body_that_cannot_be_parsed_gets_a_parse_error(server, body):
     lsp.assert_clean()
 
 
-@pytest.mark.parametrize("message, code, answer_id", [
-    ({"jsonrpc": "1.0", "id": 5, "method": "shutdown"}, INVALID_REQUEST, 5),
-    ({"id": 5, "method": "shutdown"}, INVALID_REQUEST, 5),
-    ({"jsonrpc": "2.0", "id": {"nested": 1}, "method": "shutdown"}, INVALID_REQUEST, None),
-    ({"jsonrpc": "2.0", "id": 5, "method": 42}, INVALID_REQUEST, 5),
-    ([status_request(5)], INVALID_REQUEST, None),
-    ("just a string", INVALID_REQUEST, None),
-], ids=["version", "no-version", "object-id", "method-type", "batch", "string"])
+@pytest.mark.parametrize(
+    "message, code, answer_id",
+    [
+        ({"jsonrpc": "1.0", "id": 5, "method": "shutdown"}, INVALID_REQUEST, 5),
+        ({"id": 5, "method": "shutdown"}, INVALID_REQUEST, 5),
+        ({"jsonrpc": "2.0", "id": {"nested": 1}, "method": "shutdown"}, INVALID_REQUEST, None),
+        ({"jsonrpc": "2.0", "id": 5, "method": 42}, INVALID_REQUEST, 5),
+        ([status_request(5)], INVALID_REQUEST, None),
+        ("just a string", INVALID_REQUEST, None),
+    ],
+    ids=["version", "no-version", "object-id", "method-type", "batch", "string"],
+)
 def test_an_invalid_request_object_gets_invalid_request(server, message, code, answer_id):
     lsp = server()
     lsp.send(message)
@@ -325,8 +363,12 @@ def test_an_invalid_request_object_gets_invalid_request(server, message, code, a
 
 def test_a_notification_without_params_is_dropped_quietly(server, tmp_path):
     lsp = server()
-    for method in ("textDocument/didOpen", "textDocument/didChange",
-                   "workspace/didChangeConfiguration", "$/cancelRequest"):
+    for method in (
+        "textDocument/didOpen",
+        "textDocument/didChange",
+        "workspace/didChangeConfiguration",
+        "$/cancelRequest",
+    ):
         lsp.notify(method)
     assert lsp.status(1)["documents"] == 0
     lsp.assert_clean()
@@ -335,10 +377,15 @@ def test_a_notification_without_params_is_dropped_quietly(server, tmp_path):
 def test_wrong_types_in_params_get_invalid_params(server, tmp_path):
     lsp = server()
     uri = (tmp_path / "a.py").as_uri()
-    lsp.notify("textDocument/didOpen", {"textDocument": {
-        "uri": uri, "languageId": "python", "version": 1, "text": "value = "}})
-    bad_position = {"textDocument": {"uri": uri}, "position": {"line": "zero", "character": 0},
-                    "context": {"triggerKind": 1}}
+    lsp.notify(
+        "textDocument/didOpen",
+        {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": "value = "}},
+    )
+    bad_position = {
+        "textDocument": {"uri": uri},
+        "position": {"line": "zero", "character": 0},
+        "context": {"triggerKind": 1},
+    }
     error = error_of(lsp.request(1, "textDocument/inlineCompletion", bad_position))
     assert error["code"] == INVALID_PARAMS and "position.line" in error["message"]
     error = error_of(lsp.request(2, "workspace/executeCommand", {"command": 5}))
@@ -348,8 +395,10 @@ def test_wrong_types_in_params_get_invalid_params(server, tmp_path):
     error = error_of(lsp.request(4, "textDocument/inlineCompletion"))
     assert error["code"] == INVALID_PARAMS
     # notifications with wrong types are dropped with a log line
-    lsp.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": "two"},
-                                          "contentChanges": "all of it"})
+    lsp.notify(
+        "textDocument/didChange",
+        {"textDocument": {"uri": uri, "version": "two"}, "contentChanges": "all of it"},
+    )
     lsp.notify("textDocument/didClose", {"textDocument": 5})
     assert lsp.status(5)["documents"] == 1
     lsp.assert_clean()
@@ -358,12 +407,15 @@ def test_wrong_types_in_params_get_invalid_params(server, tmp_path):
 def test_a_failing_notification_handler_is_logged_not_shown(server):
     lsp = server()
     # pygls's own notebook handler fails on a notebook it never saw (KeyError)
-    lsp.notify("notebookDocument/didChange", {
-        "notebookDocument": {"uri": "file:///never-opened.ipynb", "version": 2}, "change": {}})
+    lsp.notify(
+        "notebookDocument/didChange",
+        {"notebookDocument": {"uri": "file:///never-opened.ipynb", "version": 2}, "change": {}},
+    )
     lsp.status(1)
     lsp.drain(0.5)
-    logged = [m["params"]["message"] for m in lsp.received
-              if m.get("method") == "window/logMessage"]
+    logged = [
+        m["params"]["message"] for m in lsp.received if m.get("method") == "window/logMessage"
+    ]
     assert any("notebookDocument/didChange failed" in message for message in logged), logged
     assert "notebookDocument/didChange failed: KeyError" in lsp.stderr
     lsp.assert_clean()
@@ -374,37 +426,49 @@ def test_a_lone_surrogate_is_replaced_not_a_crash(server, tmp_path):
     uri = (tmp_path / "s.py").as_uri()
     # JSON may carry a lone UTF-16 surrogate (JavaScript strings can hold one)
     text = 'name = \\"\\ud800\\"\\nvalue = '  # JSON-escaped: name = "<lone surrogate>"
-    body = ('{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": '
-            f'{{"uri": "{uri}", "languageId": "python", "version": 1, "text": "{text}"}}}}}}')
+    body = (
+        '{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": '
+        f'{{"uri": "{uri}", "languageId": "python", "version": 1, "text": "{text}"}}}}}}'
+    )
     lsp.send_raw(b"Content-Length: %d\r\n\r\n" % len(body.encode()) + body.encode())
-    change = ('{"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": '
-              f'{{"uri": "{uri}", "version": 2}}, "contentChanges": [{{"range": {{"start": '
-              '{"line": 1, "character": 8}, "end": {"line": 1, "character": 8}}, '
-              '"text": "\\udc00"}]}}')
+    change = (
+        '{"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": '
+        f'{{"uri": "{uri}", "version": 2}}, "contentChanges": [{{"range": {{"start": '
+        '{"line": 1, "character": 8}, "end": {"line": 1, "character": 8}}, '
+        '"text": "\\udc00"}]}}'
+    )
     lsp.send_raw(b"Content-Length: %d\r\n\r\n" % len(change.encode()) + change.encode())
-    for msg_id, method in enumerate(("textDocument/inlineCompletion", "textDocument/completion",
-                                     "textDocument/codeAction")):
-        params: dict[str, Any] = {"textDocument": {"uri": uri},
-                                  "position": {"line": 1, "character": 9}}
+    for msg_id, method in enumerate(
+        ("textDocument/inlineCompletion", "textDocument/completion", "textDocument/codeAction")
+    ):
+        params: dict[str, Any] = {
+            "textDocument": {"uri": uri},
+            "position": {"line": 1, "character": 9},
+        }
         if method == "textDocument/inlineCompletion":
             params["context"] = {"triggerKind": 1}
         if method == "textDocument/codeAction":
             del params["position"]
-            params["range"] = {"start": {"line": 0, "character": 0},
-                               "end": {"line": 1, "character": 9}}
+            params["range"] = {
+                "start": {"line": 0, "character": 0},
+                "end": {"line": 1, "character": 9},
+            }
             params["context"] = {"diagnostics": []}
         answer = lsp.request(msg_id, method, params)
         assert "result" in answer, answer
     assert lsp.status(9)["documents"] == 1
     # ... and in any other string: a model path is looked up, not a crash with a traceback
-    setting = ('{"jsonrpc": "2.0", "method": "workspace/didChangeConfiguration", "params": '
-               '{"settings": {"model": {"path": "/no/such/model-\\ud800.gguf"}}}}')
+    setting = (
+        '{"jsonrpc": "2.0", "method": "workspace/didChangeConfiguration", "params": '
+        '{"settings": {"model": {"path": "/no/such/model-\\ud800.gguf"}}}}'
+    )
     lsp.send_raw(b"Content-Length: %d\r\n\r\n" % len(setting) + setting.encode())
     deadline = time.monotonic() + ANSWER_TIMEOUT
     while not [m for m in lsp.received if m.get("method") == "window/showMessage"]:
         assert lsp.next_frame(deadline) is not None, lsp.stderr
-    shown = [m["params"]["message"] for m in lsp.received
-             if m.get("method") == "window/showMessage"]
+    shown = [
+        m["params"]["message"] for m in lsp.received if m.get("method") == "window/showMessage"
+    ]
     assert "model file not found: /no/such/model-\ufffd.gguf" in shown[0], shown
     lsp.assert_clean()
 
@@ -417,14 +481,23 @@ def test_requests_before_initialize_get_server_not_initialized(server, tmp_path)
     lsp.send(status_request(1))
     assert error_of(lsp.answer(1))["code"] == SERVER_NOT_INITIALIZED
     # notifications before initialize are dropped
-    lsp.notify("textDocument/didOpen", {"textDocument": {
-        "uri": (tmp_path / "a.py").as_uri(), "languageId": "python", "version": 1,
-        "text": "x"}})
+    lsp.notify(
+        "textDocument/didOpen",
+        {
+            "textDocument": {
+                "uri": (tmp_path / "a.py").as_uri(),
+                "languageId": "python",
+                "version": 1,
+                "text": "x",
+            }
+        },
+    )
     lsp.initialize()
     assert lsp.status(2)["documents"] == 0
     # initialize only once
-    error = error_of(lsp.request(3, "initialize", {"processId": None, "rootUri": None,
-                                                   "capabilities": {}}))
+    error = error_of(
+        lsp.request(3, "initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+    )
     assert error["code"] == INVALID_REQUEST
     lsp.assert_clean()
 
@@ -445,9 +518,15 @@ def test_shutdown_with_a_request_to_the_client_unanswered(server):
     """A client that has not answered the server's progress request when it shuts down (an
     editor closed during the model load) still gets its answer to `shutdown`."""
     lsp = server(initialize=False)
-    answer = lsp.request("init", "initialize", {
-        "processId": None, "rootUri": None,
-        "capabilities": {"window": {"workDoneProgress": True}}})
+    answer = lsp.request(
+        "init",
+        "initialize",
+        {
+            "processId": None,
+            "rootUri": None,
+            "capabilities": {"window": {"workDoneProgress": True}},
+        },
+    )
     assert "result" in answer, answer
     lsp.notify("initialized", {})
     deadline = time.monotonic() + ANSWER_TIMEOUT
@@ -488,7 +567,6 @@ def test_end_of_input_exits(server):
     lsp.assert_clean()
 
 
-
 # -- in process: a failing request handler, and the framing parser as a table ---------------------
 
 
@@ -516,17 +594,32 @@ def test_a_failing_request_handler_answers_internal_error_without_traceback(capl
 
     protocol = ls.protocol
     protocol.set_writer(Writer())
-    for message in ({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                     "params": {"processId": None, "rootUri": None, "capabilities": {}}},
-                    {"jsonrpc": "2.0", "id": 2, "method": "workspace/executeCommand",
-                     "params": {"command": "test.fail"}},
-                    {"jsonrpc": "2.0", "id": 3, "method": "workspace/executeCommand",
-                     "params": {"command": "test.unserializable"}}):
+    for message in (
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"processId": None, "rootUri": None, "capabilities": {}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "workspace/executeCommand",
+            "params": {"command": "test.fail"},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "workspace/executeCommand",
+            "params": {"command": "test.unserializable"},
+        },
+    ):
         protocol.handle_message(protocol.structure_message(message))
     answer = next(m for m in sent if m.get("id") == 2)
     assert answer["error"]["code"] == INTERNAL_ERROR
-    assert answer["error"]["message"] == ("internal error in workspace/executeCommand: "
-                                          "KeyError: 'boom'")
+    assert answer["error"]["message"] == (
+        "internal error in workspace/executeCommand: KeyError: 'boom'"
+    )
     assert "data" not in answer["error"]
     answer = next(m for m in sent if m.get("id") == 3)
     assert answer["error"]["code"] == INTERNAL_ERROR
@@ -542,22 +635,27 @@ def framed(body: bytes, length: int | None = None, name: bytes = b"Content-Lengt
 GOOD = json.dumps(status_request(1)).encode()
 
 
-@pytest.mark.parametrize("stream, expected", [
-    pytest.param(framed(GOOD) * 2, [GOOD, GOOD], id="two-frames"),
-    pytest.param(b"Content-Type: x\r\n" + framed(GOOD), [GOOD], id="content-type-first"),
-    pytest.param(framed(GOOD, name=b"CONTENT-length"), [GOOD], id="any-case"),
-    pytest.param(b"junk" + framed(GOOD), [GOOD], id="stray-prefix"),
-    pytest.param(b"junk\r\nmore junk\n" + framed(GOOD), [GOOD], id="stray-lines"),
-    pytest.param(b"x" * 100_000 + framed(GOOD), [GOOD], id="long-stray"),
-    pytest.param(b"\r\n" + GOOD + framed(GOOD), [GOOD], id="no-length"),
-    pytest.param(framed(GOOD, len(GOOD) - 5) + framed(GOOD), [GOOD[:-5], GOOD], id="short"),
-    pytest.param(framed(GOOD, len(GOOD) + 50) + framed(GOOD),
-                 ["Broken", GOOD], id="long"),
-    pytest.param(framed(GOOD, 10**16) + framed(GOOD), ["Oversized:1", GOOD], id="huge"),
-    pytest.param(framed(GOOD, 10**12)[:-len(GOOD)] + b"{" + b" " * 300_000 + framed(GOOD),
-                 ["Oversized:None", GOOD], id="huge-without-id"),
-    pytest.param(framed(GOOD, len(GOOD) + 10), [], id="ends-inside-a-frame"),
-])
+@pytest.mark.parametrize(
+    "stream, expected",
+    [
+        pytest.param(framed(GOOD) * 2, [GOOD, GOOD], id="two-frames"),
+        pytest.param(b"Content-Type: x\r\n" + framed(GOOD), [GOOD], id="content-type-first"),
+        pytest.param(framed(GOOD, name=b"CONTENT-length"), [GOOD], id="any-case"),
+        pytest.param(b"junk" + framed(GOOD), [GOOD], id="stray-prefix"),
+        pytest.param(b"junk\r\nmore junk\n" + framed(GOOD), [GOOD], id="stray-lines"),
+        pytest.param(b"x" * 100_000 + framed(GOOD), [GOOD], id="long-stray"),
+        pytest.param(b"\r\n" + GOOD + framed(GOOD), [GOOD], id="no-length"),
+        pytest.param(framed(GOOD, len(GOOD) - 5) + framed(GOOD), [GOOD[:-5], GOOD], id="short"),
+        pytest.param(framed(GOOD, len(GOOD) + 50) + framed(GOOD), ["Broken", GOOD], id="long"),
+        pytest.param(framed(GOOD, 10**16) + framed(GOOD), ["Oversized:1", GOOD], id="huge"),
+        pytest.param(
+            framed(GOOD, 10**12)[: -len(GOOD)] + b"{" + b" " * 300_000 + framed(GOOD),
+            ["Oversized:None", GOOD],
+            id="huge-without-id",
+        ),
+        pytest.param(framed(GOOD, len(GOOD) + 10), [], id="ends-inside-a-frame"),
+    ],
+)
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 20], ids=["bytewise", "chunks", "whole"])
 def test_frame_parser(stream: bytes, expected: list[Any], chunk: int):
     from cl_lsp.protocol import Broken, FrameParser, Oversized
@@ -565,7 +663,7 @@ def test_frame_parser(stream: bytes, expected: list[Any], chunk: int):
     parser = FrameParser()
     frames = []
     for start in range(0, len(stream), chunk):
-        frames += parser.feed(stream[start:start + chunk])
+        frames += parser.feed(stream[start : start + chunk])
     frames += parser.feed(b"")
     found = []
     for frame in frames:

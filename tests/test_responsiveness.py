@@ -39,10 +39,12 @@ async def test_a_burst_of_keystrokes_starts_one_generation(start_server, x_model
     assert set(outcomes[:-1]) <= {"superseded", "stale"}
 
 
-async def test_an_edit_during_generation_never_returns_the_stale_answer(start_server,
-                                                                        slow_x_model, tmp_path):
-    client = await start_server(model=slow_x_model, options={
-        "completion": {"maxTokens": 2000, "debounceMs": 0}})
+async def test_an_edit_during_generation_never_returns_the_stale_answer(
+    start_server, slow_x_model, tmp_path
+):
+    client = await start_server(
+        model=slow_x_model, options={"completion": {"maxTokens": 2000, "debounceMs": 0}}
+    )
     uri = (tmp_path / "stale.py").as_uri()
     open_doc(client, uri, "def f():\n    \n")
     pending = asyncio.ensure_future(inline(client, uri, 1, 4))
@@ -76,8 +78,7 @@ async def test_a_request_debounced_past_an_edit_is_skipped(start_server, x_model
     assert (await status(client))["counters"]["generationsStarted"] == 0
 
 
-async def test_typed_ahead_and_undo_are_answered_without_the_model(start_server, x_model,
-                                                                   tmp_path):
+async def test_typed_ahead_and_undo_are_answered_without_the_model(start_server, x_model, tmp_path):
     client = await start_server(model=x_model, options={"completion": {"debounceMs": 0}})
     uri = (tmp_path / "ahead.py").as_uri()
     open_doc(client, uri, "value = \n")
@@ -98,7 +99,11 @@ async def test_typed_ahead_and_undo_are_answered_without_the_model(start_server,
     assert current["counters"]["generationsStarted"] == 2
     assert current["answersWithoutModel"] == 2
     assert [r["outcome"] for r in records(current, uri)] == [
-        "generated", "typed_ahead", "cached", "generated"]
+        "generated",
+        "typed_ahead",
+        "cached",
+        "generated",
+    ]
 
 
 async def test_typing_re_evaluates_only_the_new_tokens(start_server, x_model, tmp_path):
@@ -119,10 +124,11 @@ async def test_typing_re_evaluates_only_the_new_tokens(start_server, x_model, tm
     assert later and max(later) <= 6
 
 
-async def test_the_generation_time_cap_returns_what_there_is(start_server, slow_x_model,
-                                                            tmp_path):
-    client = await start_server(model=slow_x_model, options={
-        "completion": {"maxTokens": 3000, "generationTimeoutMs": 300, "debounceMs": 0}})
+async def test_the_generation_time_cap_returns_what_there_is(start_server, slow_x_model, tmp_path):
+    client = await start_server(
+        model=slow_x_model,
+        options={"completion": {"maxTokens": 3000, "generationTimeoutMs": 300, "debounceMs": 0}},
+    )
     uri = (tmp_path / "cap.txt").as_uri()
     open_doc(client, uri, "def f():\n    \n", language="plaintext")
     answer = await inline(client, uri, 1, 4)

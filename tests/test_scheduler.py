@@ -23,12 +23,15 @@ def test_the_fixed_debounce_holds_until_a_few_keystrokes_were_seen():
     assert pace_after([0.05, 0.05, 0.05]).debounce(0.15) == 0.15
 
 
-@pytest.mark.parametrize(("gaps", "expected"), [
-    # Three of four gaps within 0.2 s: wait 1.5 x 0.2 s.
-    ([0.1, 0.2, 0.15, 0.2, 0.12, 0.9, 0.18, 0.16], PACE_FACTOR * 0.2),
-    ([0.02] * 10, PACE_BOUNDS[0]),  # very fast typing: the floor
-    ([0.9] * 10, PACE_BOUNDS[1]),  # very slow typing: the ceiling
-])
+@pytest.mark.parametrize(
+    ("gaps", "expected"),
+    [
+        # Three of four gaps within 0.2 s: wait 1.5 x 0.2 s.
+        ([0.1, 0.2, 0.15, 0.2, 0.12, 0.9, 0.18, 0.16], PACE_FACTOR * 0.2),
+        ([0.02] * 10, PACE_BOUNDS[0]),  # very fast typing: the floor
+        ([0.9] * 10, PACE_BOUNDS[1]),  # very slow typing: the ceiling
+    ],
+)
 def test_the_adaptive_debounce_outlasts_most_gaps(gaps, expected):
     assert pace_after(gaps).debounce(0.15) == pytest.approx(expected)
 

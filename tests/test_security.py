@@ -46,10 +46,24 @@ class TcpServer:
     def __init__(self, tmp_path: Path, model: Path, port: int, *extra: str) -> None:
         self.log_file = tmp_path / "tcp.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cl_lsp", "--tcp", "--port", str(port), "--model",
-             str(model), "--log-file", str(self.log_file), *extra],
-            env=offline_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "cl_lsp",
+                "--tcp",
+                "--port",
+                str(port),
+                "--model",
+                str(model),
+                "--log-file",
+                str(self.log_file),
+                *extra,
+            ],
+            env=offline_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
@@ -121,8 +135,11 @@ def initialize(connection: socket.socket, replies) -> None:
 
 
 def status_request(request_id: int) -> dict:
-    return {"id": request_id, "method": "workspace/executeCommand",
-            "params": {"command": "cl-lsp.status"}}
+    return {
+        "id": request_id,
+        "method": "workspace/executeCommand",
+        "params": {"command": "cl-lsp.status"},
+    }
 
 
 def closed_by_server(connection: socket.socket, timeout: float = 10) -> bool:
@@ -192,16 +209,19 @@ def test_a_taken_port_is_one_error_line(tmp_path, x_model, tcp_servers):
     assert not any("Traceback" in line for line in server.lines)
 
 
-@pytest.mark.parametrize("host, loopback", [
-    pytest.param("127.0.0.1", True, id="ipv4-loopback"),
-    pytest.param("127.0.0.2", True, id="ipv4-loopback-net"),
-    pytest.param("::1", True, id="ipv6-loopback"),
-    pytest.param("localhost", True, id="localhost"),
-    pytest.param("0.0.0.0", False, id="all-ipv4"),
-    pytest.param("::", False, id="all-ipv6"),
-    pytest.param("", False, id="empty-means-all"),
-    pytest.param("192.168.1.20", False, id="lan"),
-])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        pytest.param("127.0.0.1", True, id="ipv4-loopback"),
+        pytest.param("127.0.0.2", True, id="ipv4-loopback-net"),
+        pytest.param("::1", True, id="ipv6-loopback"),
+        pytest.param("localhost", True, id="localhost"),
+        pytest.param("0.0.0.0", False, id="all-ipv4"),
+        pytest.param("::", False, id="all-ipv6"),
+        pytest.param("", False, id="empty-means-all"),
+        pytest.param("192.168.1.20", False, id="lan"),
+    ],
+)
 def test_a_non_loopback_host_is_warned_about(host, loopback):
     assert is_loopback(host) is loopback
     warning = exposure_warning(host)
@@ -219,8 +239,8 @@ ESCAPES = {
     "lipsum-globals": "{{ lipsum.__globals__['os'].popen('touch MARK').read() }}",
     "cycler-init": "{{ cycler.__init__.__globals__.os.system('touch MARK') }}",
     "subclasses": "{% for c in ''.__class__.__mro__[1].__subclasses__() %}"
-                  "{% if c.__name__ == 'Popen' %}{{ c(['touch', 'MARK']) }}{% endif %}"
-                  "{% endfor %}",
+    "{% if c.__name__ == 'Popen' %}{{ c(['touch', 'MARK']) }}{% endif %}"
+    "{% endfor %}",
     "mutate-messages": "{{ messages.append({'role': 'user', 'content': 'MARK'}) }}",
 }
 SHOW_MESSAGES = "{% for m in messages %}{{ m.content }}{% endfor %}"
@@ -234,11 +254,14 @@ def test_chat_templates_cannot_reach_python(escape, tmp_path, monkeypatch):
     assert not (tmp_path / "MARK").exists()
 
 
-@pytest.mark.parametrize("template, problem", [
-    pytest.param("{% for m in messages %}", "syntax", id="syntax-error"),
-    pytest.param("{{ range(10**9) | list }}" + SHOW_MESSAGES, "range", id="huge-range"),
-    pytest.param("{{ messages[0]['content'] }}", "does not show", id="drops-the-user"),
-])
+@pytest.mark.parametrize(
+    "template, problem",
+    [
+        pytest.param("{% for m in messages %}", "syntax", id="syntax-error"),
+        pytest.param("{{ range(10**9) | list }}" + SHOW_MESSAGES, "range", id="huge-range"),
+        pytest.param("{{ messages[0]['content'] }}", "does not show", id="drops-the-user"),
+    ],
+)
 def test_a_broken_chat_template_is_one_clear_error(template, problem):
     with pytest.raises(ChatTemplateError, match="chat template") as raised:
         render_chat("Be brief.", "Explain.", template)
@@ -247,9 +270,21 @@ def test_a_broken_chat_template_is_one_clear_error(template, problem):
 
 def with_chat_template(model: Path, template: str, out: Path) -> Path:
     """A copy of `model` carrying `template` as its `tokenizer.chat_template`."""
-    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(model),
-                    str(out), "--chat-template", template, "--force"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(model),
+            str(out),
+            "--chat-template",
+            template,
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return out
 
 
@@ -257,8 +292,9 @@ async def test_a_models_chat_template_cannot_run_commands(start_server, x_model,
     mark = tmp_path / "pwned"
     escape = ESCAPES["lipsum-globals"].replace("touch MARK", f"touch {mark}")
     evil = with_chat_template(x_model, escape + SHOW_MESSAGES, tmp_path / "evil.gguf")
-    client = await start_server(model=x_model, options={
-        "actions": {"model": str(evil), "maxTokens": 16}})
+    client = await start_server(
+        model=x_model, options={"actions": {"model": str(evil), "maxTokens": 16}}
+    )
     uri = (tmp_path / "area.py").as_uri()
     open_doc(client, uri, AREA)
     resolved = await resolve(client, pick(await code_actions(client, uri, at(1, 4)), "Explain"))
@@ -289,7 +325,8 @@ def retarget(action, **fields):
 
 
 async def test_an_action_edit_lands_only_on_the_document_whose_version_was_checked(
-        start_server, x_model, tmp_path):
+    start_server, x_model, tmp_path
+):
     client = await start_server(model=x_model, options={"actions": {"maxTokens": 16}})
     own, other = (tmp_path / "area.py").as_uri(), (tmp_path / "wipe.py").as_uri()
     open_doc(client, own, AREA, version=3)
@@ -312,8 +349,7 @@ async def test_an_action_edit_lands_only_on_the_document_whose_version_was_check
     assert unknown.edit is None
 
     # A target beyond the end of the document it names is refused, not clamped or crashed on.
-    beyond = retarget(action, uri=other, version=5, start=len(OTHER) + 10,
-                      end=len(OTHER) + 50)
+    beyond = retarget(action, uri=other, version=5, start=len(OTHER) + 10, end=len(OTHER) + 50)
     refused = await resolve(client, beyond)
     assert refused.edit is None
     assert any("not in the document" in m for m in shown(client, types.MessageType.Warning))
@@ -333,14 +369,28 @@ SECRET_SOURCE = f'''def launch(target):
 async def test_document_text_stays_out_of_the_log_by_default(x_model, tmp_path):
     """Like an editor, at the default verbosity (conftest's start_server passes -v)."""
     log_file, stderr_file = tmp_path / "cl-lsp.log", tmp_path / "stderr.txt"
-    command = ["/bin/sh", "-c", 'exec "$0" -m cl_lsp --stdio --model "$1" --log-file "$2" 2>"$3"',
-               sys.executable, str(x_model), str(log_file), str(stderr_file)]
-    client = await ClientServerConfig(server_command=command,
-                                      server_env=offline_env(tmp_path)).start()
+    command = [
+        "/bin/sh",
+        "-c",
+        'exec "$0" -m cl_lsp --stdio --model "$1" --log-file "$2" 2>"$3"',
+        sys.executable,
+        str(x_model),
+        str(log_file),
+        str(stderr_file),
+    ]
+    client = await ClientServerConfig(
+        server_command=command, server_env=offline_env(tmp_path)
+    ).start()
     try:
-        await asyncio.wait_for(client.initialize_session(types.InitializeParams(
-            capabilities=client_capabilities(),
-            initialization_options={"actions": {"maxTokens": 16}})), 30)
+        await asyncio.wait_for(
+            client.initialize_session(
+                types.InitializeParams(
+                    capabilities=client_capabilities(),
+                    initialization_options={"actions": {"maxTokens": 16}},
+                )
+            ),
+            30,
+        )
         await wait_for_state(client, {"ready"})
         code, notes = (tmp_path / "launch.py").as_uri(), (tmp_path / "notes.txt").as_uri()
         open_doc(client, code, SECRET_SOURCE)
@@ -348,8 +398,11 @@ async def test_document_text_stays_out_of_the_log_by_default(x_model, tmp_path):
         change(client, code, 3, (99, 0), (99, 1), SECRET)  # out of range: a warning path
         # Plain text keeps the noise model's " x x x", so these get answers.
         open_doc(client, notes, f"{SECRET}\n", language="plaintext")
-        for uri, line, character in ((code, 1, 20), (code, 2, 11 + len(SECRET)),
-                                     (notes, 0, len(SECRET))):
+        for uri, line, character in (
+            (code, 1, 20),
+            (code, 2, 11 + len(SECRET)),
+            (notes, 0, len(SECRET)),
+        ):
             await inline(client, uri, line, character)
             await complete(client, uri, line, character)
         actions = await code_actions(client, code, at(2, 4))
@@ -372,16 +425,20 @@ async def test_model_paths_in_settings_are_never_run_or_written(start_server, tm
     decoy = tmp_path / "notes.gguf"
     decoy.write_text("not a model\n")
     before = sorted(tmp_path.rglob("*"))
-    client = await start_server(options={
-        "model": {"path": f"$(touch {marks[0]}); `touch {marks[1]}` | touch {marks[2]}"},
-        "actions": {"model": f"{decoy}; touch {marks[3]}"}})
+    client = await start_server(
+        options={
+            "model": {"path": f"$(touch {marks[0]}); `touch {marks[1]}` | touch {marks[2]}"},
+            "actions": {"model": f"{decoy}; touch {marks[3]}"},
+        }
+    )
     assert (await status(client))["state"] in ("failed", "empty")
     uri = (tmp_path / "area.py").as_uri()
     open_doc(client, uri, AREA)
     resolved = await resolve(client, pick(await code_actions(client, uri, at(1, 4)), "Explain"))
     assert resolved.edit is None
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"actions": {"model": str(decoy)}}))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"actions": {"model": str(decoy)}})
+    )
     resolved = await resolve(client, pick(await code_actions(client, uri, at(1, 4)), "Explain"))
     assert resolved.edit is None
     errors = shown(client, types.MessageType.Error)
@@ -389,8 +446,11 @@ async def test_model_paths_in_settings_are_never_run_or_written(start_server, tm
     assert sum("notes.gguf" in m for m in errors) >= 2, errors
     assert not any(mark.exists() for mark in marks)
     assert decoy.read_text() == "not a model\n"
-    created = [p for p in sorted(tmp_path.rglob("*")) if p not in before
-               and tmp_path / "hf-home" not in (p, *p.parents)]
+    created = [
+        p
+        for p in sorted(tmp_path.rglob("*"))
+        if p not in before and tmp_path / "hf-home" not in (p, *p.parents)
+    ]
     assert created == []
 
 
@@ -403,6 +463,7 @@ def test_the_default_model_download_writes_only_into_the_hf_cache(tmp_path):
     cache = tmp_path / "hf-home" / "hub"
     assert cache in Path(result["path"]).parents
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    outside = [p for p in files if cache not in p.parents
-               and p.parent != tmp_path / "hf-home"]  # huggingface_hub's own bookkeeping
+    outside = [
+        p for p in files if cache not in p.parents and p.parent != tmp_path / "hf-home"
+    ]  # huggingface_hub's own bookkeeping
     assert outside == [], outside

@@ -15,33 +15,56 @@ X48 = " x" * 47  # the x model's answer at the default single-line budget of 48 
 
 
 def open_doc(client, uri: str, text: str, language: str = "python", version: int = 1) -> None:
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version,
-                                             text=text)))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=language, version=version, text=text
+            )
+        )
+    )
 
 
-def change(client, uri: str, version: int, start: tuple[int, int], end: tuple[int, int],
-           text: str) -> None:
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-        content_changes=[types.TextDocumentContentChangePartial(
-            range=types.Range(start=types.Position(*start), end=types.Position(*end)),
-            text=text)]))
+def change(
+    client, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
+) -> None:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=types.Position(*start), end=types.Position(*end)),
+                    text=text,
+                )
+            ],
+        )
+    )
 
 
 async def inline(client, uri: str, line: int, character: int, timeout: float = 60):
-    return await asyncio.wait_for(client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Automatic))), timeout)
+    return await asyncio.wait_for(
+        client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=character),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
+            )
+        ),
+        timeout,
+    )
 
 
 async def complete(client, uri: str, line: int, character: int, timeout: float = 60):
-    return await asyncio.wait_for(client.text_document_completion_async(types.CompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        position=types.Position(line=line, character=character))), timeout)
+    return await asyncio.wait_for(
+        client.text_document_completion_async(
+            types.CompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=character),
+            )
+        ),
+        timeout,
+    )
 
 
 async def wait_busy(client, timeout: float = 20) -> None:
@@ -134,12 +157,12 @@ async def test_random_model_answers_are_well_formed(start_server, tiny_model, tm
 
 
 async def test_smollm2_writes_real_text(start_server, smollm2_model, tmp_path):
-    client = await start_server(model=smollm2_model,
-                                options={"completion": {"maxTokens": 24}})
+    client = await start_server(model=smollm2_model, options={"completion": {"maxTokens": 24}})
     assert (await status(client))["fim"] is False
     uri = (tmp_path / "greet.py").as_uri()
-    text = ('def greet(name):\n    """Return a friendly greeting for name."""\n'
-            '    return "Hello, " + ')
+    text = (
+        'def greet(name):\n    """Return a friendly greeting for name."""\n    return "Hello, " + '
+    )
     open_doc(client, uri, text)
     result = await inline(client, uri, 2, 22)
     (item,) = result.items
@@ -149,8 +172,9 @@ async def test_smollm2_writes_real_text(start_server, smollm2_model, tmp_path):
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-8"])
-async def test_edits_with_korean_and_emoji_keep_positions_right(start_server, x_model, tmp_path,
-                                                                encoding):
+async def test_edits_with_korean_and_emoji_keep_positions_right(
+    start_server, x_model, tmp_path, encoding
+):
     client = await start_server(model=x_model, encodings=[encoding])
     assert client.init_result.capabilities.position_encoding == encoding
 
@@ -163,8 +187,7 @@ async def test_edits_with_korean_and_emoji_keep_positions_right(start_server, x_
     # not parse, so nothing would be shown.
     open_doc(client, uri, head + "\n", language="plaintext")
     # type " + wor" after the last quote, then delete "r" and type "rd"
-    change(client, uri, 2, (1, col("name = '😀' + '한'")), (1, col("name = '😀' + '한'")),
-           " + wor")
+    change(client, uri, 2, (1, col("name = '😀' + '한'")), (1, col("name = '😀' + '한'")), " + wor")
     line = "name = '😀' + '한' + wor"
     change(client, uri, 3, (1, col(line) - 1), (1, col(line)), "")
     change(client, uri, 4, (1, col(line) - 1), (1, col(line) - 1), "rd")
@@ -179,10 +202,10 @@ async def test_edits_with_korean_and_emoji_keep_positions_right(start_server, x_
     assert result.items and result.items[0].insert_text.startswith(" x")
 
 
-async def test_a_cheap_request_is_not_delayed_by_a_running_generation(start_server,
-                                                                       slow_x_model, tmp_path):
-    client = await start_server(model=slow_x_model,
-                                options={"completion": {"maxTokens": 600}})
+async def test_a_cheap_request_is_not_delayed_by_a_running_generation(
+    start_server, slow_x_model, tmp_path
+):
+    client = await start_server(model=slow_x_model, options={"completion": {"maxTokens": 600}})
     uri = (tmp_path / "slow.txt").as_uri()
     other = (tmp_path / "other.py").as_uri()
     open_doc(client, uri, "def f():\n    \n", language="plaintext")
@@ -203,17 +226,21 @@ async def test_a_cheap_request_is_not_delayed_by_a_running_generation(start_serv
 
 
 async def test_cancel_request_stops_the_generation(start_server, slow_x_model, tmp_path):
-    client = await start_server(model=slow_x_model,
-                                options={"completion": {"maxTokens": 3000}})
+    client = await start_server(model=slow_x_model, options={"completion": {"maxTokens": 3000}})
     uri = (tmp_path / "cancel.py").as_uri()
     open_doc(client, uri, "def f():\n    \n")
     params = types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=1, character=4),
         context=types.InlineCompletionContext(
-            trigger_kind=types.InlineCompletionTriggerKind.Invoked))
-    future = asyncio.ensure_future(client.protocol.send_request_async(
-        types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="to-cancel"))
+            trigger_kind=types.InlineCompletionTriggerKind.Invoked
+        ),
+    )
+    future = asyncio.ensure_future(
+        client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="to-cancel"
+        )
+    )
     await wait_busy(client)
     cancelled_at = time.perf_counter()
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="to-cancel"))
@@ -230,8 +257,9 @@ async def test_cancel_request_stops_the_generation(start_server, slow_x_model, t
     assert current["counters"]["generatedTokens"] < 3000
 
 
-async def test_bad_input_gets_clear_answers_and_the_server_keeps_serving(start_server, x_model,
-                                                                          tmp_path):
+async def test_bad_input_gets_clear_answers_and_the_server_keeps_serving(
+    start_server, x_model, tmp_path
+):
     client = await start_server(model=x_model)
     uri = (tmp_path / "ok.py").as_uri()
     open_doc(client, uri, "value = ")
@@ -242,12 +270,21 @@ async def test_bad_input_gets_clear_answers_and_the_server_keeps_serving(start_s
     open_doc(client, binary, "ELF\x00\x01\x02 garbage \x00", language="plaintext")
     assert (await inline(client, binary, 0, 5)).items == ()
     # a negative position cannot be deserialized: answered with InvalidParams, not ignored
-    bad = {"textDocument": {"uri": uri}, "position": {"line": -1, "character": 0},
-           "context": {"triggerKind": 1}}
+    bad = {
+        "textDocument": {"uri": uri},
+        "position": {"line": -1, "character": 0},
+        "context": {"triggerKind": 1},
+    }
     answer: asyncio.Future = asyncio.get_running_loop().create_future()
     client.protocol._request_futures["negative"] = answer
-    client.protocol._send_data({"jsonrpc": "2.0", "id": "negative", "params": bad,
-                                "method": types.TEXT_DOCUMENT_INLINE_COMPLETION})
+    client.protocol._send_data(
+        {
+            "jsonrpc": "2.0",
+            "id": "negative",
+            "params": bad,
+            "method": types.TEXT_DOCUMENT_INLINE_COMPLETION,
+        }
+    )
     with pytest.raises(JsonRpcException) as error:
         await asyncio.wait_for(answer, 10)
     assert "invalid params" in str(error.value).lower()
@@ -296,15 +333,19 @@ async def test_no_model_offline_says_how_to_get_one(start_server, tmp_path):
 
 
 async def test_settings_are_validated_and_applied(start_server, x_model, tmp_path):
-    client = await start_server(model=x_model,
-                                options={"completion": {"maxTokensSingleLine": "lots"}})
+    client = await start_server(
+        model=x_model, options={"completion": {"maxTokensSingleLine": "lots"}}
+    )
     warnings = [m.message for m in client.messages if m.type == types.MessageType.Warning]
     assert any("completion.maxTokensSingleLine" in message for message in warnings)
     uri = (tmp_path / "a.py").as_uri()
     open_doc(client, uri, "value = ")
     assert (await inline(client, uri, 0, 8)).items[0].insert_text == X48  # default kept
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"cl-lsp": {"completion": {"maxTokensSingleLine": 5, "temperature": -1}}}))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(
+            settings={"cl-lsp": {"completion": {"maxTokensSingleLine": 5, "temperature": -1}}}
+        )
+    )
     change(client, uri, 2, (0, 8), (0, 8), "1 +")
     assert (await inline(client, uri, 0, 11)).items[0].insert_text == " x" * 4
     warnings = [m.message for m in client.messages if m.type == types.MessageType.Warning]
@@ -340,7 +381,8 @@ async def test_default_model_is_downloaded_once_with_progress(start_server, x_mo
 
 
 async def test_accepting_runs_the_items_command_and_a_partial_accept_reuses_the_rest(
-        start_server, x_model, tmp_path):
+    start_server, x_model, tmp_path
+):
     client = await start_server(model=x_model)
     uri = (tmp_path / "accept.py").as_uri()
     open_doc(client, uri, "value = ")
@@ -348,8 +390,14 @@ async def test_accepting_runs_the_items_command_and_a_partial_accept_reuses_the_
     assert item.command is not None and item.command.command == "cl-lsp.accept"
     # The editor accepts one word (" x"), inserts it, and runs the item's command.
     change(client, uri, 2, (0, 8), (0, 8), " x")
-    await asyncio.wait_for(client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command=item.command.command, arguments=item.command.arguments)), 10)
+    await asyncio.wait_for(
+        client.workspace_execute_command_async(
+            types.ExecuteCommandParams(
+                command=item.command.command, arguments=item.command.arguments
+            )
+        ),
+        10,
+    )
     (rest,) = (await inline(client, uri, 0, 10)).items
     assert rest.insert_text == X48[2:]  # the rest of the shown suggestion, no new generation
     current = await status(client)
@@ -358,8 +406,7 @@ async def test_accepting_runs_the_items_command_and_a_partial_accept_reuses_the_
     assert current["recent"][-1]["outcome"] == "typed_ahead"
 
 
-async def test_notifications_the_server_does_not_know_are_ignored(start_server, x_model,
-                                                                  tmp_path):
+async def test_notifications_the_server_does_not_know_are_ignored(start_server, x_model, tmp_path):
     client = await start_server(model=x_model)
     uri = (tmp_path / "n.py").as_uri()
     open_doc(client, uri, "value = ")
@@ -367,8 +414,7 @@ async def test_notifications_the_server_does_not_know_are_ignored(start_server, 
         ("textDocument/didSave", {"textDocument": {"uri": uri}}),
         ("$/setTrace", {"value": "verbose"}),
         ("workspace/didChangeWatchedFiles", {"changes": []}),
-        ("workspace/didChangeWorkspaceFolders",
-         {"event": {"added": [], "removed": []}}),
+        ("workspace/didChangeWorkspaceFolders", {"event": {"added": [], "removed": []}}),
         ("nvim/someExtension", {"x": 1}),
     ]:
         client.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})

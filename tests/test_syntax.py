@@ -197,7 +197,9 @@ def test_apply_effect_matches_closers_like_a_reader():
 
 
 def test_unit_windows_narrow_to_the_top_level_unit_around_the_cursor():
-    prefix = '"""a docstring the window starts in\n"""\n\nx = 1\n\ndef f(a,\n      b):\n    y = 2\n    '
+    prefix = (
+        '"""a docstring the window starts in\n"""\n\nx = 1\n\ndef f(a,\n      b):\n    y = 2\n    '
+    )
     suffix = "\n    return y\n\ndef g():\n    pass\n"
     got = syntax.unit_windows(prefix, suffix)
     assert got == ("def f(a,\n      b):\n    y = 2\n    ", "\n    return y\n")
@@ -205,4 +207,3 @@ def test_unit_windows_narrow_to_the_top_level_unit_around_the_cursor():
     got = syntax.unit_windows("int\nf(void)\n{\n    ", "\n}\nint g;\n")
     assert got == ("int\nf(void)\n{\n    ", "\n}")
     assert syntax.unit_windows("    a\n    ", "\n    b") == ("    a\n    ", "\n    b")
-
