@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Not pygls's start_tcp: it lets a second connection take over the session.
         return serve_tcp(server, args.host, args.port)
-    from .protocol import serve_stdio
+    from .transport import serve_stdio
 
     # Not pygls's start_io: its reader goes deaf on bad framing and loses `exit`'s code.
     return serve_stdio(server, sys.stdin.buffer, claim_stdout())

@@ -1,12 +1,13 @@
-"""LSP over TCP for exactly one editor: `cl-lsp --tcp`.
+"""The transports: LSP on stdin/stdout (`cl-lsp --stdio`, :func:`serve_stdio`) and over TCP for
+exactly one editor (`cl-lsp --tcp`).
 
-pygls's `start_tcp` hands every connection the same protocol object and makes the newest one
+On TCP, pygls's `start_tcp` hands every connection the same protocol object and makes the newest one
 the writer, so a second local connection takes over the editor's session (its answers go to
 the newcomer), and the first connection to end shuts the server down. Here the first client
 owns the server: further connections are closed at once, with one log line each, and the
 server exits when that client sends `exit` or disconnects, as a `--stdio` server exits with
 its editor. A new session starts a new server, which never sees the previous client's
-documents. Framing and the lifecycle are `protocol.py`'s, the same as on stdin.
+documents. Framing (`framing.py`) and the lifecycle (`protocol.py`) are, the same as on stdin.
 
 There is no authentication, so the listening address matters: loopback unless the user asks
 for another, and then the log says the port is reachable from the network.
@@ -15,14 +16,22 @@ for another, and then the log says the port is reachable from the network.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
 import ipaddress
 import logging
+import os
 import socket
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 
-from .protocol import READ_CHUNK, ClProtocol, FrameParser
+from .framing import READ_CHUNK, Frame, FrameParser, read_frames
+from .protocol import ClProtocol
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +142,49 @@ def _address(name: Any) -> str:
         host = str(name[0])
         return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
     return str(name)
+
+
+def serve_stdio(server: LanguageServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Serve LSP on stdin/stdout until `exit` or the end of input; the process's exit code."""
+    protocol = server.protocol
+    assert isinstance(protocol, ClProtocol)
+    protocol.set_writer(StdoutWriter(stdout))
+    # os.read on the descriptor, not stdin.read: a daemon thread blocked inside the buffered
+    # reader would hold its lock and abort the interpreter at exit.
+    read = functools.partial(os.read, stdin.fileno())
+    try:
+        return asyncio.run(_serve(protocol, read))
+    finally:
+        server.shutdown()
+
+
+async def _serve(protocol: ClProtocol, read: Callable[[int], bytes]) -> int:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def finish(code: int) -> None:
+        if not done.done():
+            done.set_result(code)
+
+    protocol.on_exit = finish
+
+    def deliver(frame: Frame, handled: concurrent.futures.Future[None]) -> None:
+        try:
+            protocol.receive(frame)
+        finally:
+            handled.set_result(None)
+
+    def pump() -> None:  # on the reader thread: one frame at a time, each handled in order
+        try:
+            for frame in read_frames(read):
+                handled: concurrent.futures.Future[None] = concurrent.futures.Future()
+                loop.call_soon_threadsafe(deliver, frame, handled)
+                handled.result()
+        except BaseException:  # input gone, or the loop closed after `exit`
+            log.debug("stopped reading", exc_info=True)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(protocol.input_ended)
+
+    threading.Thread(target=pump, name="cl-lsp-stdin", daemon=True).start()
+    return await done

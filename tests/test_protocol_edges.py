@@ -658,7 +658,7 @@ GOOD = json.dumps(status_request(1)).encode()
 )
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 20], ids=["bytewise", "chunks", "whole"])
 def test_frame_parser(stream: bytes, expected: list[Any], chunk: int):
-    from cl_lsp.protocol import Broken, FrameParser, Oversized
+    from cl_lsp.framing import Broken, FrameParser, Oversized
 
     parser = FrameParser()
     frames = []
