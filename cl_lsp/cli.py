@@ -137,7 +137,8 @@ def claim_stdout() -> BinaryIO:
 
 
 def download() -> int:
-    from .models import ModelError, download_default_model, terminal_progress
+    from .models import ModelError, download_default_model
+    from .progress_bar import terminal_progress
 
     try:
         path = download_default_model(terminal_progress())
@@ -152,8 +153,9 @@ def complete_once(args: argparse.Namespace) -> int:
     from .config import CompletionSettings, Settings, parse_settings
     from .documents import UTF32, Document, PositionError
     from .engine import Engine, EngineError
-    from .models import ModelError, locate_model, terminal_progress
+    from .models import ModelError, locate_model
     from .pipeline import finish_completion, plan_completion
+    from .progress_bar import terminal_progress
 
     # One-shot: nobody is typing, so no time cap unless asked for (--settings).
     one_shot = Settings(completion=CompletionSettings(generation_timeout_ms=0))

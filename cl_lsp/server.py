@@ -29,8 +29,9 @@ from .config import Settings, parse_settings
 from .context import is_identifier_char, language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
-from .models import ModelError, locate_model, terminal_progress, throttled
+from .models import ModelError, locate_model
 from .pipeline import Completions, replace_span
+from .progress_bar import terminal_progress, throttled
 from .protocol import ClProtocol
 from .protocol import first_line as _first_line
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hubmock import HubMock, serve_hub
 
-from cl_lsp import models
+from cl_lsp import models, progress_bar
 from cl_lsp.models import (
     DEFAULT_FILE,
     DEFAULT_REPO,
@@ -27,8 +27,8 @@ from cl_lsp.models import (
     ModelSource,
     check_model_file,
     resolve_model_path,
-    terminal_progress,
 )
+from cl_lsp.progress_bar import terminal_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -177,7 +177,8 @@ SCRIPT = r"""
 import json, sys, time
 mode = sys.argv[1]
 started = time.monotonic()
-from cl_lsp import models
+from cl_lsp import models, progress_bar
+from cl_lsp.progress_bar import terminal_progress
 events = []
 
 def progress(done, total):
@@ -434,7 +435,7 @@ def test_terminal_progress_defaults_to_stderr(capsys: pytest.CaptureFixture[str]
 
 def test_throttled_passes_first_and_final() -> None:
     seen: list[tuple[int, int | None]] = []
-    report = models.throttled(lambda d, t: seen.append((d, t)), interval=60)
+    report = progress_bar.throttled(lambda d, t: seen.append((d, t)), interval=60)
     for done in range(101):
         report(done, 100)
     assert seen == [(0, 100), (100, 100)]
