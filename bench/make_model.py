@@ -95,10 +95,11 @@ def ensure_model(
 def verify(path: Path | str, n_threads: int = 2) -> None:
     """Load ``path`` with llama.cpp and greedily generate 8 tokens (raises if none come)."""
     from cl_lsp import repack
+    from cl_lsp.engine.llama import load_llama
 
     t0 = time.perf_counter()
     use = repack.decide(Path(path), "auto").repack  # AMX Xeons crash with repacked weights
-    llm = repack.load_llama(path, repack=use, n_ctx=512, n_threads=n_threads, verbose=False)
+    llm = load_llama(path, repack=use, n_ctx=512, n_threads=n_threads, verbose=False)
     t1 = time.perf_counter()
     prompt = llm.tokenize(b"def fibonacci(n):\n", add_bos=True)
     out: list[int] = []

@@ -36,9 +36,10 @@ def main() -> int:
 
         model = ensure_model()
     from cl_lsp import repack
+    from cl_lsp.engine.llama import load_llama
 
     use = repack.decide(model, "auto").repack  # AMX Xeons crash with repacked weights
-    llm = repack.load_llama(
+    llm = load_llama(
         model,
         repack=use,
         n_ctx=2048,

@@ -33,7 +33,7 @@ happen here, and the 0.5% damage measured before issue 13 missed them: on ``line
 filters damage 100% (``bench/humaneval_infill.py`` measures the same on the public benchmark).
 
 Part 2 runs a sample of the holes through the real pipeline in-process (``plan_completion``
--> ``Engine.generate_blocking``) with SmolLM2-135M-Instruct or ``--model`` and scores the
+-> ``LocalEngine.generate_blocking``) with SmolLM2-135M-Instruct or ``--model`` and scores the
 suggestion with and without the filters: exact match, and whether prefix + suggestion + suffix
 parses without more tree-sitter ERROR/MISSING nodes than prefix + suffix.
 """
@@ -755,10 +755,10 @@ def score(
 
 
 def run_real(holes: list[Hole], model: Path, time_limit: float) -> dict[str, Any]:
-    from cl_lsp.engine import Engine
+    from cl_lsp.engine import LocalEngine
 
     settings = CompletionSettings(generation_timeout_ms=0)  # like `cl-lsp complete`
-    engine = Engine()
+    engine = LocalEngine()
     loading = time.perf_counter()
     engine.load_blocking(model, ModelSettings())
     load_seconds = time.perf_counter() - loading

@@ -40,12 +40,12 @@ def memory() -> dict[str, int]:
 
 def child(path: str, repack: bool, prompt: int, tokens: int, batch: int) -> None:
     """One configuration; prints one JSON line."""
-    from cl_lsp import repack as repacking
     from cl_lsp.config import physical_cores
+    from cl_lsp.engine.llama import load_llama
 
     threads = physical_cores()
     started = time.perf_counter()
-    llm = repacking.load_llama(
+    llm = load_llama(
         path,
         repack=repack,
         n_ctx=prompt + tokens + 8,

@@ -152,7 +152,7 @@ def download() -> int:
 def complete_once(args: argparse.Namespace) -> int:
     from .config import CompletionSettings, Settings, parse_settings
     from .documents import UTF32, Document, PositionError
-    from .engine import Engine, EngineError
+    from .engine import EngineError, LocalEngine
     from .models import ModelError, locate_model
     from .pipeline import finish_completion, plan_completion
     from .progress_bar import terminal_progress
@@ -182,7 +182,7 @@ def complete_once(args: argparse.Namespace) -> int:
             terminal_progress(),
             lambda: print("cl-lsp: downloading the default model (once)", file=sys.stderr),
         )
-        engine = Engine()
+        engine = LocalEngine()
         engine.load_blocking(model, settings.model)
     except (ModelError, EngineError) as error:
         print(f"cl-lsp: {error}", file=sys.stderr)

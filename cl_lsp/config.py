@@ -144,9 +144,6 @@ class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
 
-    def threads(self) -> int:
-        return self.model.n_threads or physical_cores()
-
 
 def camel(name: str) -> str:
     head, *rest = name.split("_")

@@ -104,15 +104,28 @@ def find_fim_tokens(
     )
 
 
-def encode_nospace(encode: Encode, text: str) -> list[int]:
-    """Encode without SentencePiece's implicit leading space (Code Llama's `encode_infilling`)."""
+def nospace_tokens(
+    encode: Encode, text: str, marker: Sequence[int] | None = None
+) -> list[int] | None:
+    """`text` encoded without SentencePiece's implicit leading space, as `encode("☺" + text)`
+    minus the marker's tokens (`marker`: `encode("☺")`, if already known); None when the
+    marker merges with the start of `text` (a vocabulary without this shortcut)."""
     if not text:
         return []
-    marker = encode(NOSPACE_MARKER)
+    if marker is None:
+        marker = encode(NOSPACE_MARKER)
     tokens = encode(NOSPACE_MARKER + text)
-    if tokens[: len(marker)] != marker:  # the marker merged with the text: vocabulary differs
-        raise ValueError("tokenizer cannot encode without the leading space")
+    if tokens[: len(marker)] != list(marker):
+        return None
     return tokens[len(marker) :]
+
+
+def encode_nospace(encode: Encode, text: str) -> list[int]:
+    """Encode without SentencePiece's implicit leading space (Code Llama's `encode_infilling`)."""
+    tokens = nospace_tokens(encode, text)
+    if tokens is None:  # the marker merged with the text: vocabulary differs
+        raise ValueError("tokenizer cannot encode without the leading space")
+    return tokens
 
 
 def build_prompt(

@@ -11,13 +11,13 @@ CPU and set of weight types (`$XDG_CACHE_HOME/cl-lsp/repack.json`), so the probe
 a crash means one log line and no repacking. Files whose weights are all F32/F16/BF16 have
 nothing to repack and are not probed.
 
+The loading itself (`use_extra_bufts`) is the llama.cpp adapter's, `engine/llama.py`.
 Repacking off keeps the weights in the shared, read-only file mapping (less memory); on
 (where it works) trades memory for speed. BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +26,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,14 +203,9 @@ def default_cache_dir() -> Path:
 
 def probe_key(quantized: list[str]) -> str:
     """Identifies what the crash depends on: the llama.cpp build, the CPU, the weight types."""
-    import llama_cpp
+    from .engine.llama import build_identity
 
-    library = Path(llama_cpp.__file__).parent / "lib"
-    build = [llama_cpp.__version__]
-    for so in sorted(library.glob("*.so*")) if library.is_dir() else ():
-        stat = so.stat()
-        build.append(f"{so.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    parts = ["|".join(build), _cpu_identity(), ",".join(quantized)]
+    parts = ["|".join(build_identity()), _cpu_identity(), ",".join(quantized)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -280,54 +274,11 @@ def verdict_of(returncode: int, stderr: str) -> tuple[bool, str]:
     return False, f"failed: {last[0][:200]}"
 
 
-# -- loading with or without repacking ----------------------------------------------------------
-
-_params_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def model_params_for(repack: bool) -> Iterator[None]:
-    """Make `llama_cpp.Llama` load with `use_extra_bufts` = `repack`.
-
-    `Llama.__init__` takes no such argument: it fills its model params from
-    `llama_model_default_params()`, so that function is wrapped while a model loads.
-    """
-    import llama_cpp.llama as llama_module
-
-    with _params_lock:
-        original = llama_module.llama_cpp.llama_model_default_params
-
-        def params() -> Any:
-            chosen = original()
-            chosen.use_extra_bufts = repack
-            return chosen
-
-        llama_module.llama_cpp.llama_model_default_params = params
-        try:
-            yield
-        finally:
-            llama_module.llama_cpp.llama_model_default_params = original
-
-
-def load_llama(path: Path | str, *, repack: bool, **kwargs: Any) -> Any:
-    """A `llama_cpp.Llama` for `path`, its weights repacked or not."""
-    import llama_cpp
-
-    with model_params_for(repack):
-        return llama_cpp.Llama(model_path=str(path), **kwargs)
-
-
 def _probe_main(path: str) -> int:
     """The child's side of `run_probe`: crash here rather than in the server."""
-    import llama_cpp
+    from .engine.llama import evaluate_repacked
 
-    llm = load_llama(
-        path, repack=True, n_ctx=64, n_batch=PROBE_BATCH, n_ubatch=PROBE_BATCH, verbose=False
-    )
-    vocab = llm.n_vocab()
-    tokens = [token % vocab for token in range(1, PROBE_BATCH + 1)]
-    llm.eval(tokens)
-    llama_cpp.llama_synchronize(llm.ctx)
+    evaluate_repacked(path, PROBE_BATCH)
     return 0
 
 

@@ -28,7 +28,7 @@ from .actions import ActionKind, Diagnostic, TargetTooLarge
 from .config import Settings, parse_settings
 from .context import is_identifier_char, language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
-from .engine import Engine, EngineError
+from .engine import EngineError, LocalEngine
 from .models import ModelError, locate_model
 from .pipeline import Completions, replace_span
 from .progress_bar import terminal_progress, throttled
@@ -67,7 +67,7 @@ class ClLanguageServer(LanguageServer):
         self.cli_model = cli_model
         self.settings = Settings()
         self.documents = DocumentStore()
-        self.engine = Engine()
+        self.engine = LocalEngine()
         self.position_encoding = UTF16
         self.completions = Completions(self.engine, lambda: self.settings.completion)
         self.pending_problems: list[str] = []

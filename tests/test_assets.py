@@ -7,6 +7,7 @@ import llama_cpp
 import pytest
 
 from cl_lsp import repack
+from cl_lsp.engine.llama import load_llama
 
 PRE, SUF, MID, EOT = assets.FIM_PRE_ID, assets.FIM_SUF_ID, assets.FIM_MID_ID, assets.EOT_ID
 
@@ -14,7 +15,7 @@ PRE, SUF, MID, EOT = assets.FIM_PRE_ID, assets.FIM_SUF_ID, assets.FIM_MID_ID, as
 def _load(path) -> llama_cpp.Llama:
     # Repacking decided as the server decides it: some CPUs (AMX Xeons) crash with it.
     use = repack.decide(path, "auto").repack
-    return repack.load_llama(path, repack=use, n_ctx=512, verbose=False, n_threads=2)
+    return load_llama(path, repack=use, n_ctx=512, verbose=False, n_threads=2)
 
 
 def _greedy(llm: llama_cpp.Llama, prompt: bytes, n: int) -> list[int]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cl_lsp.config import PromptFormat, Settings, describe_settings, parse_settings
+from cl_lsp.config import (
+    PromptFormat,
+    Settings,
+    describe_settings,
+    parse_settings,
+    physical_cores,
+)
 
 
 def test_defaults():
@@ -16,7 +22,7 @@ def test_defaults():
     assert settings.completion.max_tokens_single_line == 48
     assert settings.completion.temperature == 0.0
     assert settings.completion.prompt_format is PromptFormat.AUTO
-    assert settings.threads() >= 1
+    assert settings.model.n_threads == 0 and physical_cores() >= 1  # one per physical core
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from cl_lsp.config import ModelSettings
 from cl_lsp.engine import (
     PREFILL_FIRST_CHUNK,
     PREFILL_MIN_CHUNK,
-    Engine,
     EngineError,
     GenerationRequest,
+    LocalEngine,
+    Priority,
     stop_after_piece,
 )
 from cl_lsp.prompts import Layout, build_fim_prompt
@@ -24,18 +25,18 @@ SETTINGS = ModelSettings(n_ctx=1024, n_threads=2)
 
 @pytest.fixture
 def engine():
-    engine = Engine()
+    engine = LocalEngine()
     yield engine
     engine.close()
 
 
-def load(engine: Engine, path: Path) -> Engine:
+def load(engine: LocalEngine, path: Path) -> LocalEngine:
     engine.load_blocking(path, SETTINGS)
     assert engine.ready
     return engine
 
 
-def prompt(engine: Engine, prefix: str, suffix: str = "\n") -> tuple[int, ...]:
+def prompt(engine: LocalEngine, prefix: str, suffix: str = "\n") -> tuple[int, ...]:
     vocab = engine.vocab
     return build_fim_prompt(prefix, suffix, vocab.encode, vocab.fim, Layout.SPM).tokens
 
@@ -124,7 +125,7 @@ def test_prompt_chunks_grow_to_the_measured_speed(engine, tiny_model):
     ],
 )
 def test_prompt_chunk_is_half_a_second_of_work_within_bounds(rate, n_batch, chunk):
-    engine = Engine()
+    engine = LocalEngine()
     try:
         engine.prefill_rate, engine.n_batch = rate, n_batch
         assert engine.prefill_chunk == chunk
@@ -173,7 +174,7 @@ def test_token_healing_spells_the_left_out_word_first(engine, tiny_model):
     assert "".join(vocab.text_of(t) for t in second.token_ids).startswith(" fib")
 
 
-def write(engine: Engine, job, cancel: threading.Event | None = None, **settings):
+def write(engine: LocalEngine, job, cancel: threading.Event | None = None, **settings):
     import asyncio
 
     from cl_lsp.config import ActionSettings
@@ -221,7 +222,7 @@ def test_writer_pauses_while_a_completion_waits_and_stops_when_cancelled(engine,
             writer.prompt("s", "u"), on_text=lambda text: progress.append(len(text))
         )
 
-    engine._completions_waiting = 1  # as while a completion request is queued
+    engine.priority.completion_started()  # as while a completion request is queued
     result: list = []
     thread = threading.Thread(
         target=lambda: result.append(write(engine, job, cancel, max_tokens=500))
@@ -229,7 +230,7 @@ def test_writer_pauses_while_a_completion_waits_and_stops_when_cancelled(engine,
     thread.start()
     time.sleep(0.5)
     assert progress == []  # nothing written while the completion waits
-    engine._completions_waiting = 0
+    engine.priority.completion_finished()
     deadline = time.time() + 10
     while len(progress) < 5 and time.time() < deadline:
         time.sleep(0.01)
@@ -250,3 +251,34 @@ def test_stop_after_piece_applies_the_newline_and_block_end_stops():
     assert stop_after_piece(cut_at_end, "a\nb\n", "\n") is None
     assert stop_after_piece(cut_at_end, "a\nend\n", "\n") == ("a", "end_of_block")
     assert stop_after_piece(cut_at_end, "a\nend x", " x") is None  # only at line breaks
+
+
+def test_priority_lets_a_writer_go_when_the_last_completion_ends_or_it_is_cancelled():
+    """Completions first: a waiting writer resumes as soon as the last completion finishes,
+    and a woken cancellation ends its wait at once (no model needed)."""
+    priority = Priority()
+    priority.CANCEL_CHECK_SECONDS = 60.0  # only a notification can end these waits in time
+    cancel = threading.Event()
+    assert priority.wait_turn(cancel)  # nothing running: no wait
+    priority.completion_started()
+    priority.completion_started()
+    turns: list[bool] = []
+    writer = threading.Thread(target=lambda: turns.append(priority.wait_turn(cancel)))
+    writer.start()
+    priority.completion_finished()
+    writer.join(0.2)
+    assert writer.is_alive() and priority.completions == 1  # one completion still runs
+    priority.completion_finished()
+    writer.join(5)
+    assert turns == [True]
+
+    priority.completion_started()
+    writer = threading.Thread(target=lambda: turns.append(priority.wait_turn(cancel)))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()
+    cancel.set()
+    priority.wake()
+    writer.join(5)
+    assert turns == [True, False]
+    assert not priority.wait_turn(cancel)  # a cancelled writer never gets a turn

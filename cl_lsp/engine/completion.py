@@ -1,0 +1,225 @@
+"""One completion on a `ModelSession`: prompt in chunks, token healing, the sampling loop.
+
+The session re-uses its KV cache up to the first token that differs from the previous prompt.
+Between chunks and tokens we check the request's cancel flag, the stop tokens (Code Llama's
+`<EOT>` and EOS, found by id even when the GGUF lacks `eot_token_id`), the token budget, the
+deadline and the stop rules of `stop_after_piece` (the first newline for single-line requests,
+the end of the block).
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .interface import (
+    EngineCounters,
+    EngineError,
+    Generation,
+    GenerationRequest,
+    ModelSession,
+    Sampling,
+    Tokenizer,
+    stop_after_piece,
+)
+
+log = logging.getLogger(__name__)
+# Prompt evaluation cannot be interrupted inside a llama.cpp call, so the prompt goes in chunks
+# and the cancel flag is checked between them. The chunk adapts to the measured speed so one
+# takes about PREFILL_CHUNK_SECONDS (a cancellation waits at most that long), but never drops
+# below PREFILL_MIN_CHUNK: on the 7B-shaped Q4_K model on 2 cores, chunks of 4 or 8 tokens ran
+# at 8.5-9.4 tokens/s against 16.8 for 16 and 17.1 for 32 (BENCHMARKS.md).
+PREFILL_MIN_CHUNK = 16
+PREFILL_FIRST_CHUNK = 32  # before anything is measured
+PREFILL_CHUNK_SECONDS = 0.5
+
+
+def prefill_chunk(rate: float | None, n_batch: int) -> int:
+    """Prompt tokens per model call at `rate` tokens/s: about PREFILL_CHUNK_SECONDS of work."""
+    if rate is None:
+        return min(PREFILL_FIRST_CHUNK, n_batch)
+    size = int(rate * PREFILL_CHUNK_SECONDS) // 16 * 16
+    return max(min(PREFILL_MIN_CHUNK, n_batch), min(n_batch, size))
+
+
+def sampling_for(temperature: float) -> Sampling:
+    """Completions: greedy at temperature 0, else top-k 40, top-p 0.95, min-p 0.05."""
+    if temperature <= 0:
+        return Sampling(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0)
+    return Sampling(temperature=temperature)
+
+
+class Completion:
+    """Runs requests on one session, counting into the engine's counters."""
+
+    def __init__(
+        self,
+        session: ModelSession,
+        vocab: Tokenizer,
+        *,
+        counters: EngineCounters,
+        busy: threading.Event,
+        chunk: Callable[[], int],
+        measured: Callable[[int, float], None],
+    ) -> None:
+        self._session, self._vocab = session, vocab
+        self._counters, self._busy = counters, busy
+        self._chunk, self._measured = chunk, measured  # prefill pace: size, and its feedback
+
+    def run(self, request: GenerationRequest, started: float | None = None) -> Generation:
+        started = time.perf_counter() if started is None else started
+        tokens = list(request.tokens)
+        if request.cancel.is_set():
+            return Generation("", (), len(tokens), 0, "cancelled", 0.0, time.monotonic())
+        n_ctx = self._session.n_ctx
+        room = n_ctx - len(tokens)
+        if room <= 0:
+            raise EngineError(
+                f"the prompt ({len(tokens)} tokens) does not fit the context window "
+                f"({n_ctx}); lower completion.prefixTokens/suffixTokens or raise model.nCtx"
+            )
+        max_tokens = min(request.max_tokens, room)
+        self._counters.generations_started += 1
+        self._counters.prompt_tokens += len(tokens)
+        self._busy.set()
+        evaluated = 0
+        try:
+            evaluated, cancelled = self._prefill(tokens, request.cancel)
+            if cancelled:
+                return self._cancelled(tokens, evaluated, (), "", started)
+            healed: list[int] = []
+            healed_text = ""
+            if request.heal:
+                healing = self._heal(tokens, request.heal, request.cancel)
+                evaluated += 1 + (len(healing[0]) if healing else 0)
+                if healing is None:
+                    if request.cancel.is_set():
+                        return self._cancelled(tokens, evaluated, (), "", started)
+                    return Generation(
+                        "",
+                        (),
+                        len(tokens),
+                        evaluated,
+                        "eot",
+                        time.perf_counter() - started,
+                        time.monotonic(),
+                    )
+                healed, healed_text = healing
+            else:
+                evaluated += 1  # `stream` evaluates the prompt's last token itself
+            # The healed tokens re-spell what the user typed: they do not use up the budget.
+            budget = min(max_tokens, room - len(healed))
+            text, generated, reason = self._sample(tokens + healed, request, budget, healed_text)
+            generated = healed + generated
+            text = text[len(request.heal) :]
+        except Exception as error:
+            raise EngineError(f"the model failed while generating: {error}") from error
+        finally:
+            self._busy.clear()
+            self._counters.evaluated_tokens += evaluated
+        if reason == "cancelled":
+            return self._cancelled(tokens, evaluated, tuple(generated), text, started)
+        self._counters.generated_tokens += len(generated)
+        seconds = time.perf_counter() - started
+        log.debug(
+            "generated %d tokens (%s) after evaluating %d/%d prompt tokens in %.2f s",
+            len(generated),
+            reason,
+            evaluated,
+            len(tokens),
+            seconds,
+        )
+        return Generation(
+            text, tuple(generated), len(tokens), evaluated, reason, seconds, time.monotonic()
+        )
+
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> tuple[int, bool]:
+        """Evaluate all but the prompt's last token, re-using the KV cache up to the first
+        changed token, in small chunks so a cancellation is noticed between them."""
+        session = self._session
+        target = len(tokens) - 1
+        common = session.cached_prefix_length(tokens[:target])
+        session.keep(common)
+        evaluated = 0
+        while common + evaluated < target:
+            if cancel.is_set():
+                return evaluated, True
+            start = common + evaluated
+            chunk = tokens[start : min(target, start + self._chunk())]
+            began = time.perf_counter()
+            session.evaluate(chunk)
+            self._measured(len(chunk), time.perf_counter() - began)
+            evaluated += len(chunk)
+        return evaluated, False
+
+    def _heal(
+        self, tokens: list[int], heal: str, cancel: threading.Event
+    ) -> tuple[list[int], str] | None:
+        """Greedy decoding constrained to spell `heal` (the last token may run past it).
+
+        Returns the chosen ids and their text, or None when cancelled or nothing fits.
+        """
+        session, vocab = self._session, self._vocab
+        session.evaluate(tokens[-1:])  # `_prefill` left the prompt's last token
+        chosen: list[int] = []
+        text = ""
+        while len(text) < len(heal) or not text.startswith(heal):
+            remaining = heal[len(text) :]
+            if cancel.is_set() or not text.startswith(heal[: len(text)]):
+                return None
+            candidates = vocab.heal_candidates(remaining)
+            if not candidates:
+                return None
+            logits = session.logits()
+            best = max(candidates, key=lambda token: logits[token])
+            chosen.append(best)
+            text += vocab.text_of(best)
+            session.evaluate([best])
+        return chosen, text
+
+    def _sample(
+        self, tokens: list[int], request: GenerationRequest, max_tokens: int, text: str = ""
+    ) -> tuple[str, list[int], str]:
+        vocab = self._vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        generated: list[int] = []
+        reason = "context_full" if max_tokens < request.max_tokens else "max_tokens"
+        deadline = (time.monotonic() + request.max_seconds) if request.max_seconds else None
+        for token in self._session.stream(tokens, sampling_for(request.temperature)):
+            if request.cancel.is_set():
+                return text, generated, "cancelled"
+            if token in vocab.stop_ids:
+                return text, generated, "eot"
+            generated.append(token)
+            piece = decoder.decode(vocab.piece(token))
+            text += piece
+            if (stop := stop_after_piece(request, text, piece)) is not None:
+                return stop[0], generated, stop[1]
+            if len(generated) >= max_tokens:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                return text, generated, "timeout"
+        return text + decoder.decode(b"", final=True), generated, reason
+
+    def _cancelled(
+        self,
+        tokens: list[int],
+        evaluated: int,
+        generated: tuple[int, ...],
+        text: str,
+        started: float,
+    ) -> Generation:
+        self._counters.generations_cancelled += 1
+        self._counters.generated_tokens += len(generated)
+        return Generation(
+            text,
+            generated,
+            len(tokens),
+            evaluated,
+            "cancelled",
+            time.perf_counter() - started,
+            time.monotonic(),
+        )

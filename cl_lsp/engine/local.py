@@ -1,0 +1,314 @@
+"""The llama.cpp engine in this process: one model, owned by one worker thread.
+
+A `llama_cpp.Llama` is not thread-safe, so every call that touches it runs on the engine's
+single worker thread; the event loop only awaits futures. Tokenizing for context budgets and
+prompts happens on the caller's thread with the vocabulary-only `Vocabulary`. Code actions are
+written on a second thread (`writer.py`), with the same weights or actions.model, taking turns
+with completions through `Priority`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .. import repack
+from ..config import ActionSettings, ModelSettings, physical_cores
+from .completion import PREFILL_MIN_CHUNK, Completion, prefill_chunk
+from .interface import (
+    EngineCounters,
+    EngineError,
+    EngineState,
+    Generation,
+    GenerationRequest,
+    ModelFileChanged,
+    Priority,
+    Writer,
+)
+from .llama import CompletionModel, FileIdentity, Weights
+from .tokenizer import Vocabulary
+from .writer import ActionModels, LocalWriter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LocalEngine:
+    """`Engine` with llama.cpp in this process: loading, completions, code actions, status."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-model")
+        self._model: CompletionModel | None = None
+        self.vocab: Vocabulary | None = None
+        self.state = EngineState.EMPTY
+        self.error: str | None = None
+        self.model_path: Path | None = None
+        self.model_file: FileIdentity | None = None  # the file as it was when loaded
+        self.repack: repack.RepackDecision | None = None
+        self.repack_mode = "auto"  # model.repack, for actions.model too
+        self.n_ctx = 0
+        self.counters = EngineCounters()
+        self.busy = threading.Event()  # set while the worker runs a generation
+        self.n_batch = 512
+        self.prefill_rate: float | None = None  # prompt tokens/s, moving average of chunks
+        self.threads = physical_cores()
+        self.priority = Priority()  # completions before code actions
+        # Code actions: their own thread and llama.cpp context (see `LocalWriter`).
+        self._writer_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="cl-lsp-writer"
+        )
+        self._writer_lock = threading.Lock()  # held while a writer uses a model
+        self._writing: threading.Event | None = None  # the running action's cancel flag
+        self._writing_main = False  # ... and it writes with the completion model's weights
+        self._action_models = ActionModels()
+        self.actions_started = 0
+
+    # -- loading -----------------------------------------------------------------------------
+
+    async def load(self, path: Path, settings: ModelSettings) -> None:
+        self.state = EngineState.LOADING
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self.load_blocking, path, settings)
+        except EngineError:
+            raise
+        except Exception as error:  # pragma: no cover - load_blocking wraps everything
+            self._fail(f"could not load the model {path}: {error}")
+            raise EngineError(self.error) from error
+
+    def load_blocking(self, path: Path, settings: ModelSettings) -> None:
+        """Load on the calling thread (the worker, or the CLI's only thread)."""
+
+        self.state = EngineState.LOADING
+        self._unload()
+        self.repack_mode = settings.repack.value
+        threads = settings.n_threads or physical_cores()
+        started = time.perf_counter()
+        decision = repack.decide(path, settings.repack.value)
+        try:
+            vocab = Vocabulary(path)
+            model = CompletionModel.load(
+                path,
+                repack=decision.repack,
+                n_ctx=settings.n_ctx,
+                n_batch=settings.n_batch,
+                threads=threads,
+                gpu_layers=settings.gpu_layers,
+                use_mmap=settings.use_mmap,
+            )
+        except Exception as error:
+            self._fail(
+                f"could not load the model {path}: {error}. Is it a complete GGUF file that "
+                "this llama.cpp supports? Re-download it or point model.path at another file."
+            )
+            raise EngineError(self.error) from error
+        self._model, self.vocab = model, vocab
+        self.model_path, self.n_ctx = path, model.n_ctx
+        self.model_file = FileIdentity.of(path)
+        self.repack = decision
+        self.n_batch, self.prefill_rate = settings.n_batch, None
+        self.threads = threads
+        self.state, self.error = EngineState.READY, None
+        log.info(
+            "model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s, repack=%s: %s)",
+            path,
+            time.perf_counter() - started,
+            self.n_ctx,
+            threads,
+            vocab.fim is not None,
+            decision.repack,
+            decision.reason,
+        )
+
+    def no_model(self, message: str) -> None:
+        """There is no model to load (the message says why); the state stays empty."""
+        self.state, self.error = EngineState.EMPTY, message
+
+    def _fail(self, message: str) -> None:
+        self.state, self.error = EngineState.FAILED, message
+        log.error("%s", message)
+
+    def _unload(self) -> None:
+        # An action writing with the weights about to go stops within a token; one writing
+        # with actions.model (or waiting for the first load) is not disturbed.
+        if self._writing is not None and self._writing_main and self._model is not None:
+            self._stop_writing()
+        if self._model is None and self.vocab is None:
+            return
+        with self._writer_lock:
+            self._unload_model()
+
+    def _unload_model(self) -> None:
+        if self._model is not None:
+            self._model.close()
+        if self.vocab is not None:
+            self.vocab.close()
+        self._model = self.vocab = None
+        self.model_file = None
+
+    def model_file_changed(self) -> bool:
+        """True if the loaded model's file is no longer the file that was loaded."""
+        if self.model_path is None or self.model_file is None:
+            return False
+        return FileIdentity.of(self.model_path) != self.model_file
+
+    def _check_model_file(self) -> None:
+        """Refuse to touch a mapping whose file changed (see `FileIdentity`): drop the model
+        (unmapping touches no page) and say so."""
+        if not self.model_file_changed():
+            return
+        path = self.model_path
+        with self._writer_lock:
+            self._unload_model()
+        message = (
+            f"the model file {path} changed on disk while loaded (re-downloaded or "
+            "truncated?); it was unloaded and must be loaded again"
+        )
+        self._fail(message)
+        raise ModelFileChanged(message)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is EngineState.READY
+
+    # -- completions -------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Run on the worker; cancelling the awaiting task stops the generation within a token."""
+        loop = asyncio.get_running_loop()
+        self.priority.completion_started()  # a code action being written pauses meanwhile
+        future = loop.run_in_executor(self._executor, self.generate_blocking, request)
+        future.add_done_callback(lambda _: self.priority.completion_finished())
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            request.cancel.set()
+            raise
+
+    def generate_blocking(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        self._check_model_file()
+        model, vocab = self._model, self.vocab
+        if model is None or vocab is None:
+            raise EngineError("no model is loaded")
+        completion = Completion(
+            model,
+            vocab,
+            counters=self.counters,
+            busy=self.busy,
+            chunk=lambda: self.prefill_chunk,
+            measured=self._measure_prefill,
+        )
+        return completion.run(request, started)
+
+    @property
+    def prefill_chunk(self) -> int:
+        """Prompt tokens per llama.cpp call (see `completion.prefill_chunk`)."""
+        return prefill_chunk(self.prefill_rate, self.n_batch)
+
+    def _measure_prefill(self, tokens: int, seconds: float) -> None:
+        # Only chunks of a full minimum size say what a chunk costs (a prompt's short tail
+        # pays the per-call overhead on few tokens).
+        if tokens < min(PREFILL_MIN_CHUNK, self.n_batch) or seconds <= 0:
+            return
+        rate = tokens / seconds
+        self.prefill_rate = (
+            rate if self.prefill_rate is None else (0.7 * self.prefill_rate + 0.3 * rate)
+        )
+
+    # -- code actions ----------------------------------------------------------------------
+
+    async def write(
+        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
+    ) -> T:
+        """Run `job` on the writer thread with a `LocalWriter` for the actions model; cancelling
+        the awaiting task sets `cancel`, which stops the writing within one token."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._writer_executor, self._write_blocking, job, settings, cancel
+        )
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            self.priority.wake()
+            raise
+
+    def _write_blocking(
+        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
+    ) -> T:
+        with self._writer_lock:
+            self._writing = cancel
+            self._writing_main = not settings.model
+            try:
+                return job(
+                    LocalWriter(
+                        self._writer_model(settings),
+                        n_ctx=settings.n_ctx,
+                        threads=self.threads,
+                        n_batch=self.n_batch,
+                        priority=self.priority,
+                        prefill_chunk=lambda: self.prefill_chunk,
+                        on_start=self._action_started,
+                        max_tokens=settings.max_tokens,
+                        temperature=settings.temperature,
+                        cancel=cancel,
+                    )
+                )
+            finally:
+                self._writing = None
+
+    def _action_started(self) -> None:
+        self.actions_started += 1
+
+    def _writer_model(self, settings: ActionSettings) -> Weights:
+        """The weights that write actions: actions.model, or the completion model's."""
+        if settings.model:
+            return self._action_models.get(settings.model, self.repack_mode)
+        if self._model is None and self.state is EngineState.LOADING:
+            raise EngineError("the model is still loading; try again when cl-lsp reports it ready")
+        if self._model is None:
+            raise EngineError(
+                self.error or "no model is loaded: set model.path (or actions.model) to a GGUF file"
+            )
+        if self.model_file_changed():
+            raise ModelFileChanged(
+                f"the model file {self.model_path} changed on disk "
+                "while loaded; it is being loaded again"
+            )
+        return self._model.weights
+
+    def _stop_writing(self) -> None:
+        if (writing := self._writing) is not None:
+            writing.set()
+            self.priority.wake()
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._stop_writing()
+        self._writer_executor.submit(self._action_models.drop)
+        self._writer_executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.submit(self._unload)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "model": str(self.model_path) if self.model_path else None,
+            "error": self.error,
+            "nCtx": self.n_ctx,
+            "fim": self.vocab is not None and self.vocab.fim is not None,
+            "busy": self.busy.is_set(),
+            "writing": self._writing is not None,
+            "repack": self.repack.repack if self.repack else None,
+            "prefillChunk": self.prefill_chunk,
+            "prefillTokensPerSecond": round(self.prefill_rate or 0.0, 1),
+            "counters": self.counters.as_dict(),
+        }

@@ -1,0 +1,183 @@
+"""The completion model's tokenizer, exactly as Code Llama's: `Vocabulary` and its `LineCache`.
+
+Tokenizing for context budgets and prompts happens on the caller's thread with a separate
+vocabulary-only copy of the model, which shares nothing with the model's worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..prompts import NOSPACE_MARKER, FimTokens, find_fim_tokens, nospace_tokens
+from .llama import Weights
+
+
+class Vocabulary:
+    """The model's tokenizer, usable from any one thread other than the worker."""
+
+    def __init__(self, path: Path) -> None:
+        self._model = Weights.load(path, vocab_only=True)
+        self.n_vocab = self._model.n_vocab()
+        self.bos = self._model.bos()
+        self.eos = self._model.eos()
+        self.add_bos = self._model.add_bos()
+        self.fim: FimTokens | None = find_fim_tokens(
+            self.n_vocab, self._model.token_text, self.bos if self.bos >= 0 else None
+        )
+        eot = self._model.eot()
+        stops = {token for token in (self.eos, eot) if token is not None and token >= 0}
+        if self.fim and self.fim.eot is not None:
+            stops.add(self.fim.eot)
+        self.stop_ids = frozenset(stops)
+
+        self._lines = LineCache(self._tokenize) if self._tokenizes_line_by_line() else None
+        self._by_first_char: dict[str, list[tuple[int, str]]] | None = None
+
+    def _tokenize(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self._model.tokenize(text)
+
+    def encode(self, text: str) -> list[int]:
+        """User text to ids: implicit leading space (SentencePiece), no BOS, special=False.
+
+        Exactly what the tokenizer gives for the whole text; computed line by line from a
+        cache where that is provably the same (see `LineCache`), so a keystroke costs the
+        tokenization of one line, not of the whole context window.
+        """
+        if self._lines is None:
+            return self._tokenize(text)
+        return self._lines.encode(text)
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _tokenizes_line_by_line(self) -> bool:
+        """True if no token but the newline byte contains a newline, so tokenization never
+        crosses one (SentencePiece vocabularies like Llama's), and the line-wise encoding
+        matches the whole-text one on a sample with the awkward cases."""
+        newline = self._tokenize("\n")
+        if newline[-1:] != self._tokenize(NOSPACE_MARKER + "\n")[-1:]:
+            return False
+        for token in range(self.n_vocab):
+            text = self._model.token_text(token)
+            if "\n" in text or "\u010a" in text:  # GPT-2 style byte-level BPE spells \n as Ċ
+                return False
+        cache = LineCache(self._tokenize)
+        sample = (
+            "\nimport os\n\n\ndef f(x):\n    return x  # é 😀\n\t\tif a:\r\n  b = '\\n'\n"
+            "  \n<PRE> ☺ x\n"
+        )
+        return all(
+            cache.encode(part) == self._tokenize(part)
+            for part in (sample, sample[1:], sample[5:], "a\n", "\n", "  x\n\n")
+        )
+
+    def piece(self, token: int) -> bytes:
+        return self._model.detokenize([token])
+
+    def text_of(self, token: int) -> str:
+        return self._model.detokenize([token]).decode("utf-8", errors="replace")
+
+    def heal_candidates(self, remaining: str) -> list[int]:
+        """Tokens whose text agrees with the start of `remaining`: a prefix of it, or
+        `remaining` followed by more."""
+        if self._by_first_char is None:
+            index: dict[str, list[tuple[int, str]]] = {}
+            for token in range(self.n_vocab):
+                try:
+                    text = self._model.detokenize([token]).decode("utf-8")
+                except UnicodeDecodeError:  # a lone byte of a multi-byte character
+                    continue
+                if text:
+                    index.setdefault(text[0], []).append((token, text))
+            self._by_first_char = index
+        return [
+            token
+            for token, text in self._by_first_char.get(remaining[:1], ())
+            if text.startswith(remaining) or remaining.startswith(text)
+        ]
+
+    def close(self) -> None:
+        self._model.close()
+
+
+class _MarkerMerged(Exception):
+    pass
+
+
+class LineCache:
+    """Whole-text encoding assembled from cached per-line encodings.
+
+    Valid when no token spans a newline: then `enc(a + "\\n" + b)` is `enc(a + "\\n")`
+    followed by the encoding of `b` without SentencePiece's implicit leading space. The first
+    line keeps the implicit space; every later line is encoded without it (`nospace_tokens`:
+    Code Llama's own trick, `"☺" + line` minus the tokens of `"☺"`).
+    """
+
+    LIMIT = 50_000
+    BULK = 8  # from this many unseen lines on, one whole-text call beats a call per line
+
+    def __init__(self, tokenize: Callable[[str], list[int]]) -> None:
+        self._tokenize = tokenize
+        self._marker = tokenize(NOSPACE_MARKER)
+        self._newline = tokenize(NOSPACE_MARKER + "\n")[-1]  # no token but this one holds a newline
+        self._first: dict[str, list[int]] = {}
+        self._later: dict[str, list[int]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        try:
+            return self._encode(text)
+        except _MarkerMerged:  # a line whose start merged with "☺": no shortcut for it
+            return self._tokenize(text)
+
+    def _encode(self, text: str) -> list[int]:
+        lines = text.split("\n")
+        last = len(lines) - 1
+        if last >= self.BULK and self._mostly_unseen(lines):
+            return self._encode_whole(text, lines)
+        tokens = self._line(self._first, lines[0] + ("\n" if last else ""), first=True)
+        for number, line in enumerate(lines[1:], start=1):
+            tokens.extend(
+                self._line(self._later, line + ("\n" if number < last else ""), first=False)
+            )
+        return tokens
+
+    def _mostly_unseen(self, lines: list[str]) -> bool:
+        unseen = sum(1 for line in lines[1:-1] if line + "\n" not in self._later)
+        return unseen >= self.BULK
+
+    def _encode_whole(self, text: str, lines: list[str]) -> list[int]:
+        """Tokenize once and file each line's share in the cache (a window the cache has not
+        seen, e.g. the first request at a new spot, costs one call instead of hundreds)."""
+        tokens = self._tokenize(text)
+        ends = [index + 1 for index, token in enumerate(tokens) if token == self._newline]
+        if len(ends) != len(lines) - 1:  # cannot happen if the vocabulary check held
+            return tokens
+        if len(self._later) > self.LIMIT:
+            self._later.clear()
+        start = 0
+        for number, end in enumerate(ends):
+            self._cache_for(number)[lines[number] + "\n"] = tokens[start:end]
+            start = end
+        return tokens
+
+    def _cache_for(self, number: int) -> dict[str, list[int]]:
+        return self._first if number == 0 else self._later
+
+    def _line(self, cache: dict[str, list[int]], line: str, *, first: bool) -> list[int]:
+        tokens = cache.get(line)
+        if tokens is None:
+            if len(cache) > self.LIMIT:
+                cache.clear()
+            if first:
+                tokens = self._tokenize(line)
+            else:
+                tokens = nospace_tokens(self._tokenize, line, self._marker)
+                if tokens is None:
+                    raise _MarkerMerged(line)
+            cache[line] = tokens
+        return list(tokens)
