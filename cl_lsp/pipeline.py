@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .config import CompletionSettings, camel
+from .config import CompletionSettings, camel_dict
 from .context import CompletionMode, CursorContext, extract_context
 from .engine import Engine, Generation, GenerationRequest, Vocabulary
 from .postprocess import (
@@ -195,7 +195,7 @@ class RequestRecord:
         return self.total_ms - self.debounce_ms - self.model_ms
 
     def as_dict(self) -> dict[str, object]:
-        fields = {camel(name): value for name, value in self.__dict__.items()}
+        fields = camel_dict(self)
         fields["overheadMs"] = self.overhead_ms
         return fields
 
