@@ -25,12 +25,13 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .action_jobs import ActionRecord, ActionRequest, offer, write_action
 from .actions import ActionKind, Diagnostic, TargetTooLarge
+from .completions import Completions
 from .config import Settings, parse_settings
 from .context import is_identifier_char, language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
 from .models import ModelError, locate_model, terminal_progress, throttled
-from .pipeline import Completions, replace_span
+from .pipeline import replace_span
 from .protocol import ClProtocol
 from .protocol import first_line as _first_line
 
@@ -773,11 +774,7 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
         "workspaceDocuments": len(getattr(ls.workspace, "_text_documents", ())),
         "schedulerLatest": len(getattr(scheduler, "_latest", ())),
         "schedulerPace": len(getattr(scheduler, "_pace", ())),
-        "shown": len(completions.shown),
-        "anchors": len(completions.anchors),
-        "suffixes": len(completions.suffixes),
-        "resultCache": len(completions.cache),
-        "recent": len(completions.recent),
+        **completions.table_sizes(),
         "actionRecords": len(ls.action_records),
         "lineCacheFirst": len(getattr(lines, "_first", ())),
         "lineCacheLater": len(getattr(lines, "_later", ())),
