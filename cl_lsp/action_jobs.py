@@ -28,6 +28,7 @@ from .actions import (
     instruction,
     tests_edit,
 )
+from .config import camel_dict
 from .context import is_identifier_char
 from .engine import EngineError, Writer
 from .prompts import ChatTemplateError
@@ -202,9 +203,7 @@ class ActionRecord:
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
-        from .config import camel
-
-        return {camel(name): value for name, value in self.__dict__.items() if name != "started"}
+        return camel_dict(self, leave_out=("started",))
 
 
 @dataclass(frozen=True)

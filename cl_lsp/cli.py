@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return complete_once(args)
     if args.command == "download":
         return download()
-    from .server import build_server, install_lsp_log_handler
+    from .handlers import build_server
+    from .server import install_lsp_log_handler
 
     server = build_server(cli_model=args.model)
     install_lsp_log_handler(server, logging.INFO if args.verbose else logging.WARNING)

@@ -150,6 +150,11 @@ def camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+def camel_dict(record: object, *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A record's fields under camelCase keys, as `cl-lsp.status` reports them."""
+    return {camel(name): value for name, value in vars(record).items() if name not in leave_out}
+
+
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+#: (window starts at the document start, text before the cursor, text after, settings)
+CacheKey = tuple[bool, str, str, object]
+
 
 @dataclass(frozen=True)
 class Shown:
@@ -50,24 +53,22 @@ class ResultCache:
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[int, str, str, object], str] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, str] = OrderedDict()
 
     @staticmethod
-    def key(
-        text: str, offset: int, before: int, after: int, settings: object
-    ) -> tuple[int, str, str, object]:
+    def key(text: str, offset: int, before: int, after: int, settings: object) -> CacheKey:
         start = max(0, offset - before)
         # The full strings are kept (not just hashes) so a collision can never answer wrongly;
         # each entry holds at most the model's context, a few kilobytes.
         return (start == 0, text[start:offset], text[offset : offset + after], settings)
 
-    def get(self, key: tuple[int, str, str, object]) -> str | None:
+    def get(self, key: CacheKey) -> str | None:
         suggestion = self._entries.get(key)
         if suggestion is not None:
             self._entries.move_to_end(key)
         return suggestion
 
-    def put(self, key: tuple[int, str, str, object], suggestion: str) -> None:
+    def put(self, key: CacheKey, suggestion: str) -> None:
         self._entries[key] = suggestion
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:

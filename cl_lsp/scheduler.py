@@ -34,6 +34,10 @@ class Ticket:
     def superseded(self) -> bool:
         return self.cancel.is_set()
 
+    async def superseded_wait(self) -> None:
+        """Return once a newer request (or a change to the document) supersedes this one."""
+        await self._woken.wait()
+
     def supersede(self, now: float) -> None:
         if not self.cancel.is_set():
             self.superseded_at = now

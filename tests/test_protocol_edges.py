@@ -572,7 +572,7 @@ def test_end_of_input_exits(server):
 
 def test_a_failing_request_handler_answers_internal_error_without_traceback(caplog):
     """No request reaches a failing handler black-box today, so fail two on purpose."""
-    from cl_lsp.server import build_server
+    from cl_lsp.handlers import build_server
 
     ls = build_server()
     sent: list[dict[str, Any]] = []
