@@ -26,13 +26,14 @@ from . import __version__
 from .action_jobs import ActionRecord, ActionRequest, offer, write_action
 from .actions import ActionKind, Diagnostic, TargetTooLarge
 from .config import Settings, parse_settings
-from .context import is_identifier_char, language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import Engine, EngineError
+from .languages import language_for
 from .models import ModelError, locate_model, terminal_progress, throttled
 from .pipeline import Completions, replace_span
 from .protocol import ClProtocol
 from .protocol import first_line as _first_line
+from .syntax import is_identifier_char
 
 log = logging.getLogger(__name__)
 
