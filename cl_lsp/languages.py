@@ -412,6 +412,19 @@ LANGUAGES: tuple[Language, ...] = (
     Language("solidity", lsp_ids=("solidity",), extensions=(".sol",)),
     Language("proto", lsp_ids=("proto", "proto3"), extensions=(".proto",)),
     Language("graphql", lsp_ids=("graphql",), extensions=(".graphql",), comment=("#", None)),
+    Language(
+        "fortran",
+        "Fortran",
+        ("fortran", "fortran-modern", "fortranfreeform"),
+        (".f90", ".f95", ".f03", ".f08"),
+        lexicon=Lexicon(("!",), None, ('"', "'")),
+        # A program unit's header opens its body (`end subroutine` closes it).
+        line_openers=(
+            r"(?i)\s*(?!end\b)(?:\w+\s+)*?(?P<opener>program|module|subroutine|function)\b",
+        ),
+        test_framework="test-drive (a testsuite of unittest_type entries calling check)",
+        scan_slash_star=False,
+    ),
     # Known by name only (no LSP id or extension maps to them yet).
     Language("markdown", comment=_XML_COMMENT),
     Language("latex", comment=("%", None)),
