@@ -64,7 +64,8 @@ import typing_replay as replay  # the bench's own helpers: files, spots, machine
 
 from cl_lsp import postprocess
 from cl_lsp.config import CompletionSettings, ModelSettings
-from cl_lsp.context import CompletionMode, CursorContext, _parser, extract_context
+from cl_lsp.context import CompletionMode, CursorContext, extract_context
+from cl_lsp.languages import parser_for
 from cl_lsp.pipeline import budgets, plan_completion
 
 KINDS = ("single", "multi", "block", "lines")
@@ -344,7 +345,7 @@ def layout(source: replay.Source) -> Layout:
     for line in lines[:-1]:
         line_starts.append(line_starts[-1] + len(line) + 1)
     found = Layout(source, lines, line_starts, {}, set(), {})
-    parser, lock = _parser(source.language or "") or (None, None)
+    parser, lock = parser_for(source.language or "") or (None, None)
     if parser is None or lock is None:
         return found
     with lock:
@@ -725,7 +726,7 @@ def print_failures(
 
 def syntax_errors(language: str | None, text: str) -> int | None:
     """ERROR and MISSING nodes in a tree-sitter parse of `text` (None: no grammar)."""
-    entry = _parser(language) if language else None
+    entry = parser_for(language) if language else None
     if entry is None:
         return None
     parser, lock = entry

@@ -28,7 +28,8 @@ import typing_replay as replay  # the bench's own helpers: files, machine
 
 from cl_lsp import postprocess
 from cl_lsp.config import CompletionSettings
-from cl_lsp.context import _parser, extract_context
+from cl_lsp.context import extract_context
+from cl_lsp.languages import parser_for
 from cl_lsp.pipeline import budgets
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     settings = CompletionSettings()
     prefix_budget, suffix_budget = budgets(settings, 4096, settings.max_tokens)
-    entry = _parser("python")
+    entry = parser_for("python")
     assert entry is not None
     full_parser, lock = entry
     check, clean, full, shortened = [], [], [], 0

@@ -20,9 +20,9 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 from .action_jobs import ActionRecord, ActionRequest, ActionResult, offer, write_action
 from .actions import ActionKind, Diagnostic, Edit, TargetTooLarge
-from .context import language_for
 from .documents import Document, PositionError
 from .engine import EngineError
+from .languages import language_for
 from .progress import Progress
 from .protocol import first_line
 

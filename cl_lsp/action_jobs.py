@@ -29,9 +29,9 @@ from .actions import (
     tests_edit,
 )
 from .config import camel_dict
-from .context import is_identifier_char
 from .engine import EngineError, Writer
 from .prompts import ChatTemplateError
+from .syntax import is_identifier_char
 
 # Tokens kept free besides the instruction and the answer (chat template, BOS...).
 PROMPT_MARGIN = 64

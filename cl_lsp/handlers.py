@@ -24,10 +24,10 @@ from .action_flow import (
     run_in_background,
 )
 from .config import parse_settings
-from .context import is_identifier_char
 from .documents import Document
 from .engine import EngineError
 from .server import ClLanguageServer, Unanswerable
+from .syntax import is_identifier_char
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import PromptFormat
-from .context import ends_inside_identifier, is_identifier_char
+from .syntax import ends_inside_identifier, is_identifier_char
 
 Encode = Callable[[str], list[int]]
 """SentencePiece-style encoding of user text: implicit leading space, no BOS, special=False."""

@@ -21,9 +21,9 @@ from . import __version__
 from .action_jobs import ActionRecord
 from .completions import Completions
 from .config import Settings, parse_settings
-from .context import language_for
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .engine import EngineError, LocalEngine
+from .languages import language_for
 from .models import ModelError, locate_model
 from .pipeline import replace_span
 from .progress import Progress

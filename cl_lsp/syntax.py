@@ -1,56 +1,221 @@
-"""The structure of code around the cursor, for judging a suggestion in its prompt windows.
+"""The one tree-sitter layer, and the text helpers every stage shares.
 
-Two tools, both bounded by the windows:
-
-- **Brackets, lexically** (any language, no grammar needed): :class:`Lexer` walks text skipping
-  strings and comments (per-language :class:`Lexicon`); :func:`bracket_effect` sums up what a
-  piece of text does to the brackets open before it, so a suffix is scanned once per request,
-  not once per candidate suggestion.
-- **Tree-sitter**: does a suggestion add parse errors (:func:`added_errors`), which scopes
-  enclose the cursor and close in the suffix (:func:`enclosing_closers`).
-
-For tree-sitter, only the windows are parsed (``prefix + middle + suffix``, each a few KB),
-never the whole file, so a check costs a few milliseconds whatever the document size (about
-1 ms per parse of an 8 KB window). The parse of ``prefix + suffix`` (the document as it is) is
-the baseline; it is cached, since every candidate suggestion for one request is compared with
-it. The tree-sitter functions return None (or nothing) when the language has no grammar: the
-callers then skip the check. A parser is not thread-safe: parsing holds its lock.
+- **Parsing**: :func:`parse` parses a window of a document with the grammar from
+  :func:`cl_lsp.languages.parser_for` (holding its lock: a parser is not thread-safe) and returns
+  a :class:`Parsed`, which converts between the byte offsets tree-sitter counts and the ``str``
+  indices everything else counts.
+- **Checks on the prompt windows**: does a suggestion add parse errors (:func:`added_errors`),
+  which scopes enclose the cursor and close in the suffix (:func:`enclosing_closers`). Only the
+  windows are parsed (``prefix + middle + suffix``, each a few KB), never the whole file, so a
+  check costs a few milliseconds whatever the document size. The parse of ``prefix + suffix``
+  is the baseline and is cached, since every candidate suggestion of one request is compared
+  with it. These return None (or nothing) when the language has no grammar: the callers then
+  skip the check.
+- **Text helpers**, each with one meaning: :func:`line_start`, :func:`line_end`,
+  :func:`next_line_start`, :func:`is_identifier_char`, :func:`ends_inside_identifier`,
+  :func:`block_opener`.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from .context import _parser
+from . import languages
 
 __all__ = [
-    "PAIRS",
-    "Alignment",
-    "BracketEffect",
-    "Lexer",
-    "Lexicon",
+    "Parsed",
     "ScopeCloser",
     "added_errors",
-    "align",
-    "apply_effect",
-    "bracket_effect",
+    "block_opener",
     "count_errors",
     "empty_nodes",
     "enclosing_closers",
-    "lexicon_for",
+    "ends_inside_identifier",
+    "is_identifier_char",
+    "line_end",
+    "line_start",
+    "next_line_start",
+    "parse",
+    "parse_errors",
     "unit_windows",
-    "width",
     "window_errors",
 ]
 
-#: Closer -> opener.
-PAIRS = {")": "(", "]": "[", "}": "{"}
 #: Closing tokens that end a scope (besides words such as ``end``, ``fi``, ``done``).
 _BRACKET_CLOSERS = frozenset(")]}")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _encode(s: str) -> bytes:
+    return s.encode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A tree and the bytes it was parsed from: tree-sitter counts bytes, we count str.
+
+    ``source`` is ``prelude`` (text put in front so a window parses as it does in its file)
+    followed by ``text``; :meth:`byte` and :meth:`index` convert ``str`` indices into ``text``
+    to byte offsets into ``source`` and back.
+    """
+
+    root: Any
+    source: bytes
+    text: str
+    prelude: str = ""
+
+    @property
+    def byte_shift(self) -> int:
+        """Bytes of the prelude before ``text`` in ``source``."""
+        return len(_encode(self.prelude))
+
+    @property
+    def row_shift(self) -> int:
+        """Tree rows taken by the prelude before ``text``'s first line."""
+        return self.prelude.count("\n")
+
+    def byte(self, i: int) -> int:
+        """The byte offset in ``source`` of ``str`` index ``i`` into ``text``."""
+        shift = self.byte_shift
+        if len(self.source) - shift == len(self.text):  # ASCII
+            return shift + i
+        return shift + len(_encode(self.text[:i]))
+
+    def index(self, b: int) -> int:
+        """The ``str`` index into ``text`` of byte offset ``b`` in ``source``."""
+        shift = self.byte_shift
+        if len(self.source) - shift == len(self.text):  # ASCII
+            return b - shift
+        return len(self.source[shift:b].decode("utf-8", "surrogatepass"))
+
+    def node_text(self, node: Any) -> str:
+        return self.source[node.start_byte : node.end_byte].decode("utf-8", "replace")
+
+
+def _prelude(language: str, text: str, *, cut: bool, closed_tag_cuts: bool) -> str:
+    """What a window of a file needs in front to parse as it does in the file: PHP's ``<?php``
+    tag (without it the grammar reads everything as HTML). Needed when ``cut`` (the window
+    does not start the file) and it has no ``<?``, or, with ``closed_tag_cuts``, when its first
+    ``?>`` comes before its first ``<?``."""
+    prelude = languages.get(language).prelude
+    if not prelude or not cut:
+        return ""
+    open_at = text.find("<?")
+    if open_at < 0:
+        return prelude
+    close_at = text.find("?>") if closed_tag_cuts else -1
+    return prelude if 0 <= close_at < open_at else ""
+
+
+def parse(
+    language: str, text: str, *, cut: bool = True, closed_tag_cuts: bool = False
+) -> Parsed | None:
+    """Parse ``text`` (a window of a document; ``cut``: not from its start) with the
+    language's grammar; None when there is none. Parser errors propagate."""
+    entry = languages.parser_for(language)
+    if entry is None:
+        return None
+    parser, lock = entry
+    prelude = _prelude(language, text, cut=cut, closed_tag_cuts=closed_tag_cuts)
+    source = _encode(prelude + text)
+    with lock:
+        tree = parser.parse(source)
+    return None if tree is None else Parsed(tree.root_node, source, text, prelude)
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def line_start(text: str, i: int, lookback: int | None = None) -> int:
+    """The index of the first character of the line holding index ``i``. With ``lookback``,
+    at most that many characters are searched: ``i - lookback`` if no line break is found."""
+    floor = 0 if lookback is None else max(0, i - lookback)
+    j = text.rfind("\n", floor, i)
+    return j + 1 if j >= 0 else floor
+
+
+def line_end(text: str, i: int) -> int:
+    """The index of the ``\\n`` ending the line holding index ``i``, or ``len(text)``: the end
+    of the line's content."""
+    j = text.find("\n", i)
+    return len(text) if j < 0 else j
+
+
+def next_line_start(text: str, i: int, lookahead: int | None = None) -> int:
+    """The index after the ``\\n`` ending the line holding index ``i`` (the line with its line
+    break ends there), or ``len(text)``. With ``lookahead``, at most that many characters are
+    searched: ``i + lookahead`` (within the text) if no line break is found."""
+    top = len(text) if lookahead is None else min(len(text), i + lookahead)
+    j = text.find("\n", i, top)
+    return j + 1 if j >= 0 else top
+
+
+def is_identifier_char(ch: str) -> bool:
+    """A character that may be part of a name: letters (including non-ASCII), digits,
+    combining marks, connector punctuation, ``_`` and ``$``."""
+    return ch.isalnum() or ch in "_$" or unicodedata.category(ch) in ("Mn", "Mc", "Pc")
+
+
+def ends_inside_identifier(prefix: str) -> bool:
+    """True if ``prefix`` ends inside an identifier (a name that may go on).
+
+    A run of identifier characters that starts with a digit is a number, not a name: ``(1``
+    ends at a token boundary as far as the prompt layout is concerned.
+    """
+    end = len(prefix)
+    start = end
+    while start > 0 and is_identifier_char(prefix[start - 1]):
+        start -= 1
+    return start < end and not prefix[start].isdigit()
+
+
+_OPENER_WORDS = re.compile(r"(?:^|[^\w$])(do|then|else|begin|repeat)\s*$")
+_DO_BLOCK = re.compile(r"(?:^|[^\w$])do\s*\|[^|]*\|\s*$")
+
+
+def _bracket_depth(s: str) -> int:
+    return sum(s.count(c) for c in "([{") - sum(s.count(c) for c in ")]}")
+
+
+def block_opener(line: str, language: str | None) -> str | None:
+    """The block opener a line of code ends with, if any: the line right before it opens a
+    block's body. ``{``, ``(``, ``[``, ``:`` outside brackets, ``=>``, keywords ``do``/``then``/
+    ``else``/``begin``/``repeat``, ``do |x|``, ``->`` in languages whose record says so (and
+    without a grammar), and the language's own line openers (shell's ``case x in``, Ruby's
+    block keywords at line start). Compare ``postprocess.BLOCK_OPENERS``, a plain suffix check
+    on a line without its trailing comment.
+    """
+    s = line.rstrip()
+    if not s:
+        return None
+    if s[-1] in "{([":
+        return s[-1]
+    if s[-1] == ":" and not s.endswith("::") and _bracket_depth(s) <= 0:
+        return ":"
+    if s.endswith("=>"):
+        return "=>"
+    record = languages.get(language) if language is not None else None
+    if s.endswith("->") and (record is None or record.arrow_opens_block):
+        return "->"
+    if _DO_BLOCK.search(s):
+        return "do |...|"
+    m = _OPENER_WORDS.search(s)
+    if m:
+        return m.group(1)
+    for pattern in record.line_openers if record is not None else ():
+        found = re.match(pattern, s)
+        if found:
+            return found.group("opener")
+    return None
+
+
+# --------------------------------------------------------------------------- checks
 
 
 @dataclass(frozen=True)
@@ -63,24 +228,6 @@ class ScopeCloser:
     starts_line: bool  # the token is the first non-blank thing on its line
 
 
-def _source(language: str, text: str) -> bytes:
-    # A php window cut from the middle of a file has lost its `<?php` tag: without it the
-    # grammar reads everything as HTML.
-    if language == "php" and "<?" not in text:
-        text = "<?php\n" + text
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _parse(language: str, source: bytes) -> Any | None:
-    entry = _parser(language)
-    if entry is None:
-        return None
-    parser, lock = entry
-    with lock:
-        tree = parser.parse(source)
-    return None if tree is None else tree.root_node
-
-
 def count_errors(node: Any) -> int:
     """ERROR and MISSING nodes under ``node`` (error-free subtrees are not entered)."""
     if not node.has_error and not node.is_missing:
@@ -91,8 +238,8 @@ def count_errors(node: Any) -> int:
 
 def parse_errors(language: str, text: str) -> int | None:
     """Parse errors in ``text`` (None: no grammar)."""
-    root = _parse(language, _source(language, text))
-    return None if root is None else count_errors(root)
+    parsed = parse(language, text)
+    return None if parsed is None else count_errors(parsed.root)
 
 
 @dataclass(frozen=True)
@@ -106,12 +253,10 @@ class _Window:
 
 @functools.lru_cache(maxsize=16)
 def _window(language: str, prefix: str, suffix: str) -> _Window | None:
-    source = _source(language, prefix + suffix)
-    root = _parse(language, source)
-    if root is None:
+    parsed = parse(language, prefix + suffix)
+    if parsed is None:
         return None
-    cursor = len(source) - len(suffix.encode("utf-8", "surrogatepass"))
-    return _Window(root, source, cursor)
+    return _Window(parsed.root, parsed.source, parsed.byte(len(prefix)))
 
 
 def window_errors(language: str, prefix: str, suffix: str) -> int | None:
@@ -151,10 +296,10 @@ def added_errors(prefix: str, middle: str, suffix: str, language: str | None) ->
     window = _window(language, prefix, suffix)
     if window is None:
         return None
-    source = _source(language, prefix + middle + suffix)
-    root = _parse(language, source)
-    if root is None:
+    parsed = parse(language, prefix + middle + suffix)
+    if parsed is None:
         return None
+    root = parsed.root
     cursor = window.cursor
     end = cursor + len(middle.encode("utf-8", "surrogatepass"))
     before = count_errors(window.root) + empty_nodes(window.root, cursor, cursor)
@@ -243,253 +388,3 @@ def _describe(source: bytes, cursor: int, token: Any) -> ScopeCloser:
         indent=len(lead.expandtabs(4)),
         starts_line=not before.strip(),
     )
-
-
-# --------------------------------------------------------------------------- brackets, lexically
-
-
-@dataclass(frozen=True)
-class Lexicon:
-    """What hides brackets in a language: comments and string quotes."""
-
-    line_comments: tuple[str, ...] = ()
-    block_comment: tuple[str, str] | None = None
-    quotes: tuple[str, ...] = ('"',)  # strings that end at the end of the line
-    long_quotes: tuple[str, ...] = ()  # strings that may span lines
-    char_literals: bool = False  # `'` only starts 'x' / '\n' (Rust lifetimes, Haskell x')
-    brackets: str = "()[]{}"
-    trust_closers: bool = True  # a closer of nothing in a suggestion is an error
-    # A one-line string left open at the end of a suggestion may be prose (JSX text: `Don't`)
-    # when nothing follows on the cursor's line.
-    prose_quotes: bool = False
-
-    @property
-    def openings(self) -> tuple[str, ...]:
-        """Markers that open a string or a line comment."""
-        return (*self.quotes, *self.long_quotes, *self.line_comments)
-
-
-_C_LIKE = Lexicon(("//",), ("/*", "*/"), ('"', "'"))
-_JS = Lexicon(("//",), ("/*", "*/"), ('"', "'"), ("`",), prose_quotes=True)
-_HASH = Lexicon(("#",), None, ('"', "'"))
-_LEXICONS: dict[str, Lexicon] = {
-    "python": Lexicon(("#",), None, ('"', "'"), ('"""', "'''")),
-    "javascript": _JS,
-    "typescript": _JS,
-    "tsx": _JS,
-    "go": _JS,
-    "rust": Lexicon(("//",), ("/*", "*/"), (), ('"',), char_literals=True),
-    # `case` patterns (`a)`) close nothing: only [] and {} are counted in shell.
-    "bash": Lexicon(("#",), None, ('"', "'"), brackets="[]{}"),
-    "ruby": _HASH,
-    "perl": _HASH,
-    "r": _HASH,
-    "elixir": _HASH,
-    "yaml": _HASH,
-    "toml": _HASH,
-    "make": _HASH,
-    "dockerfile": _HASH,
-    "nix": Lexicon(("#",), ("/*", "*/"), ('"',)),
-    "php": Lexicon(("//", "#"), ("/*", "*/"), ('"', "'")),
-    "lua": Lexicon(("--",), ("--[[", "]]"), ('"', "'")),
-    "sql": Lexicon(("--",), ("/*", "*/"), ('"', "'")),
-    "haskell": Lexicon(("--",), ("{-", "-}"), ('"',), char_literals=True),
-    "elm": Lexicon(("--",), ("{-", "-}"), ('"',), char_literals=True),
-    "ocaml": Lexicon((), ("(*", "*)"), ('"',), char_literals=True),
-    "fsharp": Lexicon(("//",), ("(*", "*)"), ('"',), char_literals=True),
-    "scala": Lexicon(("//",), ("/*", "*/"), ('"',), char_literals=True),
-    "css": Lexicon((), ("/*", "*/"), ('"', "'")),
-}
-#: No grammar: only double quotes are trusted to delimit strings (an apostrophe in prose would
-#: otherwise open one) and nothing is known to start a comment.
-_PLAIN = Lexicon(trust_closers=False)
-
-
-def lexicon_for(language: str | None) -> Lexicon:
-    if language is None:
-        return _PLAIN
-    return _LEXICONS.get(language, _C_LIKE)
-
-
-@functools.lru_cache(maxsize=64)
-def _token_pattern(lex: Lexicon) -> re.Pattern[str]:
-    markers = {*lex.line_comments, *(lex.block_comment or ()), *lex.quotes, *lex.long_quotes}
-    parts = [r"'(?:\\.[^'\n]{0,8}|[^'\\\n])'"] if lex.char_literals else []
-    parts += [re.escape(m) for m in sorted(markers, key=len, reverse=True)]
-    parts += [r"\\.", r"\n", "[" + re.escape(lex.brackets) + "]"]
-    return re.compile("|".join(parts), re.DOTALL)
-
-
-class Lexer:
-    """Walks text, yielding ``(pos, token)`` for what code structure is made of: brackets outside
-    strings and comments, every newline (``"\\n"``, before the line's string ends) and the end of
-    a line whose one-line string is not closed (``"!"``). ``mode`` is the lexical state: None in
-    code, else the quote or comment marker whose string or comment is open."""
-
-    def __init__(self, lex: Lexicon, mode: str | None = None) -> None:
-        self.lex = lex
-        self.mode = mode
-
-    def run(self, text: str) -> Iterator[tuple[int, str]]:
-        lex = self.lex
-        block_open, block_close = lex.block_comment or ("", "")
-        for match in _token_pattern(lex).finditer(text):
-            token, pos = match.group(), match.start()
-            mode = self.mode
-            if token == "\n":
-                yield pos, token
-                if mode in lex.line_comments:
-                    self.mode = None
-                elif mode in lex.quotes:
-                    self.mode = None
-                    yield pos, "!"
-            elif mode is None:
-                if len(token) == 1 and token in lex.brackets:
-                    yield pos, token
-                elif token in lex.openings or token == block_open:
-                    self.mode = token
-                elif token[0] not in "\\'":  # a stray comment closer such as Lua's `]]`
-                    for i, ch in enumerate(token):
-                        if ch in lex.brackets:
-                            yield pos + i, ch
-            elif mode == block_open:
-                if token == block_close:
-                    self.mode = None
-            elif token == mode and mode not in lex.line_comments:  # only a newline ends those
-                self.mode = None
-
-
-@dataclass(frozen=True)
-class BracketEffect:
-    """What a piece of text does to the brackets open before it."""
-
-    demand: tuple[str, ...]  # closers that close something opened before the text, in order
-    residual: tuple[str, ...]  # openers the text leaves open
-    errors: int  # mismatched closers and unclosed one-line strings within the text
-    mode: str | None  # lexical mode at the end
-    # The indentation of each demand closer's line if the closer starts it (a `}` on its own
-    # line), else None; the indentation of the statement each residual opener is on.
-    demand_indents: tuple[int | None, ...] = ()
-    residual_indents: tuple[int, ...] = ()
-    logical_end: int = 0  # the statement indentation of the text's last line
-
-
-_LEAD = re.compile(r"[ \t]*")
-
-
-def width(lead: str) -> int:
-    """Indentation width, tabs counting 4."""
-    return len(lead.expandtabs(4))
-
-
-class IndentTracker:
-    """Follows the indentation of the statement each bracket is opened in: a line inside an
-    open ``(`` or ``[`` continues the statement of that bracket's line; other lines are
-    statements of their own."""
-
-    def __init__(self, text: str, head: str, logical: int | None = None) -> None:
-        self.text = text
-        self.head = head  # the line's text before ``text`` starts
-        self.line_start = 0
-        lead = _LEAD.match(head + text).group()  # type: ignore[union-attr]
-        self.logical = width(lead) if logical is None else logical
-
-    def newline(self, pos: int, top: tuple[str, int] | None) -> None:
-        self.line_start = pos + 1
-        self.head = ""
-        if top is not None and top[0] in "([":
-            self.logical = top[1]
-        else:
-            self.logical = width(_LEAD.match(self.text, pos + 1).group())  # type: ignore[union-attr]
-
-    def closer_indent(self, pos: int) -> int | None:
-        """The indentation of the closer's line if it is the first thing on it."""
-        before = self.head + self.text[self.line_start : pos]
-        return None if before.strip() else width(before)
-
-
-@functools.lru_cache(maxsize=256)
-def bracket_effect(text: str, lex: Lexicon, mode: str | None, head: str = "") -> BracketEffect:
-    """Scan ``text`` once, starting in lexical ``mode``, on a line that starts with ``head``
-    (cached: a request's suffix is judged against many candidate suggestions)."""
-    lexer = Lexer(lex, mode)
-    lines = IndentTracker(text, head)
-    own: list[tuple[str, int]] = []
-    demand: list[str] = []
-    indents: list[int | None] = []
-    errors = 0
-    for pos, token in lexer.run(text):
-        if token == "\n":
-            lines.newline(pos, own[-1] if own else None)
-        elif token in "([{":
-            own.append((token, lines.logical))
-        elif token in ")]}":
-            if not own:
-                demand.append(token)
-                indents.append(lines.closer_indent(pos))
-            elif own.pop()[0] != PAIRS[token]:
-                errors += 1
-        elif token == "!":
-            errors += 1
-    return BracketEffect(
-        tuple(demand),
-        tuple(o for o, _ in own),
-        errors,
-        lexer.mode,
-        tuple(indents),
-        tuple(i for _, i in own),
-        lines.logical,
-    )
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """Closers after a stack of openers, matched the way a reader would: a closer closes the
-    innermost opener of its kind (on its own line, one not indented more than the closer);
-    the openers above that one were left open by mistake."""
-
-    errors: int  # the text's own errors, skipped openers, closers that match nothing open
-    left: int  # openers still open at the end (the stack's and the text's own)
-    closed: frozenset[int]  # indices into the stack of the openers the closers close
-
-
-def align(
-    demand: tuple[str, ...],
-    open_before: tuple[str, ...],
-    errors: int = 0,
-    demand_indents: tuple[int | None, ...] = (),
-    open_indents: tuple[int, ...] = (),
-) -> Alignment:
-    """Match ``demand`` (closers, in order) against ``open_before`` (openers, innermost last).
-
-    With indentations, a closer that starts its line skips openers of its kind on statements
-    indented more than it (``if (x) {`` left open inside a block whose ``}`` follows), unless
-    none is left to match. A closer with no opener of its kind on the stack counts as an error
-    (with nothing open it may close something before the window; it counts the same with or
-    without a suggestion, so comparisons stay fair).
-    """
-    stack = list(range(len(open_before)))
-    closed: set[int] = set()
-    for n, closer in enumerate(demand):
-        want = PAIRS[closer]
-        indent = demand_indents[n] if n < len(demand_indents) else None
-        candidates = [d for d in range(len(stack) - 1, -1, -1) if open_before[stack[d]] == want]
-        if indent is not None and len(open_indents) == len(open_before):
-            fitting = [d for d in candidates if open_indents[stack[d]] <= indent]
-            candidates = fitting or candidates
-        if not candidates:
-            errors += 1
-            continue
-        depth = candidates[0]
-        errors += len(stack) - 1 - depth
-        closed.add(stack[depth])
-        del stack[depth:]
-    return Alignment(errors, len(stack), frozenset(closed))
-
-
-def apply_effect(
-    effect: BracketEffect, open_before: tuple[str, ...], open_indents: tuple[int, ...] = ()
-) -> Alignment:
-    """What text with ``effect`` does after ``open_before`` (see :func:`align`)."""
-    found = align(effect.demand, open_before, effect.errors, effect.demand_indents, open_indents)
-    return Alignment(found.errors, found.left + len(effect.residual), found.closed)

@@ -14,15 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cl_lsp import context
-from cl_lsp.context import (
-    MAX_CHARS_PER_TOKEN,
-    CompletionMode,
-    CursorContext,
-    ends_inside_identifier,
-    extract_context,
-    language_for,
-)
+from cl_lsp import languages, region
+from cl_lsp.context import CompletionMode, CursorContext, extract_context
+from cl_lsp.languages import language_for
+from cl_lsp.syntax import ends_inside_identifier
+from cl_lsp.window import MAX_CHARS_PER_TOKEN
 
 CURSOR = "█"
 NONE, SINGLE, MULTI = CompletionMode.NONE, CompletionMode.SINGLE_LINE, CompletionMode.MULTI_LINE
@@ -164,8 +160,8 @@ def test_language_for_precedence(language_id: str, path: str | None, grammar: st
 
 
 def test_parsers_are_cached() -> None:
-    assert context._parser("python") is context._parser("python")
-    assert context._parser("no-such-grammar") is None
+    assert languages.parser_for("python") is languages.parser_for("python")
+    assert languages.parser_for("no-such-grammar") is None
 
 
 # --------------------------------------------------------------------------- mode rules
@@ -764,7 +760,7 @@ def test_parser_failure_falls_back_to_line_based(monkeypatch: pytest.MonkeyPatch
     def boom(self: object) -> bool:
         raise RuntimeError("parser exploded")
 
-    monkeypatch.setattr(context._Tree, "parse", boom)
+    monkeypatch.setattr(region.RegionTree, "parse", boom)
     c = ctx('x = "ab █"\n', "python")
     assert c.language is None
     assert not c.in_string

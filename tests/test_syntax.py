@@ -79,9 +79,9 @@ def test_no_grammar_means_no_verdict(language):
 
 
 def test_count_errors_counts_missing_nodes():
-    from cl_lsp.context import _parser
+    from cl_lsp.languages import parser_for
 
-    parser, _ = _parser("javascript")
+    parser, _ = parser_for("javascript")
     root = parser.parse(b"function f() {\n  if (x) \n}\n").root_node
     assert syntax.count_errors(root) >= 1
 
@@ -153,47 +153,6 @@ def test_long_broken_suggestion_is_bisected():
     assert check_syntax(raw, FilterInput(prefix, suffix, False, "python")) == "\n    ".join(
         lines[:20]
     )
-
-
-@pytest.mark.parametrize(
-    ("language", "text", "demand", "residual", "mode"),
-    [
-        pytest.param("c", "a) + b[0]] /* ( */ { // )\n", ")]", "{", None, id="c-comments"),
-        pytest.param("javascript", "x = `(${a}` + ')' + \"[\"", "", "", None,
-                     id="javascript-strings"),
-        pytest.param("python", '"""(\n"""] # )', "]", "", "#", id="python-docstring"),
-        pytest.param("python", "f('(", "", "(", "'", id="python-open-string"),
-        pytest.param("rust", "fn f<'a>(x: &'a str) -> char { '}' ", "", "{", None,
-                     id="rust-lifetimes-and-chars"),
-        pytest.param("go", "s := \"http://x\" // a // b )\n)", ")", "", None,
-                     id="go-line-comment-until-newline"),
-        pytest.param("bash", "case $x in a) echo ;; esac }", "}", "", None,
-                     id="bash-parentheses-not-counted"),
-        pytest.param(None, "it's (fine", "", "(", None, id="no-grammar-apostrophe"),
-    ],
-)  # fmt: skip
-def test_bracket_effect(language, text, demand, residual, mode):
-    effect = syntax.bracket_effect(text, syntax.lexicon_for(language), None)
-    assert "".join(effect.demand) == demand
-    assert "".join(effect.residual) == residual
-    assert effect.mode == mode
-
-
-def test_apply_effect_matches_closers_like_a_reader():
-    effect = syntax.bracket_effect(")}", syntax.lexicon_for("c"), None)
-    found = syntax.apply_effect(effect, ("{", "("))
-    assert (found.errors, found.left, found.closed) == (0, 0, {0, 1})
-    # `)` closes the `(` skipping the `{` above it, then `}` matches nothing open: two errors.
-    found = syntax.apply_effect(effect, ("(", "{"))
-    assert (found.errors, found.left, found.closed) == (2, 0, {0})
-    found = syntax.apply_effect(effect, ("(",))  # `}` matches nothing open
-    assert (found.errors, found.left, found.closed) == (1, 0, {0})
-    found = syntax.apply_effect(effect, ("[", "{", "("))
-    assert (found.errors, found.left, found.closed) == (0, 1, {1, 2})
-    # The `(` a hole's middle would have closed: the suffix's `}` skips it.
-    effect = syntax.bracket_effect("\n  x++;\n}", syntax.lexicon_for("c"), None)
-    found = syntax.apply_effect(effect, ("{", "("))
-    assert (found.errors, found.left, found.closed) == (1, 0, {0})
 
 
 def test_unit_windows_narrow_to_the_top_level_unit_around_the_cursor():

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .brackets import auto_closed_span, balance_brackets
+from .balance import auto_closed_span, balance_brackets
 from .checks import check_syntax, drop_trivial
 from .indentation import normalize_indentation
 from .repetition import drop_repeated_lines, trim_suffix_overlap

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import syntax
-from .brackets import auto_closed_span, closes_what_is_left_open
+from .balance import auto_closed_span, closes_what_is_left_open
 from .text import FilterInput
 
 

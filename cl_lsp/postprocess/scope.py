@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .. import syntax
-from .brackets import Balance, Walk
+from .. import brackets, languages, syntax
+from .balance import Balance, Walk
 from .repetition import repeats
 from .text import (
     BLOCK_OPENERS,
@@ -168,7 +168,7 @@ def stop_at_scope_end(text: str, ctx: FilterInput) -> str:
 def _indentation_cut(text: str, prefix: str, suffix: str) -> int | None:
     closing_line_seen = False
     for position, line, at_opener in _outdented_lines(text, prefix, suffix):
-        if at_opener and line.strip()[0] in syntax.PAIRS and not closing_line_seen:
+        if at_opener and line.strip()[0] in brackets.PAIRS and not closing_line_seen:
             closing_line_seen = True
             continue
         return position
@@ -206,7 +206,7 @@ def _bracket_scope_cut(text: str, ctx: FilterInput) -> int | None:
     if not walk.outer_closes:
         return None
     balance = Balance(ctx)
-    typed_over = [c for c in balance.run if c in syntax.PAIRS]
+    typed_over = [c for c in balance.run if c in brackets.PAIRS]
     suffix_closes = balance.base.closed
     typed = 0
     for pos, token, index in walk.outer_closes:
@@ -225,8 +225,8 @@ def _reopens(text: str, pos: int, token: str, ctx: FilterInput) -> bool:
     ``} else {``, ``}, {`` -- the block goes on, the text after the cursor still closes it."""
     end = text.find("\n", pos)
     rest = text[pos + 1 : end if end >= 0 else len(text)]
-    effect = syntax.bracket_effect(rest, syntax.lexicon_for(ctx.language), None)
-    return bool(effect.residual) and effect.residual[-1] == syntax.PAIRS[token]
+    effect = brackets.bracket_effect(rest, languages.lexicon_for(ctx.language), None)
+    return bool(effect.residual) and effect.residual[-1] == brackets.PAIRS[token]
 
 
 def drop_empty_block(text: str, ctx: FilterInput) -> str:

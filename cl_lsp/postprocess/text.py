@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import syntax
+from .. import brackets
 
 # Code Llama sometimes spells its control tokens as ordinary text instead of emitting the
 # control token itself; anything after such a spelling is not code.
@@ -48,7 +48,7 @@ AUTO_CLOSED = frozenset(")]}\"'`")
 
 
 def indent_width(line: str) -> int:
-    return syntax.width(line[: len(line) - len(line.lstrip())])
+    return brackets.width(line[: len(line) - len(line.lstrip())])
 
 
 def rest_of_line(ctx: FilterInput) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import syntax
+from .. import brackets, languages
 from .text import FilterInput, closing_run, lines_above, rest_of_line
 
 
@@ -23,7 +23,7 @@ class _Snapshot:
 
 
 def _head(line: str) -> str:
-    """A line's text as :func:`syntax.bracket_effect` needs it: only a blank one matters (a
+    """A line's text as :func:`brackets.bracket_effect` needs it: only a blank one matters (a
     closer first on the suffix's line then starts the line), so every other is one key."""
     return line if not line.strip() else "x"
 
@@ -35,8 +35,8 @@ class Walk:
     open brackets it closes (an index into ``prefix_open``, None if it matches none)."""
 
     def __init__(self, text: str, ctx: FilterInput) -> None:
-        lex = syntax.lexicon_for(ctx.language)
-        before = syntax.bracket_effect(ctx.prefix, lex, None)
+        lex = languages.lexicon_for(ctx.language)
+        before = brackets.bracket_effect(ctx.prefix, lex, None)
         self.prefix_open = before.residual
         self.prefix_indents = before.residual_indents
         self.snapshots: list[_Snapshot] = []
@@ -44,9 +44,9 @@ class Walk:
         outer = list(range(len(before.residual)))  # indices of the prefix's openers still open
         own: list[tuple[str, int]] = []
         errors = 0
-        lexer = syntax.Lexer(lex, before.mode)
+        lexer = brackets.Lexer(lex, before.mode)
         cursor_line = ctx.prefix[ctx.prefix.rfind("\n") + 1 :]
-        lines = syntax.IndentTracker(text, cursor_line, before.logical_end)
+        lines = brackets.IndentTracker(text, cursor_line, before.logical_end)
 
         def snap(cut: int) -> None:
             head = (
@@ -84,12 +84,12 @@ class Walk:
             elif token in "([{":
                 own.append((token, lines.logical))
             elif own:
-                errors += own.pop()[0] != syntax.PAIRS[token]
+                errors += own.pop()[0] != brackets.PAIRS[token]
                 if not own and lines.line_start == 0:
                     snap(pos + 1)  # mid-line cuts only on the line the cursor is on
             else:
                 snap(pos)
-                found = syntax.align(
+                found = brackets.align(
                     (token,),
                     tuple(self.prefix_open[i] for i in outer),
                     0,
@@ -114,18 +114,20 @@ class Balance:
 
     def __init__(self, ctx: FilterInput) -> None:
         self.ctx = ctx
-        self.lex = syntax.lexicon_for(ctx.language)
-        before = syntax.bracket_effect(ctx.prefix, self.lex, None)
+        self.lex = languages.lexicon_for(ctx.language)
+        before = brackets.bracket_effect(ctx.prefix, self.lex, None)
         cursor_line = ctx.prefix[ctx.prefix.rfind("\n") + 1 :]
-        self.base_effect = syntax.bracket_effect(
+        self.base_effect = brackets.bracket_effect(
             ctx.suffix, self.lex, before.mode, _head(cursor_line)
         )
-        self.base = syntax.apply_effect(self.base_effect, before.residual, before.residual_indents)
+        self.base = brackets.apply_effect(
+            self.base_effect, before.residual, before.residual_indents
+        )
         # A suggestion that ends the string or comment the cursor is in makes the suffix read
         # as code (while the document as it is reads it inside out): judged against the
         # suffix read as code right after the cursor.
-        self.closed_effect = syntax.bracket_effect(ctx.suffix, self.lex, None, _head(cursor_line))
-        self.closed_base = syntax.apply_effect(
+        self.closed_effect = brackets.bracket_effect(ctx.suffix, self.lex, None, _head(cursor_line))
+        self.closed_base = brackets.apply_effect(
             self.closed_effect, before.residual, before.residual_indents
         )
         self.mode0 = before.mode
@@ -159,8 +161,8 @@ class Balance:
         strict_left = self.ctx.language is None or not base_effect.demand
         best: tuple[int, int, int] | None = None
         for k in range(len(self.run) + 1):
-            effect = syntax.bracket_effect(self.ctx.suffix[k:], self.lex, mode, snap.head)
-            found = syntax.apply_effect(effect, snap.open, snap.indents)
+            effect = brackets.bracket_effect(self.ctx.suffix[k:], self.lex, mode, snap.head)
+            found = brackets.apply_effect(effect, snap.open, snap.indents)
             sound = found.errors <= base.errors and (not strict_left or found.left <= base.left)
             if (
                 sound
@@ -175,7 +177,7 @@ def balance_brackets(text: str, ctx: FilterInput) -> str:
     """Keep the longest cut of the suggestion that leaves the brackets as the suffix expects.
 
     Brackets are counted outside strings and comments (per language, lexically) and matched
-    the way a reader matches them (:func:`syntax.align`): a closer closes the innermost opener
+    the way a reader matches them (:func:`brackets.align`): a closer closes the innermost opener
     of its kind, and a closer that starts its line skips openers on statements indented more
     than it (``if (x) {`` left open by an overrun, whose ``}`` is really the outer block's).
     A cut is sound when the text after the cursor, read after it, makes no more bracket errors
@@ -216,7 +218,7 @@ def auto_closed_span(text: str, ctx: FilterInput) -> int:
 
 def closes_what_is_left_open(text: str, ctx: FilterInput) -> bool:
     """``text`` soundly closes a bracket of the prefix that the suffix does not close."""
-    if not any(ch in syntax.PAIRS for ch in text):
+    if not any(ch in brackets.PAIRS for ch in text):
         return False
     walk, balance = Walk(text, ctx), Balance(ctx)
     if balance.replacement(walk.snapshots[-1]) is None:
