@@ -22,9 +22,9 @@ from .action_jobs import ActionRecord, ActionRequest, ActionResult, offer, write
 from .actions import ActionKind, Diagnostic, Edit, TargetTooLarge
 from .documents import Document, PositionError
 from .engine import EngineError
+from .errors import first_line
 from .languages import language_for
 from .progress import Progress
-from .protocol import first_line
 
 if TYPE_CHECKING:
     from .server import ClLanguageServer

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import languages
 from .actions import (
     ActionKind,
     Diagnostic,
@@ -176,7 +177,9 @@ def offer(
         )
     document = (
         "Add docstring to"
-        if language == "python" and target.kind != "selection"
+        if language
+        and languages.get(language).doc_comment == "docstring"
+        and target.kind != "selection"
         else ("Add documentation comment to")
     )
     offered += [

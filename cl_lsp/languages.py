@@ -94,6 +94,9 @@ class Language:
     #: A regex searched in the line before the cursor: a definition header still missing its
     #: body, for grammars whose tree does not show it (Lua's ``function f(a)``).
     header_line: str | None = None
+    #: What ends a block header whose body goes on the next lines (``if x:`` / ``if (x) {``): a
+    #: suggestion ending with one and no body after it was cut in an overrun.
+    block_header_end: str = "{"
     doc_comment: DocComment = "comment"
     fence_tag: str = ""  # Markdown code fence tag; "" = the grammar name
     test_framework: str = "the usual test framework"
@@ -155,6 +158,7 @@ LANGUAGES: tuple[Language, ...] = (
         ("python", "py"),
         (".py", ".pyi", ".pyw"),
         lexicon=Lexicon(("#",), None, ('"', "'"), ('"""', "'''")),
+        block_header_end=":",
         doc_comment="docstring",
         test_framework="pytest (plain test_ functions with assert statements)",
         blank_lines_between_definitions=2,

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, final
 
+from .errors import first_line
+
 log = logging.getLogger(__name__)
 
 DEFAULT_REPO = "TheBloke/CodeLlama-7B-GGUF"
@@ -352,7 +354,7 @@ def _reason(exc: BaseException, endpoint: str) -> str:
                 "proxy or firewall"
             )
         if named(e, "ProxyError"):
-            return f"proxy error while contacting {endpoint}: {_first_line(e)}"
+            return f"proxy error while contacting {endpoint}: {first_line(e)}"
         if named(e, "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutException"):
             return f"{endpoint} did not answer in time"
         if named(e, "ConnectError", "ConnectionError", "NetworkError"):
@@ -360,17 +362,12 @@ def _reason(exc: BaseException, endpoint: str) -> str:
         if is_a(e, "HfHubHTTPError"):
             response = getattr(e, "response", None)
             status = getattr(response, "status_code", None)
-            return f"{endpoint} answered HTTP {status}" if status else _first_line(e)
+            return f"{endpoint} answered HTTP {status}" if status else first_line(e)
     for e in chain:
         if isinstance(e, OSError) and e.strerror:
             where = f": {_display(e.filename)}" if e.filename else ""
             return f"{e.strerror}{where}"
-    return _first_line(exc) or type(exc).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else ""
+    return first_line(exc)
 
 
 def download_default_model(

@@ -35,6 +35,7 @@ from pygls.protocol.json_rpc import (
 )
 
 from .documents import whole_characters
+from .errors import first_line
 from .framing import MAX_FRAME_BYTES, Broken, Frame, Oversized
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,6 @@ class _Handled:
 
 
 HANDLED = _Handled()
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _valid_id(value: Any) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..config import ActionSettings, ModelSettings, camel
+from ..config import ActionSettings, ModelSettings, camel_dict
 from ..prompts import FimTokens
 
 T = TypeVar("T")
@@ -110,7 +110,7 @@ class EngineCounters:
     generated_tokens: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {camel(name): value for name, value in self.__dict__.items()}
+        return camel_dict(self)
 
 
 class Priority:

@@ -238,7 +238,7 @@ def drop_empty_block(text: str, ctx: FilterInput) -> str:
     if len(lines) < 2 or rest_of_line(ctx).strip():
         return text
     last = code_end(lines[-1].strip())
-    opener = ":" if ctx.language == "python" else "{"
+    opener = languages.get(ctx.language).block_header_end if ctx.language else "{"
     if not last.endswith(opener):
         return text
     following = next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), None)
