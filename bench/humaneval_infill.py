@@ -90,7 +90,11 @@ except ImportError:  # a checkout from before issue 13, measured as the baseline
 
 
 from cl_lsp.pipeline import CompletionPlan, finish_completion, plan_completion
-from cl_lsp.prompts import encode_nospace
+
+try:
+    from cl_lsp.engine.tokenizer import encode_nospace
+except ImportError:  # a checkout from before the engine package
+    from cl_lsp.prompts import encode_nospace
 
 SETS = {
     "single": "HumanEval-SingleLineInfilling.jsonl.gz",

@@ -31,7 +31,7 @@ from .actions import (
 )
 from .config import camel_dict
 from .engine import EngineError, Writer
-from .prompts import ChatTemplateError
+from .engine.chat import ChatTemplateError
 from .syntax import is_identifier_char
 
 # Tokens kept free besides the instruction and the answer (chat template, BOS...).

@@ -153,12 +153,12 @@ def serve_stdio(server: LanguageServer, stdin: BinaryIO, stdout: BinaryIO) -> in
     # reader would hold its lock and abort the interpreter at exit.
     read = functools.partial(os.read, stdin.fileno())
     try:
-        return asyncio.run(_serve(protocol, read))
+        return asyncio.run(_serve_stdin(protocol, read))
     finally:
         server.shutdown()
 
 
-async def _serve(protocol: ClProtocol, read: Callable[[int], bytes]) -> int:
+async def _serve_stdin(protocol: ClProtocol, read: Callable[[int], bytes]) -> int:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
 

@@ -17,7 +17,7 @@ from cl_lsp import completions as completions_module
 from cl_lsp.completions import Completions
 from cl_lsp.config import CompletionSettings
 from cl_lsp.engine import Generation, GenerationRequest
-from cl_lsp.prompts import FimTokens
+from cl_lsp.engine.tokenizer import FimTokens
 
 URI = "file:///work/add.py"
 OTHER = "file:///work/other.py"

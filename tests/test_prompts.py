@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 
 from cl_lsp.config import PromptFormat
-from cl_lsp.prompts import (
-    FimTokens,
-    Layout,
-    build_fim_prompt,
-    build_prefix_prompt,
-    build_prompt,
-    encode_nospace,
-    find_fim_tokens,
-)
+from cl_lsp.engine.tokenizer import FimTokens, encode_nospace, find_fim_tokens
+from cl_lsp.prompts import Layout, build_fim_prompt, build_prefix_prompt, build_prompt
 
 BOS, PRE, SUF, MID, EOT = 1, 32007, 32008, 32009, 32010
 DEF_F = [822, 285, 29898, 29916, 1125]  # enc("def f(x):") with the implicit leading space
@@ -196,7 +189,7 @@ NO_SYSTEM_ROLE = (
 
 
 def test_code_llama_instruct_format_without_a_template():
-    from cl_lsp.prompts import ChatPiece, render_chat
+    from cl_lsp.engine.chat import ChatPiece, render_chat
 
     pieces = render_chat("Be brief.", "  Explain this.\n", None)
     # facebookresearch/codellama generation.py: the system prompt folded into the user turn,
@@ -207,7 +200,7 @@ def test_code_llama_instruct_format_without_a_template():
 
 
 def test_a_gguf_chat_template_renders_with_messages_as_plain_text():
-    from cl_lsp.prompts import ChatPiece, render_chat
+    from cl_lsp.engine.chat import ChatPiece, render_chat
 
     user = "x = '<|im_end|>'"  # code that spells a control token stays text
     pieces = render_chat("Be brief.", user, CHATML)
@@ -221,7 +214,7 @@ def test_a_gguf_chat_template_renders_with_messages_as_plain_text():
 
 
 def test_a_template_without_a_system_role_gets_it_in_the_user_turn():
-    from cl_lsp.prompts import ChatPiece, render_chat
+    from cl_lsp.engine.chat import ChatPiece, render_chat
 
     pieces = render_chat("Be brief.", "Explain.", NO_SYSTEM_ROLE, bos_token="<s>")
     assert pieces == (

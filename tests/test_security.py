@@ -26,7 +26,7 @@ from test_code_actions import at, code_actions, pick, resolve, shown
 from test_models import KEY, PAYLOAD, run_models
 from test_server import change, complete, inline, open_doc
 
-from cl_lsp.prompts import ChatTemplateError, render_chat
+from cl_lsp.engine.chat import ChatTemplateError, render_chat
 from cl_lsp.transport import exposure_warning, is_loopback
 
 AREA = "def area(r):\n    return 3 * r * r\n"

@@ -15,10 +15,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..config import ActionSettings, ModelSettings, camel_dict
-from ..prompts import FimTokens
+
+if TYPE_CHECKING:
+    from .tokenizer import FimTokens
 
 T = TypeVar("T")
 

@@ -6,11 +6,98 @@ vocabulary-only copy of the model, which shares nothing with the model's worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..prompts import NOSPACE_MARKER, FimTokens, find_fim_tokens, nospace_tokens
 from .llama import Weights
+
+Encode = Callable[[str], list[int]]
+"""SentencePiece-style encoding of user text: implicit leading space, no BOS, special=False."""
+
+
+# Code Llama writes its FIM tokens with SentencePiece's word-start marker.
+FIM_TOKEN_TEXTS = {
+    "pre": ("▁<PRE>", "<PRE>"),
+    "suf": ("▁<SUF>", "<SUF>"),
+    "mid": ("▁<MID>", "<MID>"),
+    "eot": ("▁<EOT>", "<EOT>"),
+}
+
+
+# "☺" is a single token in the Llama vocabulary, so "☺" + s encodes as [▁, ☺] + the
+# encoding of s with no implicit space before it (codellama `Tokenizer.encode_infilling`).
+NOSPACE_MARKER = "☺"
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """Control-token ids of a Code Llama vocabulary."""
+
+    bos: int
+    pre: int
+    suf: int
+    mid: int
+    eot: int | None
+
+    @property
+    def control_ids(self) -> frozenset[int]:
+        ids = {self.bos, self.pre, self.suf, self.mid}
+        if self.eot is not None:
+            ids.add(self.eot)
+        return frozenset(ids)
+
+
+def find_fim_tokens(
+    n_vocab: int, token_text: Callable[[int], str], bos: int | None
+) -> FimTokens | None:
+    """Find Code Llama's FIM tokens by their text (many GGUFs lack the metadata keys).
+
+    Code Llama's ids (32007..32010) are checked first; the whole vocabulary only if needed.
+    """
+    if bos is None or bos < 0:
+        return None
+    found: dict[str, int] = {}
+    wanted = {text: role for role, texts in FIM_TOKEN_TEXTS.items() for text in texts}
+
+    def look(ids: range) -> None:
+        for token_id in ids:
+            role = wanted.get(token_text(token_id))
+            if role and role not in found:
+                found[role] = token_id
+
+    look(range(32007, min(32011, n_vocab)))
+    if not {"pre", "suf", "mid"} <= found.keys():
+        look(range(n_vocab))
+    if not {"pre", "suf", "mid"} <= found.keys():
+        return None
+    return FimTokens(
+        bos=bos, pre=found["pre"], suf=found["suf"], mid=found["mid"], eot=found.get("eot")
+    )
+
+
+def nospace_tokens(
+    encode: Encode, text: str, marker: Sequence[int] | None = None
+) -> list[int] | None:
+    """`text` encoded without SentencePiece's implicit leading space, as `encode("☺" + text)`
+    minus the marker's tokens (`marker`: `encode("☺")`, if already known); None when the
+    marker merges with the start of `text` (a vocabulary without this shortcut)."""
+    if not text:
+        return []
+    if marker is None:
+        marker = encode(NOSPACE_MARKER)
+    tokens = encode(NOSPACE_MARKER + text)
+    if tokens[: len(marker)] != list(marker):
+        return None
+    return tokens[len(marker) :]
+
+
+def encode_nospace(encode: Encode, text: str) -> list[int]:
+    """Encode without SentencePiece's implicit leading space (Code Llama's `encode_infilling`)."""
+    tokens = nospace_tokens(encode, text)
+    if tokens is None:  # the marker merged with the text: vocabulary differs
+        raise ValueError("tokenizer cannot encode without the leading space")
+    return tokens
 
 
 class Vocabulary:

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import repack
-from ..prompts import NOSPACE_MARKER, ChatPiece, nospace_tokens, render_chat
+from .chat import ChatPiece, render_chat
 from .interface import EngineError, Priority, Sampling, Written
 from .llama import FileIdentity, Weights, WriterContext
+from .tokenizer import NOSPACE_MARKER, nospace_tokens
 
 log = logging.getLogger(__name__)
 
