@@ -68,9 +68,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cl_lsp import postprocess, syntax
+from cl_lsp import syntax
+from cl_lsp.completion import postprocess
+from cl_lsp.completion.context import CompletionMode
 from cl_lsp.config import CompletionSettings
-from cl_lsp.context import CompletionMode
 from cl_lsp.engine import Generation, GenerationRequest
 
 try:
@@ -89,12 +90,12 @@ except ImportError:  # a checkout from before issue 13, measured as the baseline
         return None
 
 
-from cl_lsp.pipeline import CompletionPlan, finish_completion, plan_completion
+from cl_lsp.completion.pipeline import CompletionPlan, finish_completion, plan_completion
 
 try:
     from cl_lsp.engine.tokenizer import encode_nospace
 except ImportError:  # a checkout from before the engine package
-    from cl_lsp.prompts import encode_nospace
+    from cl_lsp.completion.prompts import encode_nospace
 
 SETS = {
     "single": "HumanEval-SingleLineInfilling.jsonl.gz",

@@ -62,11 +62,11 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import typing_replay as replay  # the bench's own helpers: files, spots, machine
 
-from cl_lsp import postprocess
+from cl_lsp.completion import postprocess
+from cl_lsp.completion.context import CompletionMode, CursorContext, extract_context
+from cl_lsp.completion.pipeline import budgets, plan_completion
 from cl_lsp.config import CompletionSettings, ModelSettings
-from cl_lsp.context import CompletionMode, CursorContext, extract_context
 from cl_lsp.languages import parser_for
-from cl_lsp.pipeline import budgets, plan_completion
 
 KINDS = ("single", "multi", "block", "lines")
 OUTPUTS = ("suffix-copy", "unbalanced", "repeated", "truncated", "correct")

@@ -26,11 +26,11 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import typing_replay as replay  # the bench's own helpers: files, machine
 
-from cl_lsp import postprocess
+from cl_lsp.completion import postprocess
+from cl_lsp.completion.context import extract_context
+from cl_lsp.completion.pipeline import budgets
 from cl_lsp.config import CompletionSettings
-from cl_lsp.context import extract_context
 from cl_lsp.languages import parser_for
-from cl_lsp.pipeline import budgets
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,17 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         return complete_once(args)
     if args.command == "download":
         return download()
-    from .handlers import build_server
-    from .server import install_lsp_log_handler
+    from .lsp.handlers import build_server
+    from .lsp.server import install_lsp_log_handler
 
     server = build_server(cli_model=args.model)
     install_lsp_log_handler(server, logging.INFO if args.verbose else logging.WARNING)
     if args.tcp:
-        from .transport import serve_tcp
+        from .lsp.transport import serve_tcp
 
         # Not pygls's start_tcp: it lets a second connection take over the session.
         return serve_tcp(server, args.host, args.port)
-    from .transport import serve_stdio
+    from .lsp.transport import serve_stdio
 
     # Not pygls's start_io: its reader goes deaf on bad framing and loses `exit`'s code.
     return serve_stdio(server, sys.stdin.buffer, claim_stdout())
@@ -151,11 +151,11 @@ def download() -> int:
 
 
 def complete_once(args: argparse.Namespace) -> int:
+    from .completion.pipeline import finish_completion, plan_completion
     from .config import CompletionSettings, Settings, parse_settings
-    from .documents import UTF32, Document, PositionError
     from .engine import EngineError, LocalEngine
+    from .lsp.documents import UTF32, Document, PositionError
     from .models import ModelError, locate_model
-    from .pipeline import finish_completion, plan_completion
     from .progress_bar import terminal_progress
 
     # One-shot: nobody is typing, so no time cap unless asked for (--settings).

@@ -26,8 +26,8 @@ from test_code_actions import (
 )
 from test_server import inline, open_doc, progress_messages
 
-from cl_lsp.action_jobs import ActionRequest
 from cl_lsp.actions import ActionKind, Diagnostic
+from cl_lsp.actions.jobs import ActionRequest
 
 SMALL = {"actions": {"maxTokens": 16}}
 

@@ -1097,7 +1097,7 @@ def test_extract_documentation_finds_docs_written_into_code(answer, expected):
 
 
 def test_a_selected_identifier_counts_as_the_cursor():
-    from cl_lsp.action_jobs import offer
+    from cl_lsp.actions.jobs import offer
 
     text = "def area(w, h):\n    total = w * h\n    return total\n"
     word = text.index("total")

@@ -12,8 +12,8 @@ from pathlib import Path
 from conftest import offline_env
 from hubmock import serve_hub
 
+from cl_lsp.completion.prompts import Layout, build_fim_prompt
 from cl_lsp.models import DEFAULT_FILE, DEFAULT_REPO
-from cl_lsp.prompts import Layout, build_fim_prompt
 
 BOS, PRE, SUF, MID = 1, 32007, 32008, 32009
 

@@ -1,4 +1,4 @@
-"""Tests for cl_lsp.context: grammar choice, window cuts, anchor stability, completion mode.
+"""Tests for cl_lsp.completion.context: grammar choice, window cuts, anchor stability, completion mode.
 
 ``█`` marks the cursor in source snippets. Token counts use a fake counter (UTF-8 bytes / 4), as
 this is a pure-stage unit test.
@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cl_lsp import languages, region
-from cl_lsp.context import CompletionMode, CursorContext, extract_context
+from cl_lsp import languages
+from cl_lsp.completion import region
+from cl_lsp.completion.context import CompletionMode, CursorContext, extract_context
+from cl_lsp.completion.window import MAX_CHARS_PER_TOKEN
 from cl_lsp.languages import language_for
 from cl_lsp.syntax import ends_inside_identifier
-from cl_lsp.window import MAX_CHARS_PER_TOKEN
 
 CURSOR = "█"
 NONE, SINGLE, MULTI = CompletionMode.NONE, CompletionMode.SINGLE_LINE, CompletionMode.MULTI_LINE

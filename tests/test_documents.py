@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cl_lsp.documents import UTF8, UTF16, UTF32, Document, PositionError
+from cl_lsp.lsp.documents import UTF8, UTF16, UTF32, Document, PositionError
 
 LINE = "이름 = '😀' + value"  # Korean (BMP, 3 UTF-8 bytes) and an emoji (2 UTF-16 units)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cl_lsp.completion.prompts import Layout, build_fim_prompt
 from cl_lsp.config import ModelSettings
 from cl_lsp.engine import (
     PREFILL_FIRST_CHUNK,
@@ -18,7 +19,6 @@ from cl_lsp.engine import (
     Priority,
     stop_after_piece,
 )
-from cl_lsp.prompts import Layout, build_fim_prompt
 
 SETTINGS = ModelSettings(n_ctx=1024, n_threads=2)
 
@@ -157,7 +157,7 @@ def test_a_corrupt_model_fails_with_a_clear_error(engine, tmp_path):
 
 
 def test_token_healing_spells_the_left_out_word_first(engine, tiny_model):
-    from cl_lsp.prompts import build_healed_prompt
+    from cl_lsp.completion.prompts import build_healed_prompt
 
     load(engine, tiny_model)
     vocab = engine.vocab

@@ -10,7 +10,7 @@ import pytest
 from cl_lsp import languages, syntax
 from cl_lsp.actions import Target, document_edit, explain_edit, instruction
 from cl_lsp.actions.instruction import ActionKind
-from cl_lsp.context import CompletionMode, extract_context
+from cl_lsp.completion.context import CompletionMode, extract_context
 from cl_lsp.languages import language_for
 
 PACKAGE = Path(languages.__file__).parent

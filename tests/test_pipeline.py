@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from cl_lsp.completion.pipeline import plan_completion
 from cl_lsp.config import CompletionSettings
-from cl_lsp.pipeline import plan_completion
 
 SOURCE = "".join(f"def helper_{i}(a, b):\n    return a * {i} + b\n\n\n" for i in range(200))
 
@@ -73,8 +73,8 @@ def test_whole_lines_cut_at_a_block_end_keep_their_line_break_above_the_cursors_
     """At column 0 before `    return y`, the model writes a line, then a new function: the
     block-end stop cuts at the line break, and the suggestion still ends with it (else the line
     would be glued to `    return y`)."""
+    from cl_lsp.completion.pipeline import finish_completion
     from cl_lsp.engine import Generation
-    from cl_lsp.pipeline import finish_completion
 
     text = "def f(x):\n    return y\n"
     offset = text.index("    return y")

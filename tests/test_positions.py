@@ -16,7 +16,7 @@ from conftest import status
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from cl_lsp.documents import UTF8, UTF16, UTF32, Document, PositionError, units
+from cl_lsp.lsp.documents import UTF8, UTF16, UTF32, Document, PositionError, units
 
 ENCODINGS = [UTF16, UTF8, UTF32]
 OPTIONS = {"completion": {"debounceMs": 0, "maxTokensSingleLine": 4, "maxTokens": 4}}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cl_lsp import postprocess
-from cl_lsp.context import CompletionMode, extract_context
-from cl_lsp.postprocess import (
+from cl_lsp.completion import postprocess
+from cl_lsp.completion.context import CompletionMode, extract_context
+from cl_lsp.completion.postprocess import (
     FILTERS,
     Cleaned,
     FilterInput,
@@ -350,7 +350,7 @@ def test_each_filter_alone_only_cuts(raw, prefix, suffix, single_line, language)
     ],
 )  # fmt: skip
 def test_replace_span_measures_the_document_as_it_is(document, suggestion, language, span):
-    from cl_lsp.pipeline import replace_span
+    from cl_lsp.completion.pipeline import replace_span
 
     offset = document.index(CURSOR)
     text = document.replace(CURSOR, "")
@@ -358,8 +358,8 @@ def test_replace_span_measures_the_document_as_it_is(document, suggestion, langu
 
 
 def test_the_item_range_covers_the_auto_closed_characters_in_utf16():
-    from cl_lsp.documents import Document
-    from cl_lsp.server import ClLanguageServer
+    from cl_lsp.lsp.documents import Document
+    from cl_lsp.lsp.server import ClLanguageServer
 
     server = ClLanguageServer()
     text = 'x = 1\nprint("😀", f(""))\n'

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cl_lsp.completion.prompts import Layout, build_fim_prompt, build_prefix_prompt, build_prompt
 from cl_lsp.config import PromptFormat
 from cl_lsp.engine.tokenizer import FimTokens, encode_nospace, find_fim_tokens
-from cl_lsp.prompts import Layout, build_fim_prompt, build_prefix_prompt, build_prompt
 
 BOS, PRE, SUF, MID, EOT = 1, 32007, 32008, 32009, 32010
 DEF_F = [822, 285, 29898, 29916, 1125]  # enc("def f(x):") with the implicit leading space
@@ -157,7 +157,7 @@ def test_byte_level_bpe_vocabularies_are_tokenized_whole(smollm2_model):
 
 
 def test_healed_prompt_leaves_the_partial_word_out_and_stays_put_while_typing(tiny_vocab):
-    from cl_lsp.prompts import build_healed_prompt
+    from cl_lsp.completion.prompts import build_healed_prompt
 
     suffix = "\n\nprint(fib(10))\n"
     healed = [

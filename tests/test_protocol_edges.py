@@ -572,7 +572,7 @@ def test_end_of_input_exits(server):
 
 def test_a_failing_request_handler_answers_internal_error_without_traceback(caplog):
     """No request reaches a failing handler black-box today, so fail two on purpose."""
-    from cl_lsp.handlers import build_server
+    from cl_lsp.lsp.handlers import build_server
 
     ls = build_server()
     sent: list[dict[str, Any]] = []
@@ -658,7 +658,7 @@ GOOD = json.dumps(status_request(1)).encode()
 )
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 20], ids=["bytewise", "chunks", "whole"])
 def test_frame_parser(stream: bytes, expected: list[Any], chunk: int):
-    from cl_lsp.framing import Broken, FrameParser, Oversized
+    from cl_lsp.lsp.framing import Broken, FrameParser, Oversized
 
     parser = FrameParser()
     frames = []

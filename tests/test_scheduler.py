@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cl_lsp.scheduler import PACE_BOUNDS, PACE_FACTOR, Scheduler, TypingPace
+from cl_lsp.completion.scheduler import PACE_BOUNDS, PACE_FACTOR, Scheduler, TypingPace
 
 
 def pace_after(gaps: list[float]) -> TypingPace:

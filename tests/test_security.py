@@ -27,7 +27,7 @@ from test_models import KEY, PAYLOAD, run_models
 from test_server import change, complete, inline, open_doc
 
 from cl_lsp.engine.chat import ChatTemplateError, render_chat
-from cl_lsp.transport import exposure_warning, is_loopback
+from cl_lsp.lsp.transport import exposure_warning, is_loopback
 
 AREA = "def area(r):\n    return 3 * r * r\n"
 

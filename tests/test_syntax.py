@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cl_lsp import syntax
-from cl_lsp.postprocess import FilterInput, check_syntax
+from cl_lsp.completion.postprocess import FilterInput, check_syntax
 
 CURSOR = "█"
 

@@ -1,7 +1,7 @@
 """The model behind completions and code actions: the `Engine` interface and its llama.cpp
 implementation in this process (`LocalEngine`)."""
 
-from .completion import PREFILL_CHUNK_SECONDS, PREFILL_FIRST_CHUNK, PREFILL_MIN_CHUNK
+from .generation import PREFILL_CHUNK_SECONDS, PREFILL_FIRST_CHUNK, PREFILL_MIN_CHUNK
 from .interface import (
     Engine,
     EngineCounters,

@@ -161,7 +161,7 @@ class Priority:
 
 
 class Tokenizer(Protocol):
-    """The model's tokenizer as the prompts use it (Code Llama's rules: see `prompts.py`)."""
+    """The model's tokenizer as the prompts use it (Code Llama's rules: see `tokenizer.py` and `completion/prompts.py`)."""
 
     n_vocab: int
     bos: int

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .. import repack
 from ..config import ActionSettings, ModelSettings, physical_cores
-from .completion import PREFILL_MIN_CHUNK, Completion, prefill_chunk
+from .generation import PREFILL_MIN_CHUNK, Completion, prefill_chunk
 from .interface import (
     EngineCounters,
     EngineError,

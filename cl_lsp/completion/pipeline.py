@@ -12,9 +12,9 @@ import functools
 import logging
 from dataclasses import dataclass, replace
 
-from .config import CompletionSettings
+from ..config import CompletionSettings
+from ..engine import Generation, GenerationRequest, Vocabulary
 from .context import CompletionMode, CursorContext, extract_context
-from .engine import Generation, GenerationRequest, Vocabulary
 from .postprocess import (
     AUTO_CLOSED,
     FilterInput,

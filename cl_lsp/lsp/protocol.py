@@ -34,8 +34,8 @@ from pygls.protocol.json_rpc import (
     JsonRPCResponseMessage,
 )
 
+from ..errors import first_line
 from .documents import whole_characters
-from .errors import first_line
 from .framing import MAX_FRAME_BYTES, Broken, Frame, Oversized
 
 log = logging.getLogger(__name__)

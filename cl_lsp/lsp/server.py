@@ -1,7 +1,7 @@
 """The language server's state: documents, settings, the engine and its loading, completions.
 
 All state lives on `ClLanguageServer`; the handlers (`handlers`) and the code-action flow
-(`action_flow`) receive it as `ls`. Nothing here blocks the event loop: the model runs on the
+(`code_actions`) receive it as `ls`. Nothing here blocks the event loop: the model runs on the
 engine's worker thread.
 """
 
@@ -17,15 +17,15 @@ from typing import Any, ClassVar
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from . import __version__
-from .action_jobs import ActionRecord
-from .completions import Completions
-from .config import Settings, parse_settings
+from .. import __version__
+from ..actions.jobs import ActionRecord
+from ..completion.pipeline import replace_span
+from ..completion.service import Completions
+from ..config import Settings, parse_settings
+from ..engine import EngineError, LocalEngine
+from ..languages import language_for
+from ..models import ModelError, locate_model
 from .documents import UTF16, Document, DocumentStore, PositionError
-from .engine import EngineError, LocalEngine
-from .languages import language_for
-from .models import ModelError, locate_model
-from .pipeline import replace_span
 from .progress import Progress
 from .protocol import ClProtocol
 

@@ -15,7 +15,10 @@ from typing import Any
 
 from lsprotocol import types
 
-from .action_flow import (
+from ..config import parse_settings
+from ..engine import EngineError
+from ..syntax import is_identifier_char
+from .code_actions import (
     ACTION_KINDS,
     RUN_ACTION_COMMAND,
     action_request,
@@ -23,11 +26,8 @@ from .action_flow import (
     resolve_action,
     run_in_background,
 )
-from .config import parse_settings
 from .documents import Document
-from .engine import EngineError
 from .server import ClLanguageServer, Unanswerable
-from .syntax import is_identifier_char
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Cursor context: (document text, cursor offset) -> :class:`CursorContext`.
 
 A pure domain stage (no LSP, no model). It picks the grammar (:func:`languages.language_for`),
-cuts the prompt window (:mod:`cl_lsp.window`), parses only that region
-(:mod:`cl_lsp.region`) to refine the cuts and see strings and comments, and decides the
+cuts the prompt window (:mod:`cl_lsp.completion.window`), parses only that region
+(:mod:`cl_lsp.completion.region`) to refine the cuts and see strings and comments, and decides the
 completion mode (:func:`_decide_mode`). Unknown languages and any parser failure fall back to
 line-based context: never an error.
 """
@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import languages
-from .languages import language_for
+from .. import languages
+from ..languages import language_for
+from ..syntax import block_opener, is_identifier_char, line_start, next_line_start
 from .region import LINE_LOOKBACK, RegionTree, parse_region
-from .syntax import block_opener, is_identifier_char, line_start, next_line_start
 from .window import MAX_CHARS_PER_TOKEN, TokenCost, choose_end, choose_start, scan_lines
 
 __all__ = ["CompletionMode", "CursorContext", "extract_context"]
@@ -164,7 +164,7 @@ def extract_context(
     ``text`` is the whole document, ``offset`` a str index into it (clamped to
     ``0..len(text)``). ``count_tokens`` is called a few times (at worst O(log lines)), only on
     slices of at most ``budget * MAX_CHARS_PER_TOKEN`` characters. ``anchor`` is the ``window_start`` of the
-    previous request on this document (see :mod:`cl_lsp.window`).
+    previous request on this document (see :mod:`cl_lsp.completion.window`).
     """
     offset = min(max(offset, 0), len(text))
     prefix_tokens = max(prefix_tokens, 0)

@@ -24,9 +24,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import PromptFormat
-from .engine.tokenizer import Encode, FimTokens, encode_nospace
-from .syntax import ends_inside_identifier, is_identifier_char
+from ..config import PromptFormat
+from ..engine.tokenizer import Encode, FimTokens, encode_nospace
+from ..syntax import ends_inside_identifier, is_identifier_char
 
 
 class Layout(str, enum.Enum):

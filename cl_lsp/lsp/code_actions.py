@@ -1,6 +1,6 @@
 """The code-action flow between LSP and the domain: offer, resolve, run.
 
-Offering lists titled actions for a range without touching the model (`action_jobs.offer`).
+Offering lists titled actions for a range without touching the model (`actions.jobs.offer`).
 Resolving, or running the action's command in editors without resolve, has the model write
 the action on the engine's writer thread (with progress the user can cancel) and turns the
 result into a `WorkspaceEdit`; when there is none, the user is told why.
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from .action_jobs import ActionRecord, ActionRequest, ActionResult, offer, write_action
-from .actions import ActionKind, Diagnostic, Edit, TargetTooLarge
+from ..actions import ActionKind, Diagnostic, Edit, TargetTooLarge
+from ..actions.jobs import ActionRecord, ActionRequest, ActionResult, offer, write_action
+from ..engine import EngineError
+from ..errors import first_line
+from ..languages import language_for
 from .documents import Document, PositionError
-from .engine import EngineError
-from .errors import first_line
-from .languages import language_for
 from .progress import Progress
 
 if TYPE_CHECKING:

@@ -13,8 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import languages
-from .actions import (
+from .. import languages
+from ..config import camel_dict
+from ..engine import EngineError, Writer
+from ..engine.chat import ChatTemplateError
+from ..syntax import is_identifier_char
+from . import (
     ActionKind,
     Diagnostic,
     Edit,
@@ -29,10 +33,6 @@ from .actions import (
     instruction,
     tests_edit,
 )
-from .config import camel_dict
-from .engine import EngineError, Writer
-from .engine.chat import ChatTemplateError
-from .syntax import is_identifier_char
 
 # Tokens kept free besides the instruction and the answer (chat template, BOS...).
 PROMPT_MARGIN = 64

@@ -7,7 +7,7 @@ the newcomer), and the first connection to end shuts the server down. Here the f
 owns the server: further connections are closed at once, with one log line each, and the
 server exits when that client sends `exit` or disconnects, as a `--stdio` server exits with
 its editor. A new session starts a new server, which never sees the previous client's
-documents. Framing (`framing.py`) and the lifecycle (`protocol.py`) are, the same as on stdin.
+documents. Framing (`framing.py`) and the lifecycle (`protocol.py`) are the same as on stdin.
 
 There is no authentication, so the listening address matters: loopback unless the user asks
 for another, and then the log says the port is reachable from the network.

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import brackets
+from ... import brackets
 
 # Code Llama sometimes spells its control tokens as ordinary text instead of emitting the
 # control token itself; anything after such a spelling is not code.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import syntax
+from ... import syntax
 from .balance import auto_closed_span, closes_what_is_left_open
 from .text import FilterInput
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .. import brackets, languages, syntax
+from ... import brackets, languages, syntax
 from .balance import Balance, Walk
 from .repetition import repeats
 from .text import (

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from cl_lsp import completions as completions_module
-from cl_lsp.completions import Completions
+from cl_lsp.completion import service as completions_module
+from cl_lsp.completion.service import Completions
 from cl_lsp.config import CompletionSettings
 from cl_lsp.engine import Generation, GenerationRequest
 from cl_lsp.engine.tokenizer import FimTokens

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import brackets, languages
+from ... import brackets, languages
 from .text import FilterInput, closing_run, lines_above, rest_of_line
 
 

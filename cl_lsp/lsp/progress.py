@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from .progress_bar import terminal_progress, throttled
+from ..progress_bar import terminal_progress, throttled
 
 if TYPE_CHECKING:
     from .server import ClLanguageServer

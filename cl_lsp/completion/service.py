@@ -15,8 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .config import CompletionSettings, camel_dict
-from .engine import Engine, Generation
+from ..config import CompletionSettings, camel_dict
+from ..engine import Engine, Generation
 from .pipeline import CompletionPlan, finish_completion, plan_completion
 from .reuse import CacheKey, ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket

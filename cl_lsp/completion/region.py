@@ -14,8 +14,8 @@ import bisect
 import re
 from typing import Any
 
-from . import languages, syntax
-from .syntax import Parsed, line_start, next_line_start
+from .. import languages, syntax
+from ..syntax import Parsed, line_start, next_line_start
 from .window import PARSE_MARGIN, line_starts
 
 __all__ = ["LINE_LOOKBACK", "RegionTree", "parse_region", "parse_start"]
