@@ -150,6 +150,9 @@ _ARROW = {"arrow_opens_block": True}
 _NO_SLASH_STAR = {"scan_slash_star": False}
 _JEST = "Jest (describe, test and expect)"  # globals: nothing to import in the same file
 _XML_COMMENT = ("<!--", "-->")
+#: What JavaScript, TypeScript and TSX share: comments, strings and template literals, JSDoc,
+#: Jest.
+_JS_FAMILY: dict[str, Any] = {"lexicon": _JS, "doc_comment": "javadoc", "test_framework": _JEST}
 
 LANGUAGES: tuple[Language, ...] = (
     Language(
@@ -170,28 +173,22 @@ LANGUAGES: tuple[Language, ...] = (
         # tree-sitter-javascript parses JSX
         ("javascript", "javascriptreact", "js", "jsx"),
         (".js", ".mjs", ".cjs", ".jsx"),
-        lexicon=_JS,
-        doc_comment="javadoc",
-        test_framework=_JEST,
+        **_JS_FAMILY,
     ),
     Language(
         "typescript",
         "TypeScript",
         ("typescript", "ts"),
         (".ts", ".mts", ".cts"),
-        lexicon=_JS,
-        doc_comment="javadoc",
-        test_framework=_JEST,
+        **_JS_FAMILY,
     ),
     Language(
         "tsx",
         "TypeScript",
         ("typescriptreact", "tsx"),
         (".tsx",),
-        lexicon=_JS,
-        doc_comment="javadoc",
         fence_tag="tsx",
-        test_framework=_JEST,
+        **_JS_FAMILY,
     ),
     Language(
         "java",

@@ -267,29 +267,39 @@ class ClProtocol(LanguageServerProtocol):
             if method == types.INITIALIZE and is_request:
                 self.initialize_received = True
                 super().handle_message(message)
-            elif is_request:
-                log.warning("%s before initialize: refused", method)
-                self._send_error(
-                    message.id,
+            else:
+                self._turn_away(
+                    message,
+                    is_request,
+                    "before initialize",
+                    "the server is not initialized",
                     SERVER_NOT_INITIALIZED,
                     f"server not initialized: send initialize before {method}",
                 )
-            else:
-                log.info("dropped %s: the server is not initialized", method)
         elif self._shutdown:
-            if is_request:
-                log.warning("%s after shutdown: refused", method)
-                self._send_error(
-                    message.id,
-                    INVALID_REQUEST,
-                    f"the server is shutting down: {method} after shutdown",
-                )
-            else:
-                log.info("dropped %s: the server is shutting down", method)
+            self._turn_away(
+                message,
+                is_request,
+                "after shutdown",
+                "the server is shutting down",
+                INVALID_REQUEST,
+                f"the server is shutting down: {method} after shutdown",
+            )
         elif method == types.INITIALIZE and is_request:
             self._send_error(message.id, INVALID_REQUEST, "initialize was already received")
         else:
             super().handle_message(message)
+
+    def _turn_away(
+        self, message: Any, is_request: bool, when: str, why: str, code: int, answer: str
+    ) -> None:
+        """A message outside the lifecycle: a request gets the error `answer`, a notification
+        is dropped; one log line each."""
+        if is_request:
+            log.warning("%s %s: refused", message.method, when)
+            self._send_error(message.id, code, answer)
+        else:
+            log.info("dropped %s: %s", message.method, why)
 
     @lsp_method(types.SHUTDOWN)
     def lsp_shutdown(self, *args: Any) -> Any:
