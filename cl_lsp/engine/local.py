@@ -33,7 +33,7 @@ from .interface import (
 )
 from .llama import CompletionModel, FileIdentity, Weights
 from .tokenizer import Vocabulary
-from .writer import ActionModels, LocalWriter
+from .writer import ActionWriting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,15 +59,7 @@ class LocalEngine:
         self.prefill_rate: float | None = None  # prompt tokens/s, moving average of chunks
         self.threads = physical_cores()
         self.priority = Priority()  # completions before code actions
-        # Code actions: their own thread and llama.cpp context (see `LocalWriter`).
-        self._writer_executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="cl-lsp-writer"
-        )
-        self._writer_lock = threading.Lock()  # held while a writer uses a model
-        self._writing: threading.Event | None = None  # the running action's cancel flag
-        self._writing_main = False  # ... and it writes with the completion model's weights
-        self._action_models = ActionModels()
-        self.actions_started = 0
+        self.writing = ActionWriting(self)  # code actions: their own thread and context
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -137,11 +129,11 @@ class LocalEngine:
     def _unload(self) -> None:
         # An action writing with the weights about to go stops within a token; one writing
         # with actions.model (or waiting for the first load) is not disturbed.
-        if self._writing is not None and self._writing_main and self._model is not None:
-            self._stop_writing()
+        if self.writing.uses_main_weights and self._model is not None:
+            self.writing.stop()
         if self._model is None and self.vocab is None:
             return
-        with self._writer_lock:
+        with self.writing.lock:
             self._unload_model()
 
     def _unload_model(self) -> None:
@@ -164,7 +156,7 @@ class LocalEngine:
         if not self.model_file_changed():
             return
         path = self.model_path
-        with self._writer_lock:
+        with self.writing.lock:
             self._unload_model()
         message = (
             f"the model file {path} changed on disk while loaded (re-downloaded or "
@@ -224,53 +216,18 @@ class LocalEngine:
 
     # -- code actions ----------------------------------------------------------------------
 
+    @property
+    def actions_started(self) -> int:
+        return self.writing.started
+
     async def write(
         self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
     ) -> T:
-        """Run `job` on the writer thread with a `LocalWriter` for the actions model; cancelling
-        the awaiting task sets `cancel`, which stops the writing within one token."""
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            self._writer_executor, self._write_blocking, job, settings, cancel
-        )
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            cancel.set()
-            self.priority.wake()
-            raise
+        """Run `job` with a writer for the actions model (see `ActionWriting.write`)."""
+        return await self.writing.write(job, settings, cancel)
 
-    def _write_blocking(
-        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
-    ) -> T:
-        with self._writer_lock:
-            self._writing = cancel
-            self._writing_main = not settings.model
-            try:
-                return job(
-                    LocalWriter(
-                        self._writer_model(settings),
-                        n_ctx=settings.n_ctx,
-                        threads=self.threads,
-                        n_batch=self.n_batch,
-                        priority=self.priority,
-                        prefill_chunk=lambda: self.prefill_chunk,
-                        on_start=self._action_started,
-                        max_tokens=settings.max_tokens,
-                        temperature=settings.temperature,
-                        cancel=cancel,
-                    )
-                )
-            finally:
-                self._writing = None
-
-    def _action_started(self) -> None:
-        self.actions_started += 1
-
-    def _writer_model(self, settings: ActionSettings) -> Weights:
-        """The weights that write actions: actions.model, or the completion model's."""
-        if settings.model:
-            return self._action_models.get(settings.model, self.repack_mode)
+    def main_weights(self) -> Weights:
+        """The completion model's weights, for an action written with them."""
         if self._model is None and self.state is EngineState.LOADING:
             raise EngineError("the model is still loading; try again when cl-lsp reports it ready")
         if self._model is None:
@@ -284,17 +241,10 @@ class LocalEngine:
             )
         return self._model.weights
 
-    def _stop_writing(self) -> None:
-        if (writing := self._writing) is not None:
-            writing.set()
-            self.priority.wake()
-
     # -- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._stop_writing()
-        self._writer_executor.submit(self._action_models.drop)
-        self._writer_executor.shutdown(wait=True, cancel_futures=True)
+        self.writing.close()
         self._executor.submit(self._unload)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -306,7 +256,7 @@ class LocalEngine:
             "nCtx": self.n_ctx,
             "fim": self.vocab is not None and self.vocab.fim is not None,
             "busy": self.busy.is_set(),
-            "writing": self._writing is not None,
+            "writing": self.writing.active,
             "repack": self.repack.repack if self.repack else None,
             "prefillChunk": self.prefill_chunk,
             "prefillTokensPerSecond": round(self.prefill_rate or 0.0, 1),

@@ -1,12 +1,13 @@
 """Code actions' long answers, written with the llama.cpp weights in this process.
 
+`ActionWriting` runs the jobs on the engine's writer thread, never on the completion worker;
 `LocalWriter` writes one answer in a context of its own; `ActionModels` keeps the model that
-`actions.model` names (the completion model's weights serve when it is empty). Both run on the
-engine's writer thread, never on the completion worker.
+`actions.model` names (the completion model's weights serve when it is empty).
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import functools
@@ -15,15 +16,22 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from .. import repack
+from ..config import ActionSettings
 from .chat import ChatPiece, render_chat
-from .interface import EngineError, Priority, Sampling, Written
+from .interface import EngineError, Priority, Sampling, Writer, Written
 from .llama import FileIdentity, Weights, WriterContext
 from .tokenizer import NOSPACE_MARKER, nospace_tokens
 
+if TYPE_CHECKING:
+    from .local import LocalEngine
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WRITER_CONTEXT_STEP = 256  # KV cache sizes are rounded up to this
 WRITER_SEED = 1234  # sampling is seeded: the same request gives the same answer
@@ -227,3 +235,81 @@ class ActionModels:
         if self._loaded is not None:
             self._loaded[1].close()
             self._loaded = None
+
+
+class ActionWriting:
+    """Code actions on a thread of their own, one job at a time: a `LocalWriter` with the model
+    `actions.model` names, or with the completion model's weights. `lock` is held while a job
+    uses weights, so the engine never unloads them under it; `stop` ends the running job within
+    a token."""
+
+    def __init__(self, engine: LocalEngine) -> None:
+        self._engine = engine
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-writer")
+        self.lock = threading.Lock()
+        self._cancel: threading.Event | None = None  # the running job's cancel flag
+        self.uses_main_weights = False  # ... and it writes with the completion model's weights
+        self._models = ActionModels()
+        self.started = 0  # answers started
+
+    @property
+    def active(self) -> bool:
+        return self._cancel is not None
+
+    async def write(
+        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
+    ) -> T:
+        """Run `job` on the writer thread with a `LocalWriter`; cancelling the awaiting task
+        sets `cancel`, which stops the writing within one token."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._write_blocking, job, settings, cancel)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            self._engine.priority.wake()
+            raise
+
+    def _write_blocking(
+        self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
+    ) -> T:
+        engine = self._engine
+        with self.lock:
+            self._cancel = cancel
+            self.uses_main_weights = not settings.model
+            try:
+                weights = (
+                    self._models.get(settings.model, engine.repack_mode)
+                    if settings.model
+                    else engine.main_weights()
+                )
+                return job(
+                    LocalWriter(
+                        weights,
+                        n_ctx=settings.n_ctx,
+                        threads=engine.threads,
+                        n_batch=engine.n_batch,
+                        priority=engine.priority,
+                        prefill_chunk=lambda: engine.prefill_chunk,
+                        on_start=self._count,
+                        max_tokens=settings.max_tokens,
+                        temperature=settings.temperature,
+                        cancel=cancel,
+                    )
+                )
+            finally:
+                self._cancel = None
+
+    def _count(self) -> None:
+        self.started += 1
+
+    def stop(self) -> None:
+        """Stop the running job, if any, within a token."""
+        if (cancel := self._cancel) is not None:
+            cancel.set()
+            self._engine.priority.wake()
+
+    def close(self) -> None:
+        self.stop()
+        self._executor.submit(self._models.drop)
+        self._executor.shutdown(wait=True, cancel_futures=True)
