@@ -94,7 +94,7 @@ def ensure_model(
 
 def verify(path: Path | str, n_threads: int = 2) -> None:
     """Load ``path`` with llama.cpp and greedily generate 8 tokens (raises if none come)."""
-    from cl_lsp import repack
+    from cl_lsp.engine import repack
     from cl_lsp.engine.llama import load_llama
 
     t0 = time.perf_counter()

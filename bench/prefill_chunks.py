@@ -35,7 +35,7 @@ def main() -> int:
         from make_model import ensure_model
 
         model = ensure_model()
-    from cl_lsp import repack
+    from cl_lsp.engine import repack
     from cl_lsp.engine.llama import load_llama
 
     use = repack.decide(model, "auto").repack  # AMX Xeons crash with repacked weights

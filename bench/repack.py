@@ -125,7 +125,7 @@ def main() -> int:
     if args.child:
         child(args.child, bool(args.repack), args.prompt, args.tokens, args.batch)
         return 0
-    from cl_lsp import repack as repacking
+    from cl_lsp.engine import repack as repacking
 
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}")
     for model in args.model or default_models():

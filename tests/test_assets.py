@@ -6,7 +6,7 @@ import assets
 import llama_cpp
 import pytest
 
-from cl_lsp import repack
+from cl_lsp.engine import repack
 from cl_lsp.engine.llama import load_llama
 
 PRE, SUF, MID, EOT = assets.FIM_PRE_ID, assets.FIM_SUF_ID, assets.FIM_MID_ID, assets.EOT_ID

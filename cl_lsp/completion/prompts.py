@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import PromptFormat
-from ..engine.tokenizer import Encode, FimTokens, encode_nospace
+from ..engine.interface import FimTokens
+from ..engine.tokenizer import Encode, encode_nospace
 from ..syntax import ends_inside_identifier, is_identifier_char
 
 

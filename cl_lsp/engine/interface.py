@@ -15,12 +15,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..config import ActionSettings, ModelSettings, camel_dict
-
-if TYPE_CHECKING:
-    from .tokenizer import FimTokens
 
 T = TypeVar("T")
 
@@ -158,6 +155,24 @@ class Priority:
             while self._completions > 0 and not cancel.is_set():
                 self._turn.wait(self.CANCEL_CHECK_SECONDS)
         return not cancel.is_set()
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """Control-token ids of a Code Llama vocabulary."""
+
+    bos: int
+    pre: int
+    suf: int
+    mid: int
+    eot: int | None
+
+    @property
+    def control_ids(self) -> frozenset[int]:
+        ids = {self.bos, self.pre, self.suf, self.mid}
+        if self.eot is not None:
+            ids.add(self.eot)
+        return frozenset(ids)
 
 
 class Tokenizer(Protocol):

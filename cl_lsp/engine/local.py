@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import repack
 from ..config import ActionSettings, ModelSettings, physical_cores
+from . import repack
 from .generation import PREFILL_MIN_CHUNK, Completion, prefill_chunk
 from .interface import (
     EngineCounters,

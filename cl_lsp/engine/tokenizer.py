@@ -7,9 +7,9 @@ vocabulary-only copy of the model, which shares nothing with the model's worker 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from .interface import FimTokens
 from .llama import Weights
 
 Encode = Callable[[str], list[int]]
@@ -28,24 +28,6 @@ FIM_TOKEN_TEXTS = {
 # "☺" is a single token in the Llama vocabulary, so "☺" + s encodes as [▁, ☺] + the
 # encoding of s with no implicit space before it (codellama `Tokenizer.encode_infilling`).
 NOSPACE_MARKER = "☺"
-
-
-@dataclass(frozen=True)
-class FimTokens:
-    """Control-token ids of a Code Llama vocabulary."""
-
-    bos: int
-    pre: int
-    suf: int
-    mid: int
-    eot: int | None
-
-    @property
-    def control_ids(self) -> frozenset[int]:
-        ids = {self.bos, self.pre, self.suf, self.mid}
-        if self.eot is not None:
-            ids.add(self.eot)
-        return frozenset(ids)
 
 
 def find_fim_tokens(

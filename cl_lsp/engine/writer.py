@@ -18,17 +18,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
-from .. import repack
 from ..config import ActionSettings
+from . import repack
 from .chat import ChatPiece, render_chat
 from .interface import EngineError, Priority, Sampling, Writer, Written
 from .llama import FileIdentity, Weights, WriterContext
 from .tokenizer import NOSPACE_MARKER, nospace_tokens
-
-if TYPE_CHECKING:
-    from .local import LocalEngine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -237,13 +234,29 @@ class ActionModels:
             self._loaded = None
 
 
+class WritingHost(Protocol):
+    """What `ActionWriting` needs of the engine it writes for."""
+
+    repack_mode: str
+    threads: int
+    n_batch: int
+    priority: Priority
+
+    @property
+    def prefill_chunk(self) -> int: ...
+
+    def main_weights(self) -> Weights:
+        """The completion model's weights (raises EngineError when there are none)."""
+        ...
+
+
 class ActionWriting:
     """Code actions on a thread of their own, one job at a time: a `LocalWriter` with the model
     `actions.model` names, or with the completion model's weights. `lock` is held while a job
     uses weights, so the engine never unloads them under it; `stop` ends the running job within
     a token."""
 
-    def __init__(self, engine: LocalEngine) -> None:
+    def __init__(self, engine: WritingHost) -> None:
         self._engine = engine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-writer")
         self.lock = threading.Lock()

@@ -9,25 +9,31 @@ import asyncio
 import logging
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from ..progress_bar import terminal_progress, throttled
 
-if TYPE_CHECKING:
-    from .server import ClLanguageServer
-
 log = logging.getLogger(__name__)
+
+
+class ProgressHost(Protocol):
+    """What `Progress` needs of the server: whether the client shows progress, the pygls
+    progress API, and where the editor's cancel buttons land."""
+
+    progress_supported: bool
+    progress_cancels: dict[str, threading.Event]
+
+    @property
+    def work_done_progress(self) -> Any: ...
 
 
 class Progress:
     """Work-done progress if the client supports it; otherwise only the log."""
 
-    def __init__(
-        self, ls: ClLanguageServer, title: str, cancel: threading.Event | None = None
-    ) -> None:
+    def __init__(self, ls: ProgressHost, title: str, cancel: threading.Event | None = None) -> None:
         self.ls, self.title = ls, title
         self.token: str | None = None
         self.cancel = cancel  # set when the user cancels the progress in the editor

@@ -203,7 +203,7 @@ def default_cache_dir() -> Path:
 
 def probe_key(quantized: list[str]) -> str:
     """Identifies what the crash depends on: the llama.cpp build, the CPU, the weight types."""
-    from .engine.llama import build_identity
+    from .llama import build_identity
 
     parts = ["|".join(build_identity()), _cpu_identity(), ",".join(quantized)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
@@ -245,7 +245,8 @@ def _write_cache(cache: Path, verdicts: dict[str, Any]) -> None:
 
 def run_probe(path: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[bool, str]:
     """Load `path` with repacking in a child process and evaluate a short batch there."""
-    command = [sys.executable, "-m", "cl_lsp.repack", str(path)]
+    # Not `-m cl_lsp.engine.repack`: the package imports this module first, and runpy warns.
+    command = [sys.executable, "-c", PROBE_CHILD, str(path)]
     log.info("checking whether llama.cpp can repack %s on this CPU (once)", path.name)
     try:
         child = subprocess.run(
@@ -274,13 +275,15 @@ def verdict_of(returncode: int, stderr: str) -> tuple[bool, str]:
     return False, f"failed: {last[0][:200]}"
 
 
-def _probe_main(path: str) -> int:
+def probe_child(path: str) -> int:
     """The child's side of `run_probe`: crash here rather than in the server."""
-    from .engine.llama import evaluate_repacked
+    from .llama import evaluate_repacked
 
     evaluate_repacked(path, PROBE_BATCH)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(_probe_main(sys.argv[1]))
+#: What the child runs (``python -c PROBE_CHILD PATH``).
+PROBE_CHILD = (
+    "import sys; from cl_lsp.engine.repack import probe_child; sys.exit(probe_child(sys.argv[1]))"
+)
