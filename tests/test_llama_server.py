@@ -1,0 +1,114 @@
+"""llama.cpp's own llama-server, built from the llama.cpp that cl-lsp runs in process (tests/
+assets.py), serving the test models on loopback: the ground the inference-server engines stand
+on. Its tokenizer agrees with cl-lsp's to the token, it takes cl-lsp's FIM prompts as token
+ids, and with `cache_prompt` it re-evaluates only what changed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import assets
+import pytest
+
+from cl_lsp.completion.prompts import Layout, build_fim_prompt
+
+STARTUP_SECONDS = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(base: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        base + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+def _serve(model: Path, tmp_path: Path) -> Iterator[str]:
+    try:
+        binary = assets.llama_server_path()
+    except assets.AssetMissingError as error:
+        pytest.skip(str(error))
+    port = _free_port()
+    log = (tmp_path / "llama-server.log").open("wb")
+    server = subprocess.Popen(
+        [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+        + ["-c", "1024", "-np", "1", "-t", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert server.poll() is None, (tmp_path / "llama-server.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "llama-server did not become healthy"
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def x_server(x_model: Path, tmp_path: Path) -> Iterator[str]:
+    yield from _serve(x_model, tmp_path)
+
+
+SAMPLES = [
+    "def add(a, b):\n    return a + b\n",
+    '    if (x) {\n\treturn "héllo";  // ünïcode ✓\n}',
+    "const s = `${a}<PRE>`; /* <SUF> stays text */",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES, ids=range(len(SAMPLES)))
+def test_the_server_tokenizes_user_text_as_cl_lsp_does(x_server: str, tiny_vocab, text: str):
+    # User text never yields control tokens, on either side.
+    answer = _post(x_server, "/tokenize", {"content": text, "add_special": False})
+    assert answer["tokens"] == tiny_vocab.encode(text)
+
+
+def test_the_server_completes_a_fim_prompt_given_as_token_ids(x_server: str, tiny_vocab):
+    fim = tiny_vocab.fim
+    prompt = build_fim_prompt(
+        "def f(x):\n    return ", "\n\nprint(f(1))\n", tiny_vocab.encode, fim, Layout.SPM
+    )
+    body = {
+        "prompt": list(prompt.tokens),
+        "n_predict": 3,
+        "temperature": 0,
+        "top_k": 1,
+        "cache_prompt": True,
+    }
+    first = _post(x_server, "/completion", body)
+    assert first["content"] == " x x x"  # the x model writes "▁x" forever
+    assert first["tokens_evaluated"] == len(prompt.tokens)
+    # The same prompt again: the server's cache holds it and evaluates (almost) nothing anew.
+    again = _post(x_server, "/completion", body)
+    assert again["content"] == " x x x"
+    assert again["timings"]["prompt_n"] <= 1 < len(prompt.tokens)
