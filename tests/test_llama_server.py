@@ -5,34 +5,20 @@ ids, and with `cache_prompt` it re-evaluates only what changed."""
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import assets
 import pytest
+from http_servers import free_port, post_json, serving
 
 from cl_lsp.completion.prompts import Layout, build_fim_prompt
 
-STARTUP_SECONDS = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _post(base: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        base + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.load(answer)
+    status, answer = post_json(base, path, body)
+    assert status == 200, answer
+    return answer
 
 
 def _serve(model: Path, tmp_path: Path) -> Iterator[str]:
@@ -40,37 +26,12 @@ def _serve(model: Path, tmp_path: Path) -> Iterator[str]:
         binary = assets.llama_server_path()
     except assets.AssetMissingError as error:
         pytest.skip(str(error))
-    port = _free_port()
-    log = (tmp_path / "llama-server.log").open("wb")
-    server = subprocess.Popen(
-        [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
-        + ["-c", "1024", "-np", "1", "-t", "2"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert server.poll() is None, (tmp_path / "llama-server.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "llama-server did not become healthy"
-            time.sleep(0.1)
+    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["-c", "1024", "-np", "1", "-t", "2"]
+    with serving(command, base + "/health", tmp_path / "llama-server.log"):
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 @pytest.fixture
