@@ -62,6 +62,23 @@ class RepackMode(str, enum.Enum):
     OFF = "off"  # never: the weights stay in the shared file mapping
 
 
+class EngineKind(str, enum.Enum):
+    """Who runs the model (see `engine/remote.py` for the servers' wire formats)."""
+
+    LOCAL = "local"  # llama.cpp in this process
+    LLAMA_SERVER = "llama-server"  # llama.cpp's llama-server: /completion, token ids
+    OPENAI = "openai"  # any OpenAI-compatible /v1/completions: vLLM, SGLang, TGI, LM Studio
+    OLLAMA = "ollama"  # Ollama's /api/generate, raw text prompts
+
+
+class PromptForm(str, enum.Enum):
+    """How a prompt goes to an inference server."""
+
+    AUTO = "auto"  # token ids where the server takes them and a vocabulary is at hand, else text
+    TOKENS = "tokens"  # token ids always (an error where the server refuses them)
+    TEXT = "text"  # the Code Llama text template always
+
+
 def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
     return {"range": (low, high)}
 
@@ -82,6 +99,38 @@ class ModelSettings:
     """Layers to offload to a GPU when llama.cpp was built with one (-1: all)."""
     repack: RepackMode = RepackMode.AUTO
     """Repack quantized weights for this CPU: "auto" (where a one-time check shows llama.cpp survives it), "on" or "off"."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    kind: EngineKind = EngineKind.LOCAL
+    """Who runs the model: "local" (llama.cpp in this process), "llama-server", "openai" (any OpenAI-compatible /v1/completions: vLLM, SGLang, TGI, LM Studio) or "ollama"."""
+    url: str | None = None
+    """The server's base URL as its own docs give it: http://host:8080 for llama-server, the /v1 base for OpenAI-compatible servers, http://host:11434 for Ollama."""
+    model: str | None = None
+    """The model name the server knows (OpenAI-compatible servers and Ollama need one)."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding a bearer token for the server (never the token itself)."""
+    prompt: PromptForm = PromptForm.AUTO
+    """How prompts are sent: "auto" (token ids where the server takes them and model.path gives the vocabulary, else text), "tokens" or "text"."""
+    cache_prompt: bool = True
+    """Ask llama-server to keep the prompt in its KV cache and re-evaluate only what changed (cache_prompt, with a fixed slot per editor session)."""
+    timeout_ms: int = field(default=10000, metadata=_range(100, 600000))
+    """How long to wait for the server to connect or send the next piece of an answer."""
+    verify_tls: bool = True
+    """Check the server's TLS certificate (https URLs)."""
+
+
+@dataclass(frozen=True)
+class ActionEngineSettings:
+    kind: EngineKind | None = None
+    """Who writes code actions; null: the completion engine (engine.*). The other keys default to engine's."""
+    url: str | None = None
+    """The actions server's base URL; null: engine.url."""
+    model: str | None = None
+    """The actions server's model name, e.g. an instruct model; null: engine.model."""
+    api_key_env: str | None = None
+    """Environment variable with the actions server's bearer token; null: engine.apiKeyEnv."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +185,13 @@ class ActionSettings:
     n_ctx: int = field(default=4096, metadata=_range(512, 131072))
     """Context window for an action (instruction, code and answer); never more than the
     model was trained for."""
+    engine: ActionEngineSettings = field(default_factory=ActionEngineSettings)
 
 
 @dataclass(frozen=True)
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from ..config import CompletionSettings
-from ..engine import Generation, GenerationRequest, Vocabulary
+from ..engine import Generation, GenerationRequest, Tokenizer
 from .context import CompletionMode, CursorContext, extract_context
 from .postprocess import (
     AUTO_CLOSED,
@@ -61,13 +61,14 @@ def plan_completion(
     text: str,
     offset: int,
     *,
-    vocab: Vocabulary,
+    vocab: Tokenizer,
     settings: CompletionSettings,
     n_ctx: int,
     language_id: str | None = None,
     path: str | None = None,
     anchor: int | None = None,
     suffix_anchor: str | None = None,
+    healing: bool = True,
 ) -> CompletionPlan:
     multi_line_tokens = settings.max_tokens
     prefix_budget, suffix_budget = budgets(settings, n_ctx, multi_line_tokens)
@@ -101,6 +102,7 @@ def plan_completion(
         vocab.encode,
         vocab.fim,
         vocab.bos if vocab.add_bos else None,
+        healing=healing,
     )
     single = context.mode is CompletionMode.SINGLE_LINE
     request = GenerationRequest(
@@ -109,6 +111,7 @@ def plan_completion(
         temperature=settings.temperature,
         stop_at_newline=single,
         heal=prompt.heal,
+        text=prompt.text,
         max_seconds=settings.generation_timeout_ms / 1000 or None,
         stop_check=None
         if single

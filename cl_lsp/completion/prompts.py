@@ -43,6 +43,7 @@ class FimPrompt:
     layout: Layout
     tokens: tuple[int, ...]
     heal: str = ""  # text left out of the prompt that the answer must start with
+    text: str = ""  # the same prompt as text, for servers that take no token ids (`fim_text`)
 
 
 def build_prompt(
@@ -52,15 +53,22 @@ def build_prompt(
     encode: Encode,
     fim: FimTokens | None,
     bos: int | None,
+    *,
+    healing: bool = True,
 ) -> FimPrompt:
     """The prompt for `setting`: a plain prefix prompt for models without FIM tokens; SPM or PSM
-    when forced; by default (auto) SPM, with token healing when the prefix ends inside a name."""
+    when forced; by default (auto) SPM, with token healing when the prefix ends inside a name.
+    An engine that cannot constrain the answer's start (`healing` False: inference servers)
+    gets PSM inside a name instead, the layout Code Llama's own rules give there."""
     if fim is None:
-        return build_prefix_prompt(encode(prefix) if prefix else [], bos)
+        return build_prefix_prompt(encode(prefix) if prefix else [], bos, prefix)
     if setting is PromptFormat.PSM:
         return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
     if setting is PromptFormat.SPM:
         return build_fim_prompt(prefix, suffix, encode, fim, Layout.SPM)
+    if not healing:
+        layout = Layout.PSM if ends_inside_identifier(prefix) else Layout.SPM
+        return build_fim_prompt(prefix, suffix, encode, fim, layout)
     return build_healed_prompt(prefix, suffix, encode, fim)
 
 
@@ -75,7 +83,25 @@ def build_fim_prompt(
         tokens = [fim.bos, fim.pre, *prefix_ids, fim.suf, *suffix_ids, fim.mid]
     else:
         raise ValueError(f"not a FIM layout: {layout}")
-    return FimPrompt(layout, tuple(tokens))
+    return FimPrompt(layout, tuple(tokens), text=fim_text(layout, prefix, suffix))
+
+
+def fim_text(layout: Layout, prefix: str, suffix: str) -> str:
+    """The FIM prompt as text, for servers that tokenize it themselves with control tokens
+    parsed (Ollama, TGI, llama-cpp-python's server). The control tokens are spelled as Code
+    Llama's vocabulary spells them, with SentencePiece's word-start mark (``▁<PRE>``): plain
+    ``<PRE>`` is tokenized as text. A llama.cpp tokenizer then gives exactly the token-exact
+    prompt except that the suffix, like all text after a control token, gets the implicit
+    leading space that training did not give it (``enc`` instead of ``enc_nospace``); the
+    server adds BOS. `tests/test_prompts.py` checks this against llama.cpp's tokenizer."""
+    if layout is Layout.SPM:
+        return f"{TEXT_PRE}{TEXT_SUF}{suffix}{TEXT_MID}{prefix}"
+    if layout is Layout.PSM:
+        return f"{TEXT_PRE}{prefix}{TEXT_SUF}{suffix}{TEXT_MID}"
+    raise ValueError(f"not a FIM layout: {layout}")
+
+
+TEXT_PRE, TEXT_SUF, TEXT_MID = "▁<PRE>", "▁<SUF>", "▁<MID>"
 
 
 def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimTokens) -> FimPrompt:
@@ -106,7 +132,7 @@ def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimTokens
     return FimPrompt(Layout.SPM, prompt.tokens, heal=prefix[cut:])
 
 
-def build_prefix_prompt(prefix_ids: Sequence[int], bos: int | None) -> FimPrompt:
-    """Plain continuation for models without FIM tokens."""
+def build_prefix_prompt(prefix_ids: Sequence[int], bos: int | None, text: str = "") -> FimPrompt:
+    """Plain continuation for models without FIM tokens (`text`: the prefix itself)."""
     tokens = ([bos] if bos is not None and bos >= 0 else []) + list(prefix_ids)
-    return FimPrompt(Layout.PREFIX, tuple(tokens))
+    return FimPrompt(Layout.PREFIX, tuple(tokens), text=text)

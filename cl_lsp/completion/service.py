@@ -21,6 +21,10 @@ from .pipeline import CompletionPlan, finish_completion, plan_completion
 from .reuse import CacheKey, ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
 
+# How long a request waits for its document's superseded generation to end before starting
+# its own anyway (it ends within a token or a closed stream; this bounds a hung one).
+PREVIOUS_GENERATION_WAIT = 2.0
+
 
 @dataclass
 class RequestRecord:
@@ -60,6 +64,9 @@ class DocumentState:
     shown: Shown | None = None  # the suggestion last shown, for typed-ahead reuse
     anchor: int | None = None  # where the prefix window started last time
     suffix: str | None = None  # the suffix window used last time
+    # The generation last started for this document: the next one starts after it ended (a
+    # superseded one ends within a token, or as its stream closes), so at most one runs.
+    generating: asyncio.Future[Generation] | None = None
 
 
 @dataclass
@@ -234,6 +241,7 @@ class Completions:
                 path=pending.record.uri,
                 anchor=pending.state.anchor if stable else None,
                 suffix_anchor=pending.state.suffix if stable else None,
+                healing=self.engine.heals,
             ),
         )
 
@@ -264,9 +272,16 @@ class Completions:
         assert plan.request is not None and plan.prompt is not None
         record, ticket = pending.record, pending.ticket
         record.layout = plan.prompt.layout.value
+        previous = pending.state.generating
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous}, timeout=PREVIOUS_GENERATION_WAIT)
+            if ticket.superseded:
+                record.outcome = "superseded"
+                return None
         generating = asyncio.ensure_future(
             self.engine.generate(replace(plan.request, cancel=ticket.cancel))
         )
+        pending.state.generating = generating
         woken = asyncio.ensure_future(ticket.superseded_wait())
         try:
             await asyncio.wait({generating, woken}, return_when=asyncio.FIRST_COMPLETED)

@@ -48,6 +48,7 @@ class GenerationRequest:
     # Called with the text so far at each newline; an index there ends the generation.
     stop_check: Callable[[str], int | None] | None = field(default=None, compare=False)
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    text: str = ""  # the prompt as text, for servers that take no token ids
 
 
 def stop_after_piece(request: GenerationRequest, text: str, piece: str) -> tuple[str, str] | None:
@@ -259,6 +260,7 @@ class Engine(Protocol):
     busy: threading.Event  # set while a generation runs
     prefill_rate: float | None  # prompt tokens/s, if measured
     actions_started: int
+    heals: bool  # constrains an answer to start with given text (token healing)
 
     @property
     def ready(self) -> bool: ...

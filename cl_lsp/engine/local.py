@@ -42,6 +42,8 @@ T = TypeVar("T")
 class LocalEngine:
     """`Engine` with llama.cpp in this process: loading, completions, code actions, status."""
 
+    heals = True
+
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-model")
         self._model: CompletionModel | None = None
@@ -251,6 +253,7 @@ class LocalEngine:
     def status(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
+            "engine": "local",
             "model": str(self.model_path) if self.model_path else None,
             "error": self.error,
             "nCtx": self.n_ctx,

@@ -6,6 +6,7 @@ vocabulary-only copy of the model, which shares nothing with the model's worker 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -250,3 +251,39 @@ class LineCache:
                     raise _MarkerMerged(line)
             cache[line] = tokens
         return list(tokens)
+
+
+class ApproximateTokenizer:
+    """Budgets without the model's vocabulary, for a server engine with no local GGUF: words
+    and symbols cost one token per four characters (about what code costs in Llama's and
+    StarCoder's vocabularies). Its ids are placeholders, never sent: prompts go to the server
+    as text (see `completion/prompts.py`, `FimPrompt.text`)."""
+
+    n_vocab = 0
+    bos, eos = 1, 2
+    add_bos = True
+    # Placeholder ids so the prompt builder lays out FIM prompts; the text form is what is sent.
+    fim = FimTokens(bos=1, pre=-2, suf=-3, mid=-4, eot=-5)
+    stop_ids = frozenset({2, -5})
+    _PARTS = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for part in self._PARTS.findall(text):
+            ids.extend([hash(part) & 0x7FFFFFFF] * -(-len(part) // 4))
+        return ids
+
+    def count(self, text: str) -> int:
+        return sum(-(-len(part) // 4) for part in self._PARTS.findall(text))
+
+    def piece(self, token: int) -> bytes:
+        return b""
+
+    def text_of(self, token: int) -> str:
+        return ""
+
+    def heal_candidates(self, remaining: str) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
