@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import __version__
-from .config import describe_settings
+from .config import EngineKind, EngineSettings, Settings, describe_settings
 
 log = logging.getLogger("cl_lsp")
 
@@ -28,6 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="GGUF model file, used unless the editor's model.path setting "
         "names one (else CL_LSP_MODEL, then the default Code Llama 7B, "
         "downloaded once)",
+    )
+    common.add_argument(
+        "--engine",
+        choices=[kind.value for kind in EngineKind],
+        help="who runs the model: local (default: llama.cpp in this process), llama-server, "
+        "openai (any OpenAI-compatible /v1/completions) or ollama; the engine.kind setting wins",
+    )
+    common.add_argument(
+        "--url",
+        metavar="URL",
+        help="the inference server's base URL (http://host:8080 for llama-server, the /v1 "
+        "base for OpenAI-compatible servers, http://host:11434 for Ollama)",
     )
     common.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
     common.add_argument(
@@ -98,6 +110,9 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
         root.addHandler(to_file)
     # pygls logs every message at INFO/DEBUG; keep it to warnings unless asked for debug.
     logging.getLogger("pygls").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    # httpx logs every request at INFO: the engine logs what matters.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from .lsp.handlers import build_server
     from .lsp.server import install_lsp_log_handler
 
-    server = build_server(cli_model=args.model)
+    server = build_server(cli_model=args.model, base=cli_settings(args))
     install_lsp_log_handler(server, logging.INFO if args.verbose else logging.WARNING)
     if args.tcp:
         from .lsp.transport import serve_tcp
@@ -121,6 +136,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # Not pygls's start_io: its reader goes deaf on bad framing and loses `exit`'s code.
     return serve_stdio(server, sys.stdin.buffer, claim_stdout())
+
+
+def cli_settings(args: argparse.Namespace, base: Settings | None = None) -> Settings:
+    """`base` with --engine and --url applied (editor settings are laid over these)."""
+    import dataclasses
+
+    base = base or Settings()
+    engine: EngineSettings = base.engine
+    if getattr(args, "engine", None):
+        engine = dataclasses.replace(engine, kind=EngineKind(args.engine))
+    if getattr(args, "url", None):
+        engine = dataclasses.replace(engine, url=args.url)
+    return dataclasses.replace(base, engine=engine)
 
 
 def claim_stdout() -> BinaryIO:
@@ -151,7 +179,7 @@ def download() -> int:
 
 
 def complete_once(args: argparse.Namespace) -> int:
-    from .completion.pipeline import finish_completion, plan_completion
+    from .completion.pipeline import plan_completion
     from .config import CompletionSettings, Settings, parse_settings
     from .engine import EngineError, LocalEngine
     from .lsp.documents import UTF32, Document, PositionError
@@ -159,7 +187,7 @@ def complete_once(args: argparse.Namespace) -> int:
     from .progress_bar import terminal_progress
 
     # One-shot: nobody is typing, so no time cap unless asked for (--settings).
-    one_shot = Settings(completion=CompletionSettings(generation_timeout_ms=0))
+    one_shot = cli_settings(args, Settings(completion=CompletionSettings(generation_timeout_ms=0)))
     settings, problems = parse_settings(
         json.loads(args.settings) if args.settings else None, one_shot
     )
@@ -176,6 +204,8 @@ def complete_once(args: argparse.Namespace) -> int:
     except PositionError as error:
         print(f"cl-lsp: {args.file}: {error}", file=sys.stderr)
         return 2
+    if settings.engine.kind is not EngineKind.LOCAL:
+        return _complete_on_server(args, settings, text, offset)
     try:
         model = locate_model(
             args.model,
@@ -198,6 +228,68 @@ def complete_once(args: argparse.Namespace) -> int:
         path=str(args.file),
     )
     generation = engine.generate_blocking(plan.request) if plan.request else None
+    return _print_completion(args, plan, generation, {"engine": "local", "model": str(model)})
+
+
+def _complete_on_server(
+    args: argparse.Namespace, settings: Settings, text: str, offset: int
+) -> int:
+    """`complete` against an inference server (engine.kind other than local)."""
+    import asyncio
+
+    from .completion.pipeline import plan_completion
+    from .engine import EngineError, Vocabulary
+    from .engine.remote import Endpoint, RemoteEngine
+    from .models import ModelError, check_model_file, resolve_model_path
+
+    engine = RemoteEngine(
+        Endpoint.for_completions(settings.engine),
+        Endpoint.for_actions(settings.engine, settings.actions.engine),
+    )
+
+    async def run():
+        path, source = resolve_model_path(args.model, settings.model.path)
+        vocabulary = check_model_file(path, source) if path else None
+        await engine.load(vocabulary, settings.model)
+        if engine.health.state == "down":
+            raise EngineError(engine.health.error or "the server is down")
+        assert engine.vocab is not None
+        plan = plan_completion(
+            text,
+            offset,
+            vocab=engine.vocab,
+            settings=settings.completion,
+            n_ctx=engine.n_ctx,
+            path=str(args.file),
+            healing=engine.heals,
+        )
+        generation = await engine.generate(plan.request) if plan.request else None
+        return plan, generation
+
+    try:
+        plan, generation = asyncio.run(run())
+    except (ModelError, EngineError) as error:
+        print(f"cl-lsp: {error}", file=sys.stderr)
+        return 1
+    status = engine.status()
+    extra = {
+        "engine": status["engine"],
+        "url": status["url"],
+        "model": status["model"],
+        "server_model": status["serverModel"],
+        "prompt_form": status["prompt"],
+        "prompt_text": plan.prompt.text if plan.prompt and status["prompt"] == "text" else None,
+        # Without a vocabulary (no model.path) there are no real ids, only the text.
+        **({} if isinstance(engine.vocab, Vocabulary) else {"prompt_tokens": None}),
+        "server": status["server"],
+    }
+    engine.close()
+    return _print_completion(args, plan, generation, extra)
+
+
+def _print_completion(args: argparse.Namespace, plan, generation, extra: dict) -> int:
+    from .completion.pipeline import finish_completion
+
     suggestion = finish_completion(plan, generation)
     if args.json:
         print(
@@ -213,11 +305,12 @@ def complete_once(args: argparse.Namespace) -> int:
                     "prompt_format": plan.prompt.layout.value if plan.prompt else None,
                     "prompt_tokens": list(plan.prompt.tokens) if plan.prompt else [],
                     "healed": plan.prompt.heal if plan.prompt else "",
-                    "evaluated_tokens": generation.evaluated_tokens if generation else 0,
+                    # -1: the server did not say (llama-cpp-python's server, say)
+                    "evaluated_tokens": _known(generation.evaluated_tokens) if generation else 0,
                     "generated_tokens": list(generation.token_ids) if generation else [],
                     "stop_reason": generation.stop_reason if generation else None,
                     "seconds": round(generation.seconds, 3) if generation else 0.0,
-                    "model": str(model),
+                    **extra,
                 },
                 ensure_ascii=False,
                 indent=2,
@@ -229,6 +322,10 @@ def complete_once(args: argparse.Namespace) -> int:
         reason = plan.context.reason if plan.request is None else "the model suggested nothing"
         print(f"cl-lsp: no completion here ({reason})", file=sys.stderr)
     return 0
+
+
+def _known(count: int) -> int | None:
+    return count if count >= 0 else None
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ async def _write(
             return _refuse(
                 ls, record, "failed", f"{title}: {ls.no_model_reason()}", types.MessageType.Error
             )
-        result = await ls.engine.write(job, ls.settings.actions, cancel)
+        result = await ls.actions_engine.write(job, ls.settings.actions, cancel)
     except TargetTooLarge as error:
         return _refuse(ls, record, "too_large", f"{title}: {error}")
     except EngineError as error:

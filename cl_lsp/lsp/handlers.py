@@ -15,8 +15,9 @@ from typing import Any
 
 from lsprotocol import types
 
-from ..config import parse_settings
+from ..config import Settings, parse_settings
 from ..engine import EngineError
+from ..engine.remote import EngineUnavailable
 from ..syntax import is_identifier_char
 from .code_actions import (
     ACTION_KINDS,
@@ -122,6 +123,11 @@ async def suggestion_at(
         document, suggestion, offset = await ls.suggest(uri, position, invoked=invoked)
     except Unanswerable as why:
         log.debug("no %s: %s", what, why)
+        return None
+    except EngineUnavailable as error:
+        # The user heard of it once (`ClLanguageServer._engine_health_threadsafe`); while
+        # the server stays down, each request fails at once and quietly.
+        log.log(logging.WARNING if error.news else logging.DEBUG, "no %s: %s", what, error)
         return None
     except EngineError as error:
         log.error("%s", error)
@@ -258,7 +264,7 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     status["positionEncoding"] = ls.position_encoding
     status["pid"] = os.getpid()
     status["actions"] = [record.as_dict() for record in ls.action_records]
-    status["actionsStarted"] = ls.engine.actions_started
+    status["actionsStarted"] = ls.actions_engine.actions_started
     status["accepted"] = ls.accepted
     # Sizes of every table that lives as long as the server: a soak checks that none of them
     # grows with the number of requests (tests/test_load.py, bench/soak.py). Private fields
@@ -297,8 +303,8 @@ def shutdown(ls: ClLanguageServer, params: None) -> None:
         ls.load_task.cancel()
 
 
-def build_server(cli_model: str | None = None) -> ClLanguageServer:
-    ls = ClLanguageServer(cli_model=cli_model)
+def build_server(cli_model: str | None = None, base: Settings | None = None) -> ClLanguageServer:
+    ls = ClLanguageServer(cli_model=cli_model, base=base)
     ls.feature(types.INITIALIZE)(initialize)
     ls.feature(types.INITIALIZED)(initialized)
     ls.feature(types.SHUTDOWN)(shutdown)

@@ -21,10 +21,11 @@ from .. import __version__
 from ..actions.jobs import ActionRecord
 from ..completion.pipeline import replace_span
 from ..completion.service import Completions
-from ..config import Settings, parse_settings
-from ..engine import EngineError, LocalEngine
+from ..config import EngineKind, Settings, parse_settings
+from ..engine import Engine, EngineError, LocalEngine
+from ..engine.remote import Endpoint, RemoteEngine
 from ..languages import language_for
-from ..models import ModelError, locate_model
+from ..models import ModelError, check_model_file, locate_model, resolve_model_path
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .progress import Progress
 from .protocol import ClProtocol
@@ -43,7 +44,7 @@ MODEL_WAIT_POLL = 0.2  # how often a waiting action checks its cancel flag
 class ClLanguageServer(LanguageServer):
     """cl-lsp's server: the typed state every handler reads, and the model's loading."""
 
-    def __init__(self, cli_model: str | None = None) -> None:
+    def __init__(self, cli_model: str | None = None, base: Settings | None = None) -> None:
         super().__init__(
             "cl-lsp",
             __version__,
@@ -51,9 +52,11 @@ class ClLanguageServer(LanguageServer):
             text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
         )
         self.cli_model = cli_model
-        self.settings = Settings()
+        self.settings = base or Settings()  # --engine/--url; the editor's settings go over them
         self.documents = DocumentStore()
-        self.engine = LocalEngine()
+        self.engine: Engine = LocalEngine()
+        self._actions_engine: Engine | None = None  # actions.engine names another engine
+        self.event_loop: asyncio.AbstractEventLoop | None = None
         self.position_encoding = UTF16
         self.completions = Completions(self.engine, lambda: self.settings.completion)
         self.pending_problems: list[str] = []
@@ -83,7 +86,9 @@ class ClLanguageServer(LanguageServer):
         # A model that failed to load is tried again when the editor sends model settings,
         # even unchanged ones: the file they name may have been fixed on disk meanwhile.
         retry = not self.engine.ready and not self.loading and _mentions_model(raw)
-        reload = new.model != self.settings.model or retry
+        reload = new.model != self.settings.model or new.engine != self.settings.engine or retry
+        if new.engine != self.settings.engine or new.actions.engine != self.settings.actions.engine:
+            self._drop_actions_engine()
         if new != self.settings:
             self.completions.clear()
         self.settings = new
@@ -130,7 +135,68 @@ class ClLanguageServer(LanguageServer):
     def no_model_reason(self) -> str:
         return self.engine.error or "no model is loaded: set model.path (or actions.model)"
 
+    def _use_engine(self) -> None:
+        """Make `engine` the one engine.kind names (a new one when the setting changed)."""
+        wanted = self.settings.engine
+        if wanted.kind is EngineKind.LOCAL:
+            replace = not isinstance(self.engine, LocalEngine)
+            engine: Engine = LocalEngine() if replace else self.engine
+        else:
+            replace = True
+            engine = RemoteEngine(
+                Endpoint.for_completions(wanted),
+                Endpoint.for_actions(wanted, self.settings.actions.engine),
+            )
+            engine.on_health = self._engine_health_threadsafe
+        if replace:
+            old, self.engine = self.engine, engine
+            self.completions.engine = engine
+            old.close()
+
+    @property
+    def actions_engine(self) -> Engine:
+        """The engine that writes code actions: the completion engine unless actions.engine
+        names another kind of engine."""
+        kind = self.settings.actions.engine.kind
+        if kind is None or kind is self.settings.engine.kind:
+            return self.engine
+        if self._actions_engine is None:
+            if kind is EngineKind.LOCAL:
+                self._actions_engine = LocalEngine()
+            else:
+                endpoint = Endpoint.for_actions(self.settings.engine, self.settings.actions.engine)
+                remote = RemoteEngine(endpoint)
+                remote.on_health = self._engine_health_threadsafe
+                self._actions_engine = remote
+        return self._actions_engine
+
+    def _drop_actions_engine(self) -> None:
+        if self._actions_engine is not None:
+            self._actions_engine.close()
+            self._actions_engine = None
+
+    def _engine_health_threadsafe(self, message: str, is_error: bool) -> None:
+        """An inference server went down or came back: tell the user, once each way. Called
+        from the event loop or from a code action's thread."""
+        kind = types.MessageType.Warning if is_error else types.MessageType.Info
+        loop = self.event_loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.tell(kind, message)
+        else:
+            loop.call_soon_threadsafe(self.tell, kind, message)
+
     async def load_model(self) -> None:
+        self.event_loop = asyncio.get_running_loop()
+        self._use_engine()
+        if isinstance(self.engine, RemoteEngine):
+            await self.connect_engine(self.engine)
+            return
         progress = Progress(self, "cl-lsp: model")
         await progress.begin("resolving model")
         try:
@@ -154,6 +220,23 @@ class ClLanguageServer(LanguageServer):
         self.completions.clear()  # answers cached for the previous model no longer hold
         log.info("ready: %s", path)
         await progress.end(f"ready ({path.name})")
+
+    async def connect_engine(self, engine: RemoteEngine) -> None:
+        """An inference-server engine: read the vocabulary of the GGUF model.path (or --model,
+        CL_LSP_MODEL) names, if any (never download one), and ask the server how it is."""
+        progress = Progress(self, "cl-lsp: engine")
+        await progress.begin(f"connecting to {engine.endpoint.name}")
+        try:
+            path, source = resolve_model_path(self.cli_model, self.settings.model.path)
+            vocabulary = await asyncio.to_thread(check_model_file, path, source) if path else None
+            await engine.load(vocabulary, self.settings.model)
+        except (ModelError, EngineError) as error:
+            self.tell(types.MessageType.Error, str(error))
+            await progress.end("no engine")
+            return
+        self.completions.clear()
+        state = engine.health.state
+        await progress.end(f"{engine.endpoint.name}: {'ready' if state == 'ok' else state}")
 
     async def find_model(self, progress: Progress) -> Path:
         loop = asyncio.get_running_loop()
