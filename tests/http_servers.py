@@ -60,3 +60,40 @@ def serving(command: list[str], ready_url: str, log_path: Path) -> Iterator[None
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+@contextlib.contextmanager
+def llama_server(
+    model: Path, log_path: Path, *, slots: int = 1, n_ctx: int = 1024
+) -> Iterator[str]:
+    """llama.cpp's llama-server (built by tests/assets.py) serving `model` on loopback; yields
+    its base URL. Skips the test when the binary was not built."""
+    import assets
+    import pytest
+
+    try:
+        binary = assets.llama_server_path()
+    except assets.AssetMissingError as error:
+        pytest.skip(str(error))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    # --no-repack: on CPUs with AMX this llama.cpp crashes on repacked quantized weights
+    # (SmolLM2 is Q4_1); the F32 test models are not repacked anyway.
+    command += ["-c", str(n_ctx * slots), "-np", str(slots), "-t", "2", "--no-repack"]
+    with serving(command, base + "/health", log_path):
+        yield base
+
+
+@contextlib.contextmanager
+def openai_server(model: Path, log_path: Path, *, n_ctx: int = 1024) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server serving `model` on loopback; yields its
+    /v1 base URL, as OpenAI clients take it."""
+    import sys
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+    with serving(command, base + "/v1/models", log_path):
+        yield base + "/v1"

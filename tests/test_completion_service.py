@@ -49,9 +49,13 @@ class FakeEngine:
     """Answers every request with `answer` once `gate` is open (at once when it is None),
     as the real engine does: a request whose cancel flag is set stops as "cancelled"."""
 
+    heals = True
+
     def __init__(self) -> None:
         self.vocab = FakeVocabulary()
         self.n_ctx = 4096
+        self.wind_down = 0.0  # seconds a cancelled generation takes to end (a stream closing)
+        self.running = self.most_running = 0
         self.model_path = "fake.gguf"
         self.answer = ANSWER
         self.gate: asyncio.Event | None = None
@@ -59,14 +63,19 @@ class FakeEngine:
 
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
         try:
             while self.gate is not None and not self.gate.is_set():
                 if request.cancel.is_set():
+                    await asyncio.sleep(self.wind_down)
                     break
                 await asyncio.sleep(0.001)
         except asyncio.CancelledError:
             request.cancel.set()
             raise
+        finally:
+            self.running -= 1
         cancelled = request.cancel.is_set()
         text = "" if cancelled else self.answer
         tokens = tuple(range(len(text)))
@@ -129,6 +138,21 @@ async def test_the_debounce_waits_then_the_model_generates(editor, engine, setti
     assert len(engine.requests) == 1
     prompt = decode(engine.requests[0].tokens)
     assert prompt.endswith(TEXT[:OFFSET]) and prompt.startswith(TEXT[OFFSET:])  # SPM
+
+
+async def test_a_documents_next_generation_starts_once_the_superseded_one_ended(editor, engine):
+    # A server engine's superseded stream takes a moment to close: the next generation for
+    # the document waits for it, so the server never runs two for one document.
+    engine.gate, engine.wind_down = asyncio.Event(), 0.05
+    older = editor.start()
+    await until(lambda: engine.running == 1)
+    newer = editor.start()
+    assert (await older)[0] == ""
+    await until(lambda: len(engine.requests) == 2)
+    engine.gate.set()
+    suggestion, record = await newer
+    assert suggestion == ANSWER and record.outcome == "generated"
+    assert engine.most_running == 1
 
 
 async def test_a_newer_request_supersedes_one_waiting_out_its_debounce(editor, engine, settings):

@@ -124,3 +124,30 @@ def test_the_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for key, default, _ in describe_settings():
         assert f"| `{key}` | `{default}` |" in readme, key
+
+
+def test_engine_settings_parse_and_actions_default_to_the_completion_engine():
+    from cl_lsp.config import EngineKind
+    from cl_lsp.engine.remote import Endpoint
+
+    raw = {
+        "engine": {"kind": "llama-server", "url": "http://gpu:8080/", "apiKeyEnv": "TEAM_KEY"},
+        "actions": {"engine": {"model": "codellama-13b-instruct"}},
+    }
+    settings, problems = parse_settings(raw)
+    assert problems == []
+    assert settings.engine.kind is EngineKind.LLAMA_SERVER and settings.engine.verify_tls
+    completions = Endpoint.for_completions(settings.engine)
+    actions = Endpoint.for_actions(settings.engine, settings.actions.engine)
+    assert completions.url == actions.url == "http://gpu:8080"
+    assert actions.model == "codellama-13b-instruct" and actions.api_key_env == "TEAM_KEY"
+    assert actions.setting == "actions.engine" and completions.setting == "engine"
+    # Another kind of server for actions does not inherit the completion server's URL.
+    other, _ = parse_settings({"actions": {"engine": {"kind": "ollama"}}}, settings)
+    assert Endpoint.for_actions(other.engine, other.actions.engine).url == "http://127.0.0.1:11434"
+
+
+def test_a_bad_engine_kind_keeps_the_previous_one():
+    settings, problems = parse_settings({"engine": {"kind": "tgi", "timeoutMs": 5}})
+    assert settings.engine.kind.value == "local" and settings.engine.timeout_ms == 10000
+    assert len(problems) == 2 and "'tgi' is not one of" in problems[0]

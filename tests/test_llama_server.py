@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import assets
 import pytest
-from http_servers import free_port, post_json, serving
+from http_servers import llama_server, post_json
 
 from cl_lsp.completion.prompts import Layout, build_fim_prompt
 
@@ -21,22 +20,10 @@ def _post(base: str, path: str, body: dict) -> dict:
     return answer
 
 
-def _serve(model: Path, tmp_path: Path) -> Iterator[str]:
-    try:
-        binary = assets.llama_server_path()
-    except assets.AssetMissingError as error:
-        pytest.skip(str(error))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["-c", "1024", "-np", "1", "-t", "2"]
-    with serving(command, base + "/health", tmp_path / "llama-server.log"):
-        yield base
-
-
 @pytest.fixture
 def x_server(x_model: Path, tmp_path: Path) -> Iterator[str]:
-    yield from _serve(x_model, tmp_path)
+    with llama_server(x_model, tmp_path / "llama-server.log") as base:
+        yield base
 
 
 SAMPLES = [

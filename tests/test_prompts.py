@@ -224,3 +224,35 @@ def test_a_template_without_a_system_role_gets_it_in_the_user_turn():
         ChatPiece("Explain.", special=False),
         ChatPiece(" [/INST]", special=True),
     )
+
+
+@pytest.mark.parametrize("layout", [Layout.SPM, Layout.PSM])
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [
+        ("def f(x):\n    return ", "\n\nprint(f(1))\n"),
+        ("a", "foo)\n"),
+        ("", ""),
+        ("x = <PRE>", " y"),
+    ],
+)
+def test_the_text_form_is_the_token_exact_prompt_but_for_the_suffixs_space(
+    tiny_model, tiny_vocab, layout, prefix, suffix
+):
+    # What a server that takes only text (llama-cpp-python's, Ollama) makes of the text form,
+    # with its llama.cpp tokenizer: BOS added, control tokens parsed from text.
+    from cl_lsp.engine.llama import Weights
+
+    fim = tiny_vocab.fim
+    prompt = build_fim_prompt(prefix, suffix, tiny_vocab.encode, fim, layout)
+    server = Weights.load(tiny_model, vocab_only=True)
+    try:
+        received = server._model.tokenize(prompt.text.encode(), add_bos=True, special=True)
+    finally:
+        server.close()
+    exact = list(prompt.tokens)
+    nospace = encode_nospace(tiny_vocab.encode, suffix)
+    spaced = tiny_vocab.encode(suffix) if suffix else []
+    start = exact.index(fim.suf) + 1
+    assert exact[start : start + len(nospace)] == nospace
+    assert received == exact[:start] + spaced + exact[start + len(nospace) :]
