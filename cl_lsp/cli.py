@@ -238,8 +238,9 @@ def _complete_on_server(
     import asyncio
 
     from .completion.pipeline import plan_completion
-    from .engine import EngineError, Vocabulary
+    from .engine import EngineError
     from .engine.remote import Endpoint, RemoteEngine
+    from .engine.tokenizer import ApproximateTokenizer
     from .models import ModelError, check_model_file, resolve_model_path
 
     engine = RemoteEngine(
@@ -279,8 +280,8 @@ def _complete_on_server(
         "server_model": status["serverModel"],
         "prompt_form": status["prompt"],
         "prompt_text": plan.prompt.text if plan.prompt and status["prompt"] == "text" else None,
-        # Without a vocabulary (no model.path) there are no real ids, only the text.
-        **({} if isinstance(engine.vocab, Vocabulary) else {"prompt_tokens": None}),
+        # Without a vocabulary (no model.path, no /tokenize) there are no ids, only the text.
+        **({"prompt_tokens": None} if isinstance(engine.vocab, ApproximateTokenizer) else {}),
         "server": status["server"],
     }
     engine.close()

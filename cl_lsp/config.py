@@ -112,7 +112,7 @@ class EngineSettings:
     api_key_env: str | None = None
     """Name of the environment variable holding a bearer token for the server (never the token itself)."""
     prompt: PromptForm = PromptForm.AUTO
-    """How prompts are sent: "auto" (token ids where the server takes them and model.path gives the vocabulary, else text), "tokens" or "text"."""
+    """How prompts are sent: "auto" (token ids where the server takes them, tokenized with model.path's vocabulary or the server's /tokenize; else text), "tokens" or "text"."""
     cache_prompt: bool = True
     """Ask llama-server to keep the prompt in its KV cache and re-evaluate only what changed (cache_prompt, with a fixed slot per editor session)."""
     timeout_ms: int = field(default=10000, metadata=_range(100, 600000))

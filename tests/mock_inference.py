@@ -945,8 +945,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._generate(mock, request)
         elif kind == "tokenize":
             body = request.body if isinstance(request.body, dict) else {}
-            content = body.get("content", "")
-            tokens = mock.tokenize(content, bool(body.get("add_special", False)))
+            # llama-server's body, or vLLM's (served beside /v1, not under it)
+            content = body.get("content", body.get("prompt", ""))
+            special = body.get("add_special", body.get("add_special_tokens", False))
+            tokens = mock.tokenize(content, bool(special))
             self._send_json(request, 200, {"tokens": tokens})
         elif kind == "health":
             self._send_json(request, 200, {"status": "ok"})

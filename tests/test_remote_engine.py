@@ -143,3 +143,23 @@ async def test_an_api_key_variable_that_is_not_set_is_named(mock, monkeypatch):
     assert engine.health.state == "down"
     assert "CL_LSP_TEST_KEY" in (engine.health.error or "")
     engine.close()
+
+
+async def test_the_servers_tokenizer_costs_a_keystroke_one_short_request(mock):
+    from cl_lsp.engine.server_vocab import ServerTokenizer
+
+    engine = await engine_for(mock)
+    vocab = engine.vocab
+    assert isinstance(vocab, ServerTokenizer) and engine.status()["prompt"] == "tokens"
+    text = "".join(f"line {number} = {number} * 2\n" for number in range(60)) + "total = su"
+
+    def tokenize_requests() -> int:
+        return sum(1 for served in mock.requests if served.path == "/tokenize")
+
+    assert vocab.encode(text) == mock.tokenize(text)  # the server's ids, whole
+    before = tokenize_requests()
+    assert vocab.encode(text + "m") == mock.tokenize(text + "m")  # a keystroke
+    assert tokenize_requests() == before + 1
+    assert vocab.encode(text + "m") == mock.tokenize(text + "m")  # the same text again
+    assert tokenize_requests() == before + 1
+    engine.close()

@@ -59,6 +59,16 @@ def test_complete_sends_llama_server_the_local_engines_token_ids(tmp_path, x_mod
     assert remote["evaluated_tokens"] == len(local["prompt_tokens"])
 
 
+def test_without_a_local_vocabulary_the_servers_tokenizer_gives_the_same_ids(
+    tmp_path, x_model, llama_x
+):
+    local = _complete_json(tmp_path, "--model", str(x_model))
+    remote = _complete_json(tmp_path, "--engine", "llama-server", "--url", llama_x)
+    assert remote["model"] is None and remote["prompt_form"] == "tokens"
+    assert remote["prompt_tokens"] == local["prompt_tokens"]
+    assert remote["completion"] == local["completion"]
+
+
 def test_complete_falls_back_to_text_on_a_server_that_refuses_token_ids(
     tmp_path, x_model, openai_x
 ):

@@ -50,6 +50,7 @@ from .interface import (
     Written,
     stop_after_piece,
 )
+from .server_vocab import ServerTokenizer
 from .tokenizer import ApproximateTokenizer, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class RemoteEngine:
         self.endpoint = endpoint
         self.actions_endpoint = actions or endpoint
         self.format = wire.FORMATS[endpoint.kind]
-        self.vocab: Vocabulary | ApproximateTokenizer | None = None
+        self.vocab: Vocabulary | ServerTokenizer | ApproximateTokenizer | None = None
         self.state = EngineState.EMPTY
         self.error: str | None = None
         self.model_path: Path | None = None  # the vocabulary's GGUF, if any
@@ -260,6 +261,8 @@ class RemoteEngine:
         self.on_health: Callable[[str, bool], None] | None = None  # (message, is_error)
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._sync_client: httpx.Client | None = None  # the planner thread's (tokenizing)
+        self._tokenizer_wanted = False  # no local vocabulary: try the server's tokenizer
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -297,22 +300,90 @@ class RemoteEngine:
                 "GGUF file the server runs (only its vocabulary is read)"
             )
             raise EngineError(self.error) from error
-        if path is None and self.endpoint.prompt is PromptForm.TOKENS:
+        self.model_path, self.n_ctx = path, settings.n_ctx
+        await self._probe()
+        self._tokenizer_wanted = path is None
+        if self.health.state == "ok":
+            await self._try_server_tokenizer()
+        if self.endpoint.prompt is PromptForm.TOKENS and not self._sends_tokens():
             self.state = EngineState.FAILED
             self.error = (
                 'engine.prompt is "tokens" but there is no vocabulary: set model.path to the '
-                "GGUF file the server runs (only its vocabulary is read)"
+                "GGUF file the server runs (only its vocabulary is read), or use a server "
+                "with a /tokenize endpoint (llama-server, vLLM)"
             )
             raise EngineError(self.error)
-        self.model_path, self.n_ctx = path, settings.n_ctx
         self.state, self.error = EngineState.READY, None
-        await self._probe()
         log.info(
             "engine %s: prompts as %s, vocabulary %s",
             self.endpoint.name,
-            "token ids" if self._sends_tokens() else "text",
-            path or "approximate (no model.path)",
+            "token ids" if self._sends_tokens() else "text",  # as far as is known yet
+            path or ("the server's" if isinstance(self.vocab, ServerTokenizer) else "none"),
         )
+
+    async def _try_server_tokenizer(self) -> None:
+        """Without a local vocabulary, use the server's tokenizer if it has one (once: at
+        load, or at the first answer if the server was down then)."""
+        if not self._tokenizer_wanted:
+            return
+        self._tokenizer_wanted = False
+        if self.endpoint.prompt is PromptForm.TEXT or not self.format.takes_tokens:
+            return
+        try:
+            tokenizer = await asyncio.to_thread(ServerTokenizer, self._probe_tokenize)
+        except EngineError as error:
+            log.info(
+                "%s: no tokenizer endpoint (%s); prompts go as text", self.endpoint.name, error
+            )
+            return
+        self.vocab = tokenizer
+        log.info("%s: prompts as token ids from the server's tokenizer", self.endpoint.name)
+
+    def _probe_tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]:
+        """`tokenize_blocking` while finding out whether there is a tokenizer at all: a
+        missing endpoint is no fault of the server's."""
+        return self.tokenize_blocking(text, add_bos, parse_special, probing=True)
+
+    def tokenize_blocking(
+        self, text: str, add_bos: bool, parse_special: bool, *, probing: bool = False
+    ) -> list[int]:
+        """The server's ids for `text` (llama-server's and vLLM's ``/tokenize``); for the
+        planner thread. Faults count towards the server's health like a generation's."""
+        if not probing:
+            self.health.check()
+        endpoint = self.endpoint
+        if endpoint.kind is EngineKind.LLAMA_SERVER:
+            url = endpoint.url + "/tokenize"
+            body: dict[str, Any] = {
+                "content": text,
+                "add_special": add_bos,
+                "parse_special": parse_special,
+            }
+        else:  # vLLM and SGLang serve it beside /v1, not under it
+            url = endpoint.url.removesuffix("/v1") + "/tokenize"
+            body = {"prompt": text, "add_special_tokens": add_bos}
+            if endpoint.model:
+                body["model"] = endpoint.model
+        if self._sync_client is None:
+            self._sync_client = httpx.Client(timeout=endpoint.timeout, verify=endpoint.verify_tls)
+        try:
+            response = self._sync_client.post(url, json=body, headers=endpoint.headers())
+            if response.status_code >= 400:
+                raise http_error(endpoint, response.status_code, response.content)
+            tokens = response.json()["tokens"]
+            if not all(isinstance(token, int) for token in tokens):
+                raise ValueError(tokens)
+        except (EngineUnavailable, httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            if isinstance(error, EngineUnavailable):
+                message = str(error)
+            elif isinstance(error, httpx.HTTPError):
+                message = transport_error(endpoint, error)
+            else:
+                message = f"{endpoint.name}: /tokenize answered something unexpected"
+            raise (EngineUnavailable(message) if probing else self._failed(message)) from error
+        if self.health.state != "ok" and not probing:
+            self._worked()
+        return tokens
 
     async def _probe(self) -> None:
         """Ask the server whether it is up (and, for llama-server, how many slots it has)."""
@@ -351,7 +422,7 @@ class RemoteEngine:
     def _sends_tokens(self) -> bool:
         if self.endpoint.prompt is PromptForm.TEXT or not self.format.takes_tokens:
             return False
-        if not isinstance(self.vocab, Vocabulary):
+        if not isinstance(self.vocab, (Vocabulary, ServerTokenizer)):
             return False
         return self.endpoint.prompt is PromptForm.TOKENS or not self.ids_refused
 
@@ -410,6 +481,7 @@ class RemoteEngine:
             self.health.settle()  # no verdict on the server
         else:
             self._worked()
+            await self._try_server_tokenizer()  # if the server was down at load
         return generation
 
     def _refused_token_ids(self, error: EngineUnavailable) -> bool:
@@ -590,6 +662,8 @@ class RemoteEngine:
             with contextlib.suppress(RuntimeError):  # the loop is closed already
                 if self._client_loop.is_running():
                     self._client_loop.create_task(client.aclose())
+        if self._sync_client is not None:
+            self._sync_client.close()
         if isinstance(self.vocab, Vocabulary):
             self.vocab.close()
         self.vocab = None

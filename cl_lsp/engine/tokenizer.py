@@ -127,22 +127,11 @@ class Vocabulary:
         """True if no token but the newline byte contains a newline, so tokenization never
         crosses one (SentencePiece vocabularies like Llama's), and the line-wise encoding
         matches the whole-text one on a sample with the awkward cases."""
-        newline = self._tokenize("\n")
-        if newline[-1:] != self._tokenize(NOSPACE_MARKER + "\n")[-1:]:
-            return False
         for token in range(self.n_vocab):
             text = self._model.token_text(token)
             if "\n" in text or "\u010a" in text:  # GPT-2 style byte-level BPE spells \n as Ċ
                 return False
-        cache = LineCache(self._tokenize)
-        sample = (
-            "\nimport os\n\n\ndef f(x):\n    return x  # é 😀\n\t\tif a:\r\n  b = '\\n'\n"
-            "  \n<PRE> ☺ x\n"
-        )
-        return all(
-            cache.encode(part) == self._tokenize(part)
-            for part in (sample, sample[1:], sample[5:], "a\n", "\n", "  x\n\n")
-        )
+        return line_cache_agrees(self._tokenize)
 
     def piece(self, token: int) -> bytes:
         return self._model.detokenize([token])
@@ -171,6 +160,24 @@ class Vocabulary:
 
     def close(self) -> None:
         self._model.close()
+
+
+def line_cache_agrees(tokenize: Callable[[str], list[int]]) -> bool:
+    """True if `LineCache` over `tokenize` gives what tokenizing whole texts gives, on a sample
+    with the awkward cases (the newline's own token, blank lines, tabs, CRLF, non-ASCII,
+    control-token text)."""
+    newline = tokenize("\n")
+    if newline[-1:] != tokenize(NOSPACE_MARKER + "\n")[-1:]:
+        return False
+    cache = LineCache(tokenize)
+    sample = (
+        "\nimport os\n\n\ndef f(x):\n    return x  # é 😀\n\t\tif a:\r\n  b = '\\n'\n"
+        "  \n<PRE> ☺ x\n"
+    )
+    return all(
+        cache.encode(part) == tokenize(part)
+        for part in (sample, sample[1:], sample[5:], "a\n", "\n", "  x\n\n")
+    )
 
 
 class _MarkerMerged(Exception):

@@ -1,0 +1,83 @@
+"""The server's own tokenizer, for an inference-server engine without a local GGUF: the ids
+are the server's (llama-server's and vLLM's ``/tokenize``), so prompts are token-exact all the
+same. Each line is tokenized once (`LineCache`, where a sample shows that line-wise equals
+whole-text tokenization), so a keystroke costs at most one short request for the line being
+typed, made while the debounce runs; everything else comes from the cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from .interface import EngineError, FimTokens
+from .tokenizer import FIM_TOKEN_TEXTS, LineCache, line_cache_agrees
+
+# (text, add_bos, parse_special) -> ids; raises EngineError with a message for a person.
+TokenizeCall = Callable[[str, bool, bool], list[int]]
+
+
+class ServerTokenizer:
+    """`Tokenizer` over a server's tokenize endpoint (see the module docstring). Without the
+    vocabulary there is no token healing (no server constrains an answer's start anyway)."""
+
+    WHOLE_TEXT_CACHE = 256  # texts kept when line-wise caching does not hold
+
+    def __init__(self, call: TokenizeCall) -> None:
+        """Raises EngineError when the server has no usable tokenizer."""
+        self._call = call
+        if not call("x\n", False, False):
+            raise EngineError("its tokenizer gives no tokens")
+        self.n_vocab = 0  # unknown; nothing here needs it
+        bos = call("", True, False)
+        self.bos = bos[0] if bos else -1
+        self.add_bos = bool(bos)
+        self.eos = -1  # the server stops at its model's end tokens itself
+        self.fim = self._find_fim()
+        self.stop_ids = frozenset({self.fim.eot}) if self.fim and self.fim.eot else frozenset()
+        self._lines = LineCache(self._tokenize) if line_cache_agrees(self._tokenize) else None
+        self._whole: OrderedDict[str, list[int]] = OrderedDict()
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._call(text, False, False) if text else []
+
+    def _find_fim(self) -> FimTokens | None:
+        """Code Llama's FIM tokens, by their text: each must be one token (no ordinary token
+        is spelled ``▁<PRE>``)."""
+        if self.bos < 0:
+            return None
+        found: dict[str, int] = {}
+        for role, texts in FIM_TOKEN_TEXTS.items():
+            for text in texts:
+                ids = self._call(text, False, True)
+                if len(ids) == 1:
+                    found[role] = ids[0]
+                    break
+        if not {"pre", "suf", "mid"} <= found.keys():
+            return None
+        return FimTokens(self.bos, found["pre"], found["suf"], found["mid"], found.get("eot"))
+
+    def encode(self, text: str) -> list[int]:
+        if self._lines is not None:
+            return self._lines.encode(text)
+        cached = self._whole.get(text)
+        if cached is None:
+            cached = self._whole[text] = self._tokenize(text)
+            if len(self._whole) > self.WHOLE_TEXT_CACHE:
+                self._whole.popitem(last=False)
+        return list(cached)
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def piece(self, token: int) -> bytes:
+        return b""  # answers stream as text
+
+    def text_of(self, token: int) -> str:
+        return ""
+
+    def heal_candidates(self, remaining: str) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
