@@ -51,6 +51,7 @@ import contextlib
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -245,6 +246,8 @@ class _Server(ThreadingHTTPServer):
         sock, address = super().get_request()
         # As real servers do: a small event goes out now, not after the previous one's ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.mock.tls is not None:  # a failed handshake is an OSError: the request is dropped
+            sock = self.mock.tls.wrap_socket(sock, server_side=True)
         with self.connections_lock:
             self.connections.add(sock)
         return sock, address
@@ -279,7 +282,9 @@ class MockInferenceServer:
         tokenizer: Callable[[str, bool], list[int]] = byte_tokenize,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls  # serve HTTPS with this context (client-close timing is not measured)
         self.default_reply = default_reply if default_reply is not None else Reply(["ok"])
         self.api_key = api_key
         self.models = list(models)
@@ -301,7 +306,7 @@ class MockInferenceServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -822,7 +827,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         try:
             data = sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
+        except (BlockingIOError, ValueError):  # ValueError: TLS sockets cannot peek
             return False
         except OSError:
             return True

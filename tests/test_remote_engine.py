@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from mock_inference import MockInferenceServer, Reply
@@ -163,3 +164,44 @@ async def test_the_servers_tokenizer_costs_a_keystroke_one_short_request(mock):
     assert vocab.encode(text + "m") == mock.tokenize(text + "m")  # the same text again
     assert tokenize_requests() == before + 1
     engine.close()
+
+
+@pytest.fixture
+def tls_mock(tmp_path) -> Iterator[MockInferenceServer]:
+    """The mock over HTTPS with a self-signed certificate (made with openssl here)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with MockInferenceServer(tls=context) as server:
+        yield server
+
+
+async def test_an_untrusted_certificate_is_refused_unless_verification_is_off(tls_mock):
+    settings = EngineSettings(kind=EngineKind.LLAMA_SERVER, url=tls_mock.base_url)
+    engine = RemoteEngine(Endpoint.for_completions(settings))
+    await engine.load(None, ModelSettings())
+    assert engine.health.state == "down"
+    assert "TLS with llama-server" in (engine.health.error or "")
+    assert "engine.verifyTls" in (engine.health.error or "")
+    assert not tls_mock.generations
+    engine.close()
+
+    trusting = RemoteEngine(Endpoint.for_completions(replace(settings, verify_tls=False)))
+    await trusting.load(None, ModelSettings())
+    tls_mock.script(Reply.text("ok\n"))
+    assert (await trusting.generate(request())).text == "ok\n"
+    trusting.close()
