@@ -185,6 +185,19 @@ async def test_a_stopped_server_comes_back_by_itself(start_server, x_model, mock
         await asyncio.sleep(0.2)
     assert result.items[0].insert_text == "0"
     assert len(warnings(client)) == 1
+    # While it was down, the editor's status line said so ($/progress), until it was back.
+    await settle(lambda: any(_outage(values)[1:] for values in client.progress_reports.values()))
+    (shown,) = [_outage(values) for values in client.progress_reports.values() if _outage(values)]
+    begin, end = shown
+    assert "down: cannot reach" in begin.message and "answers again" in end.message
+
+
+def _outage(values: list) -> list:
+    """The engine-outage progress among a token's values: its begin and end, if it is one."""
+    begins = [v for v in values if getattr(v, "title", "") == "cl-lsp: engine"]
+    if not begins or "down" not in (begins[0].message or ""):
+        return []
+    return begins[:1] + [v for v in values if type(v).__name__ == "WorkDoneProgressEnd"]
 
 
 async def test_an_unreachable_server_at_start_is_one_message(start_server, x_model, tmp_path):

@@ -8,9 +8,11 @@ engine's worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +59,8 @@ class ClLanguageServer(LanguageServer):
         self.engine: Engine = LocalEngine()
         self._actions_engine: Engine | None = None  # actions.engine names another engine
         self.event_loop: asyncio.AbstractEventLoop | None = None
+        # Shown while an inference server is down: its begin, and the progress to end.
+        self.outage: tuple[asyncio.Future[None], Progress] | None = None
         self.position_encoding = UTF16
         self.completions = Completions(self.engine, lambda: self.settings.completion)
         self.pending_problems: list[str] = []
@@ -178,7 +182,6 @@ class ClLanguageServer(LanguageServer):
     def _engine_health_threadsafe(self, message: str, is_error: bool) -> None:
         """An inference server went down or came back: tell the user, once each way. Called
         from the event loop or from a code action's thread."""
-        kind = types.MessageType.Warning if is_error else types.MessageType.Info
         loop = self.event_loop
         if loop is None or loop.is_closed():
             return
@@ -187,9 +190,27 @@ class ClLanguageServer(LanguageServer):
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self.tell(kind, message)
+            self._engine_health(message, is_error)
         else:
-            loop.call_soon_threadsafe(self.tell, kind, message)
+            loop.call_soon_threadsafe(self._engine_health, message, is_error)
+
+    def _engine_health(self, message: str, is_error: bool) -> None:
+        """One message each way, and, while the server is down, a `$/progress` that says so
+        (editors show it in their status line) until it answers again."""
+        self.tell(types.MessageType.Warning if is_error else types.MessageType.Info, message)
+        if is_error and self.outage is None:
+            progress = Progress(self, "cl-lsp: engine")
+            self.outage = self.track(progress.begin(f"down: {message}; trying again")), progress
+        elif not is_error and self.outage is not None:
+            (began, progress), self.outage = self.outage, None
+            self.track(_after(began, progress.end(message)))
+
+    def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run `work` in the background, kept until it is done."""
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     async def load_model(self) -> None:
         self.event_loop = asyncio.get_running_loop()
@@ -326,6 +347,12 @@ class ClLanguageServer(LanguageServer):
             return None
         line, character = document.position_at(offset + span, self.position_encoding)
         return types.Position(line=line, character=character)
+
+
+async def _after(first: asyncio.Future[None], then: Coroutine[Any, Any, None]) -> None:
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await first
+    await then
 
 
 def _mentions_model(raw: Any) -> bool:
