@@ -164,3 +164,19 @@ async def test_a_code_action_is_written_by_llama_servers_chat_endpoint(
         assert apply(PY, [edit]).replace(edit.new_text, "", 1) == PY
         state = await status(client)
         assert state["actionsStarted"] == 1 and state["health"]["state"] == "ok"
+
+
+async def test_the_editor_gets_answers_from_an_openai_server_that_takes_text(
+    start_server, x_model, openai_x, tmp_path
+):
+    client = await start_server(
+        model=x_model, options={"engine": {"kind": "openai", "url": openai_x}}
+    )
+    uri = (tmp_path / "a.py").as_uri()
+    open_doc(client, uri, SOURCE)
+    first = await inline(client, uri, 3, 8)
+    assert [item.insert_text for item in first.items] == [X48]
+    state = await status(client)
+    # It refused the token ids once; text from then on, and nobody was bothered with it.
+    assert state["prompt"] == "text" and state["server"]["textPrompts"] == 1
+    assert state["health"]["state"] == "ok" and not client.messages
