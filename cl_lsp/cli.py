@@ -7,15 +7,20 @@ or the client's `window/logMessage`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import __version__
 from .config import EngineKind, EngineSettings, Settings, describe_settings
+
+if TYPE_CHECKING:
+    from .completion.pipeline import CompletionPlan
+    from .engine import Engine, Generation
 
 log = logging.getLogger("cl_lsp")
 
@@ -179,12 +184,10 @@ def download() -> int:
 
 
 def complete_once(args: argparse.Namespace) -> int:
-    from .completion.pipeline import plan_completion
-    from .config import CompletionSettings, Settings, parse_settings
-    from .engine import EngineError, LocalEngine
+    from .config import CompletionSettings, parse_settings
+    from .engine import EngineError
     from .lsp.documents import UTF32, Document, PositionError
-    from .models import ModelError, locate_model
-    from .progress_bar import terminal_progress
+    from .models import ModelError
 
     # One-shot: nobody is typing, so no time cap unless asked for (--settings).
     one_shot = cli_settings(args, Settings(completion=CompletionSettings(generation_timeout_ms=0)))
@@ -204,20 +207,54 @@ def complete_once(args: argparse.Namespace) -> int:
     except PositionError as error:
         print(f"cl-lsp: {args.file}: {error}", file=sys.stderr)
         return 2
-    if settings.engine.kind is not EngineKind.LOCAL:
-        return _complete_on_server(args, settings, text, offset)
     try:
+        engine, model = _engine_for(args, settings)
+        plan, generation = asyncio.run(
+            _complete(engine, model, settings, text, offset, str(args.file))
+        )
+    except (ModelError, EngineError) as error:
+        print(f"cl-lsp: {error}", file=sys.stderr)
+        return 1
+    facts = _engine_facts(engine, plan, model)
+    engine.close()
+    return _print_completion(args, plan, generation, facts)
+
+
+def _engine_for(args: argparse.Namespace, settings: Settings) -> tuple[Engine, Path | None]:
+    """The engine engine.kind names, and the GGUF to load: the model (the default one
+    downloaded if need be) for the local engine; for a server, the vocabulary's, if any."""
+    from .engine import LocalEngine
+    from .engine.endpoint import Endpoint
+    from .engine.remote import RemoteEngine
+    from .models import check_model_file, locate_model, resolve_model_path
+    from .progress_bar import terminal_progress
+
+    if settings.engine.kind is EngineKind.LOCAL:
         model = locate_model(
             args.model,
             settings.model.path,
             terminal_progress(),
             lambda: print("cl-lsp: downloading the default model (once)", file=sys.stderr),
         )
-        engine = LocalEngine()
-        engine.load_blocking(model, settings.model)
-    except (ModelError, EngineError) as error:
-        print(f"cl-lsp: {error}", file=sys.stderr)
-        return 1
+        return LocalEngine(), model
+    path, source = resolve_model_path(args.model, settings.model.path)
+    engine = RemoteEngine(
+        Endpoint.for_completions(settings.engine),
+        Endpoint.for_actions(settings.engine, settings.actions.engine),
+    )
+    return engine, check_model_file(path, source) if path else None
+
+
+async def _complete(
+    engine: Engine, model: Path | None, settings: Settings, text: str, offset: int, path: str
+) -> tuple[CompletionPlan, Generation | None]:
+    from .completion.pipeline import plan_completion
+    from .engine import EngineError
+    from .engine.remote import RemoteEngine
+
+    await engine.load(model, settings.model)  # type: ignore[arg-type]
+    if isinstance(engine, RemoteEngine) and engine.health.state == "down":
+        raise EngineError(engine.health.error or "the server is down")
     assert engine.vocab is not None
     plan = plan_completion(
         text,
@@ -225,70 +262,41 @@ def complete_once(args: argparse.Namespace) -> int:
         vocab=engine.vocab,
         settings=settings.completion,
         n_ctx=engine.n_ctx,
-        path=str(args.file),
+        path=path,
+        healing=engine.heals,
     )
-    generation = engine.generate_blocking(plan.request) if plan.request else None
-    return _print_completion(args, plan, generation, {"engine": "local", "model": str(model)})
+    generation = await engine.generate(plan.request) if plan.request else None
+    return plan, generation
 
 
-def _complete_on_server(
-    args: argparse.Namespace, settings: Settings, text: str, offset: int
-) -> int:
-    """`complete` against an inference server (engine.kind other than local)."""
-    import asyncio
-
-    from .completion.pipeline import plan_completion
-    from .engine import EngineError
-    from .engine.remote import Endpoint, RemoteEngine
+def _engine_facts(engine: Engine, plan: CompletionPlan, model: Path | None) -> dict[str, Any]:
+    """What `complete --json` says of the engine: which, and for a server how the prompt was
+    sent and what the server says it evaluated."""
     from .engine.tokenizer import ApproximateTokenizer
-    from .models import ModelError, check_model_file, resolve_model_path
 
-    engine = RemoteEngine(
-        Endpoint.for_completions(settings.engine),
-        Endpoint.for_actions(settings.engine, settings.actions.engine),
-    )
-
-    async def run():
-        path, source = resolve_model_path(args.model, settings.model.path)
-        vocabulary = check_model_file(path, source) if path else None
-        await engine.load(vocabulary, settings.model)
-        if engine.health.state == "down":
-            raise EngineError(engine.health.error or "the server is down")
-        assert engine.vocab is not None
-        plan = plan_completion(
-            text,
-            offset,
-            vocab=engine.vocab,
-            settings=settings.completion,
-            n_ctx=engine.n_ctx,
-            path=str(args.file),
-            healing=engine.heals,
-        )
-        generation = await engine.generate(plan.request) if plan.request else None
-        return plan, generation
-
-    try:
-        plan, generation = asyncio.run(run())
-    except (ModelError, EngineError) as error:
-        print(f"cl-lsp: {error}", file=sys.stderr)
-        return 1
     status = engine.status()
-    extra = {
+    if status["engine"] == "local":
+        return {"engine": "local", "model": str(model)}
+    text_sent = plan.prompt is not None and status["prompt"] == "text"
+    return {
         "engine": status["engine"],
         "url": status["url"],
         "model": status["model"],
         "server_model": status["serverModel"],
         "prompt_form": status["prompt"],
-        "prompt_text": plan.prompt.text if plan.prompt and status["prompt"] == "text" else None,
+        "prompt_text": plan.prompt.text if text_sent and plan.prompt else None,
         # Without a vocabulary (no model.path, no /tokenize) there are no ids, only the text.
         **({"prompt_tokens": None} if isinstance(engine.vocab, ApproximateTokenizer) else {}),
         "server": status["server"],
     }
-    engine.close()
-    return _print_completion(args, plan, generation, extra)
 
 
-def _print_completion(args: argparse.Namespace, plan, generation, extra: dict) -> int:
+def _print_completion(
+    args: argparse.Namespace,
+    plan: CompletionPlan,
+    generation: Generation | None,
+    extra: dict[str, Any],
+) -> int:
     from .completion.pipeline import finish_completion
 
     suggestion = finish_completion(plan, generation)

@@ -128,7 +128,7 @@ def test_the_readme_documents_every_setting():
 
 def test_engine_settings_parse_and_actions_default_to_the_completion_engine():
     from cl_lsp.config import EngineKind
-    from cl_lsp.engine.remote import Endpoint
+    from cl_lsp.engine.endpoint import Endpoint
 
     raw = {
         "engine": {"kind": "llama-server", "url": "http://gpu:8080/", "apiKeyEnv": "TEAM_KEY"},

@@ -15,12 +15,9 @@ from mock_inference import MockInferenceServer, Reply
 
 from cl_lsp.config import EngineKind, EngineSettings, ModelSettings
 from cl_lsp.engine import GenerationRequest
-from cl_lsp.engine.remote import (
-    BACKOFF_FIRST_SECONDS,
-    Endpoint,
-    EngineUnavailable,
-    RemoteEngine,
-)
+from cl_lsp.engine.endpoint import Endpoint, EngineUnavailable
+from cl_lsp.engine.health import BACKOFF_FIRST_SECONDS
+from cl_lsp.engine.remote import RemoteEngine
 
 
 @pytest.fixture

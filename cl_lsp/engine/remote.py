@@ -1,16 +1,14 @@
 """Engines on inference servers: llama.cpp's llama-server, OpenAI-compatible servers (vLLM,
-SGLang, TGI, LM Studio) and Ollama, over HTTP (`wire.py` holds the formats).
+SGLang, TGI, LM Studio) and Ollama, over HTTP.
 
-The completion pipeline is the same as with the local engine: the prompt is built here, token
-for token, with the model's own vocabulary (a local GGUF read for its vocabulary only) and sent
-as token ids where the server takes them, else as Code Llama's text template. Tokens are read
-as they stream, so the same stop rules end a generation early, and closing the stream is how a
-superseded request stops costing the server: at most one generation per document is in flight.
-
-Faults become one `EngineUnavailable` with a message for a person. After a failure to reach or
-use the server, requests fail at once (no request storm) until a backoff delay has passed, then
-one request tries again; `Health` keeps the state for `cl-lsp.status` and says when the user
-should be told (when the server goes down, and when it is back).
+The completion pipeline is the local engine's: prompts are built token for token with the
+model's own vocabulary (a local GGUF read for its vocabulary only, else the server's
+``/tokenize``: `server_vocab.py`) and sent as token ids where the server takes them, else as
+Code Llama's text template. Tokens are read as they stream (`wire.py` holds the formats), so
+the same stop rules end a generation early, and closing the stream is how a superseded request
+stops costing the server. Faults become one `EngineUnavailable` with a message for a person
+(`endpoint.py`); `health.py` keeps the server's state and the backoff. Code actions go to the
+server's chat endpoint (`remote_writer.py`).
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,15 +28,14 @@ from typing import Any, TypeVar
 import httpx
 
 from ..config import (
-    ActionEngineSettings,
     ActionSettings,
     EngineKind,
-    EngineSettings,
     ModelSettings,
     PromptForm,
 )
 from . import wire
-from .chat import render_chat
+from .endpoint import Endpoint, EngineUnavailable, http_error, transport_error
+from .health import Health
 from .interface import (
     EngineCounters,
     EngineError,
@@ -47,9 +43,9 @@ from .interface import (
     Generation,
     GenerationRequest,
     Writer,
-    Written,
     stop_after_piece,
 )
+from .remote_writer import RemoteWriter
 from .server_vocab import ServerTokenizer
 from .tokenizer import ApproximateTokenizer, Vocabulary
 
@@ -57,146 +53,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 0.005  # a superseded request's stream is closed within this (plus I/O)
-BACKOFF_FIRST_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 30.0
-WRITER_SEED = 1234
-MESSAGE_DETAIL_CHARS = 240  # of a server's error message, in ours (the log has it whole)
-
-
-class EngineUnavailable(EngineError):
-    """The server could not be reached or used; `news` is True for the failure that should be
-    shown to the user (the first since it last worked), False for the ones after it."""
-
-    def __init__(self, message: str, *, news: bool = True, detail: str = "") -> None:
-        super().__init__(message)
-        self.news = news
-        self.detail = detail  # the server's whole error message, if it sent one
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a server engine sends its requests."""
-
-    kind: EngineKind
-    url: str
-    model: str | None = None
-    api_key_env: str | None = None
-    timeout: float = 10.0
-    verify_tls: bool = True
-    prompt: PromptForm = PromptForm.AUTO
-    cache_prompt: bool = True
-    setting: str = "engine"  # where the user sets it: "engine" or "actions.engine"
-
-    @classmethod
-    def for_completions(cls, settings: EngineSettings) -> Endpoint:
-        return cls(
-            kind=settings.kind,
-            url=_base_url(settings.kind, settings.url),
-            model=settings.model,
-            api_key_env=settings.api_key_env,
-            timeout=settings.timeout_ms / 1000,
-            verify_tls=settings.verify_tls,
-            prompt=settings.prompt,
-            cache_prompt=settings.cache_prompt,
-        )
-
-    @classmethod
-    def for_actions(cls, engine: EngineSettings, actions: ActionEngineSettings) -> Endpoint:
-        kind = actions.kind or engine.kind
-        same_server = actions.kind is None or actions.kind is engine.kind
-        url = actions.url or (engine.url if same_server else None)
-        return cls(
-            kind=kind,
-            url=_base_url(kind, url),
-            model=actions.model or engine.model,
-            api_key_env=actions.api_key_env or engine.api_key_env,
-            timeout=engine.timeout_ms / 1000,
-            verify_tls=engine.verify_tls,
-            setting="engine" if actions == ActionEngineSettings() else "actions.engine",
-        )
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind.value} at {self.url}"
-
-    def headers(self) -> dict[str, str]:
-        """The bearer token, read from the environment at each request (never logged)."""
-        if not self.api_key_env:
-            return {}
-        token = os.environ.get(self.api_key_env)
-        if not token:
-            raise EngineUnavailable(
-                f"engine.apiKeyEnv names {self.api_key_env}, which is not set in cl-lsp's "
-                "environment: set it to the server's API key and restart the editor"
-            )
-        return {"Authorization": f"Bearer {token}"}
-
-
-DEFAULT_URLS = {
-    EngineKind.LLAMA_SERVER: "http://127.0.0.1:8080",
-    EngineKind.OPENAI: "http://127.0.0.1:8000/v1",
-    EngineKind.OLLAMA: "http://127.0.0.1:11434",
-}
-
-
-def _base_url(kind: EngineKind, url: str | None) -> str:
-    return (url or DEFAULT_URLS.get(kind, "")).rstrip("/")
-
-
-@dataclass
-class Health:
-    """Whether the server answers, and when to try it again after a failure."""
-
-    state: str = "unknown"  # "unknown", "ok", "down"
-    error: str | None = None
-    failures: int = 0
-    retry_at: float = 0.0  # time.monotonic() before which requests fail at once
-    told: bool = False  # the user was told it is down
-    last_ok: float | None = None
-    trying: bool = False  # while down: one request is trying the server again
-
-    def check(self) -> None:
-        """Raise at once while backing off after a failure; once the delay has passed, let
-        one request through to try again (the others still fail at once until it is done)."""
-        if self.state != "down":
-            return
-        now = time.monotonic()
-        if now < self.retry_at or self.trying:
-            wait = max(0.0, self.retry_at - now)
-            raise EngineUnavailable(f"{self.error} (trying again in {wait:.1f} s)", news=False)
-        self.trying = True
-
-    def settle(self) -> None:
-        """The trying request ended without a verdict (cancelled)."""
-        self.trying = False
-
-    def failed(self, message: str) -> bool:
-        """Note a failure; True if the user should hear of it (the first since it worked)."""
-        self.failures += 1
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
-        self.state, self.error, self.trying = "down", message, False
-        self.retry_at = time.monotonic() + delay
-        news = not self.told
-        self.told = True
-        return news
-
-    def worked(self) -> bool:
-        """Note a success; True if the server is back after the user was told it was down."""
-        back = self.told
-        self.state, self.error, self.failures, self.told = "ok", None, 0, False
-        self.trying = False
-        self.retry_at, self.last_ok = 0.0, time.monotonic()
-        return back
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "error": self.error,
-            "failures": self.failures,
-            "retryInSeconds": round(max(0.0, self.retry_at - time.monotonic()), 1)
-            if self.state == "down"
-            else 0.0,
-        }
 
 
 @dataclass
@@ -669,61 +525,6 @@ class RemoteEngine:
         self.vocab = None
 
 
-def transport_error(endpoint: Endpoint, error: httpx.HTTPError) -> str:
-    """A message for a failure to talk to the server at all."""
-    name = endpoint.name
-    text = str(error) or type(error).__name__
-    if isinstance(error, httpx.ConnectError) and ("SSL" in text or "certificate" in text.lower()):
-        return (
-            f"TLS with {name} failed ({text}); fix the server's certificate, or set "
-            "engine.verifyTls to false for a server you trust"
-        )
-    if isinstance(error, httpx.ConnectError):
-        return f"cannot reach {name} ({text}): is the server running? (engine.url)"
-    if isinstance(error, httpx.TimeoutException):
-        return (
-            f"{name} did not answer within {endpoint.timeout:g} s "
-            "(engine.timeoutMs); is it overloaded?"
-        )
-    if isinstance(error, httpx.RemoteProtocolError):
-        return f"{name} closed the connection before the answer ended ({text})"
-    return f"talking to {name} failed: {text}"
-
-
-def http_error(endpoint: Endpoint, status: int, body: bytes) -> EngineUnavailable:
-    """A message for an error answer (4xx/5xx)."""
-    name = endpoint.name
-    try:
-        detail = wire.error_text(json.loads(body))
-    except ValueError:
-        detail = body[:200].decode("utf-8", errors="replace").strip() or "no details"
-    log.debug("%s answered HTTP %d: %s", name, status, detail)
-    whole = detail
-    detail = (detail.strip().splitlines() or ["no details"])[0][:MESSAGE_DETAIL_CHARS]
-    lowered = detail.lower()
-    if status in (401, 403):
-        where = endpoint.api_key_env
-        hint = f"check the key in ${where}" if where else "set engine.apiKeyEnv"
-        return EngineUnavailable(f"{name} refused the request (HTTP {status}): {hint}")
-    if "context" in lowered and ("exceed" in lowered or "length" in lowered):
-        return EngineUnavailable(
-            f"the prompt is longer than {name}'s context (HTTP {status}: {detail}); lower "
-            "completion.prefixTokens/suffixTokens or start the server with a larger context"
-        )
-    if status == 404 or ("model" in lowered and "not" in lowered and "found" in lowered):
-        setting = f"{endpoint.setting}.model"
-        if not endpoint.model:
-            return EngineUnavailable(
-                f"{name} needs a model name (HTTP {status}: {detail}); set {setting} to "
-                "one it serves"
-            )
-        return EngineUnavailable(
-            f"{name} has no model named {endpoint.model!r} (HTTP {status}: {detail}); "
-            f"set {setting} to one it serves"
-        )
-    return EngineUnavailable(f"{name} answered HTTP {status}: {detail}", detail=whole)
-
-
 async def _until_cancelled(task: asyncio.Future[Any], cancel: threading.Event) -> bool:
     """Wait for `task`; True (with the task cancelled, its stream closed) if `cancel` is set
     first. The flag is a `threading.Event` set by the scheduler: polled, every few ms."""
@@ -735,112 +536,3 @@ async def _until_cancelled(task: asyncio.Future[Any], cancel: threading.Event) -
             return True
         await asyncio.wait({task}, timeout=CANCEL_POLL_SECONDS)
     return False
-
-
-@dataclass(frozen=True)
-class ChatPrompt:
-    """A code action's prompt for a server's chat endpoint (it applies the model's own chat
-    template); `len()` is its approximate size in tokens."""
-
-    system: str
-    user: str
-    tokens: int
-
-    def __len__(self) -> int:
-        return self.tokens
-
-
-class RemoteWriter:
-    """`Writer` on a server's chat endpoint, run on a worker thread (the jobs are blocking):
-    a blocking client streams the answer, checking the cancel flag at every piece."""
-
-    def __init__(
-        self,
-        engine: RemoteEngine,
-        endpoint: Endpoint,
-        settings: ActionSettings,
-        cancel: threading.Event,
-    ) -> None:
-        self._engine, self._endpoint = engine, endpoint
-        self.n_ctx, self.max_tokens = settings.n_ctx, settings.max_tokens
-        self.temperature, self.cancel = settings.temperature, cancel
-        self._format = wire.FORMATS[endpoint.kind]
-
-    def count(self, text: str) -> int:
-        vocab = self._engine.vocab
-        return vocab.count(text) if vocab is not None else ApproximateTokenizer().count(text)
-
-    def prompt(self, system: str, user: str) -> ChatPrompt:  # type: ignore[override]
-        return ChatPrompt(system, user, self.count(system) + self.count(user) + 16)
-
-    def text_of(self, tokens: Any) -> str:
-        if isinstance(tokens, ChatPrompt):
-            return "".join(piece.text for piece in render_chat(tokens.system, tokens.user, None))
-        return ""
-
-    def generate(self, tokens: Any, *, on_text: Callable[[str], None] | None = None) -> Written:
-        assert isinstance(tokens, ChatPrompt)
-        started = time.perf_counter()
-        body = wire.chat_body(
-            self._endpoint.kind,
-            tokens.system,
-            tokens.user,
-            max_tokens=min(self.max_tokens, max(16, self.n_ctx - len(tokens))),
-            temperature=self.temperature,
-            model=self._endpoint.model,
-            seed=WRITER_SEED,
-        )
-        self._engine.actions_started += 1
-        text, generated, reason = "", 0, "eos"
-        engine = self._engine
-        try:
-            with (
-                httpx.Client(
-                    timeout=self._endpoint.timeout, verify=self._endpoint.verify_tls
-                ) as client,
-                client.stream(
-                    "POST",
-                    self._endpoint.url + self._format.chat_path,
-                    json=body,
-                    headers=self._endpoint.headers(),
-                ) as response,
-            ):
-                if response.status_code >= 400:
-                    raise http_error(self._endpoint, response.status_code, response.read())
-                for piece in self._pieces(response):
-                    if self.cancel.is_set():
-                        return Written(text, len(tokens), generated, "cancelled", _since(started))
-                    if piece.error:
-                        raise EngineUnavailable(f"{self._endpoint.name} failed: {piece.error}")
-                    if piece.text:
-                        generated += 1
-                        text += piece.text
-                        if on_text is not None:
-                            on_text(text)
-                    if piece.stop_reason:
-                        reason = "max_tokens" if piece.stop_reason == "max_tokens" else "eos"
-                    if piece.done:
-                        break
-        except EngineUnavailable as error:
-            raise engine._failed(str(error)) from error
-        except wire.WireError as error:
-            raise engine._failed(f"{self._endpoint.name}: {error}") from error
-        except httpx.HTTPError as error:
-            raise engine._failed(transport_error(self._endpoint, error)) from error
-        engine._worked()
-        return Written(text, len(tokens), generated, reason, _since(started))
-
-    def _pieces(self, response: httpx.Response) -> Iterator[wire.Piece]:
-        framing, kind = self._format.framing, self._endpoint.kind
-        for line in response.iter_lines():
-            if self.cancel.is_set():
-                return
-            if framing == "sse" and wire.is_done_marker(line):
-                return
-            payload = wire.stream_payload(framing, line)
-            if payload is not None:
-                yield wire.parse_chat(kind, payload)
-
-
-def _since(started: float) -> float:
-    return time.perf_counter() - started

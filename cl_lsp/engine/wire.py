@@ -22,7 +22,7 @@ chat template.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,35 +194,33 @@ def _loads(text: str) -> Any:
 
 def parse_completion(kind: EngineKind, payload: str) -> Piece:
     """One streamed completion event."""
-    data = _loads(payload)
-    if not isinstance(data, dict):
-        raise WireError(f"expected a JSON object, got {payload[:80]!r}")
-    if "error" in data:
-        return Piece(done=True, error=error_text(data))
-    try:
-        if kind is EngineKind.LLAMA_SERVER:
-            return _llama_server_piece(data)
-        if kind is EngineKind.OPENAI:
-            return _openai_piece(data, chat=False)
-        if kind is EngineKind.OLLAMA:
-            return _ollama_piece(data, chat=False)
-    except (KeyError, TypeError, IndexError) as error:
-        raise WireError(f"unexpected answer from the server: {payload[:120]!r}") from error
+    if kind is EngineKind.LLAMA_SERVER:
+        return _parse(payload, _llama_server_piece)
+    if kind is EngineKind.OPENAI:
+        return _parse(payload, lambda data: _openai_piece(data, chat=False))
+    if kind is EngineKind.OLLAMA:
+        return _parse(payload, lambda data: _ollama_piece(data, chat=False))
     raise ValueError(f"not a server engine: {kind.value}")
 
 
 def parse_chat(kind: EngineKind, payload: str) -> Piece:
     """One streamed chat event (llama-server speaks OpenAI's format here)."""
+    if kind is EngineKind.OLLAMA:
+        return _parse(payload, lambda data: _ollama_piece(data, chat=True))
+    return _parse(payload, lambda data: _openai_piece(data, chat=True))
+
+
+def _parse(payload: str, read: Callable[[dict[str, Any]], Piece]) -> Piece:
+    """A JSON object read by `read`; an error object as an error piece; anything else (not
+    JSON, not an object, fields missing or of the wrong type) as a WireError."""
     data = _loads(payload)
     if not isinstance(data, dict):
         raise WireError(f"expected a JSON object, got {payload[:80]!r}")
     if "error" in data:
         return Piece(done=True, error=error_text(data))
     try:
-        if kind is EngineKind.OLLAMA:
-            return _ollama_piece(data, chat=True)
-        return _openai_piece(data, chat=True)
-    except (KeyError, TypeError, IndexError) as error:
+        return read(data)
+    except (KeyError, TypeError, IndexError, AttributeError) as error:
         raise WireError(f"unexpected answer from the server: {payload[:120]!r}") from error
 
 

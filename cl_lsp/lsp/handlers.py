@@ -17,7 +17,7 @@ from lsprotocol import types
 
 from ..config import Settings, parse_settings
 from ..engine import EngineError
-from ..engine.remote import EngineUnavailable
+from ..engine.endpoint import EngineUnavailable
 from ..syntax import is_identifier_char
 from .code_actions import (
     ACTION_KINDS,

@@ -25,7 +25,8 @@ from ..completion.pipeline import replace_span
 from ..completion.service import Completions
 from ..config import EngineKind, Settings, parse_settings
 from ..engine import Engine, EngineError, LocalEngine
-from ..engine.remote import Endpoint, RemoteEngine
+from ..engine.endpoint import Endpoint
+from ..engine.remote import RemoteEngine
 from ..languages import language_for
 from ..models import ModelError, check_model_file, locate_model, resolve_model_path
 from .documents import UTF16, Document, DocumentStore, PositionError
