@@ -236,9 +236,9 @@ class RemoteEngine:
                 message = transport_error(endpoint, error)
             else:
                 message = f"{endpoint.name}: /tokenize answered something unexpected"
-            raise (EngineUnavailable(message) if probing else self._failed(message)) from error
+            raise (EngineUnavailable(message) if probing else self.failed(message)) from error
         if self.health.state != "ok" and not probing:
-            self._worked()
+            self.worked()
         return tokens
 
     async def _probe(self) -> None:
@@ -252,11 +252,11 @@ class RemoteEngine:
             if self.endpoint.kind is EngineKind.LLAMA_SERVER:
                 self.slot = await self._pick_slot()
         except EngineUnavailable as error:
-            self._failed(str(error))
+            self.failed(str(error))
         except httpx.HTTPError as error:
-            self._failed(self._transport_error(error))
+            self.failed(self._transport_error(error))
         else:
-            self._worked()
+            self.worked()
 
     async def _pick_slot(self) -> int | None:
         """A stable slot for this editor session: its own KV cache on a shared server."""
@@ -284,7 +284,7 @@ class RemoteEngine:
 
     # -- health ------------------------------------------------------------------------------
 
-    def _failed(self, message: str) -> EngineUnavailable:
+    def failed(self, message: str) -> EngineUnavailable:
         news = self.health.failed(message)
         # The user is told through `on_health` (the server's popup, which logs it too).
         log.info("%s", message)
@@ -292,7 +292,7 @@ class RemoteEngine:
             self.on_health(message, True)
         return EngineUnavailable(message, news=news)
 
-    def _worked(self) -> None:
+    def worked(self) -> None:
         if self.health.worked():
             message = f"{self.endpoint.name} answers again"
             log.info("%s", message)
@@ -329,14 +329,14 @@ class RemoteEngine:
                 )
                 generation = await self._generate(request, started, False)
         except EngineUnavailable as error:
-            raise self._failed(str(error)) from error
+            raise self.failed(str(error)) from error
         except BaseException:
             self.health.settle()  # cancelled: the trial request (if it was one) is over
             raise
         if generation.stop_reason == "cancelled":
             self.health.settle()  # no verdict on the server
         else:
-            self._worked()
+            self.worked()
             await self._try_server_tokenizer()  # if the server was down at load
         return generation
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -18,10 +18,21 @@ from .endpoint import Endpoint, EngineUnavailable, http_error, transport_error
 from .interface import Written
 from .tokenizer import ApproximateTokenizer
 
-if TYPE_CHECKING:
-    from .remote import RemoteEngine
-
 WRITER_SEED = 1234
+
+
+class WriterHost(Protocol):
+    """What `RemoteWriter` needs of the engine it writes for: its vocabulary (for budgets),
+    the count of answers started, and its health bookkeeping."""
+
+    vocab: Any
+    actions_started: int
+
+    def failed(self, message: str) -> EngineUnavailable:
+        """Note a fault (health, backoff, telling the user once); the error to raise."""
+        ...
+
+    def worked(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class RemoteWriter:
 
     def __init__(
         self,
-        engine: RemoteEngine,
+        engine: WriterHost,
         endpoint: Endpoint,
         settings: ActionSettings,
         cancel: threading.Event,
@@ -109,12 +120,12 @@ class RemoteWriter:
                     if piece.done:
                         break
         except EngineUnavailable as error:
-            raise engine._failed(str(error)) from error
+            raise engine.failed(str(error)) from error
         except wire.WireError as error:
-            raise engine._failed(f"{self._endpoint.name}: {error}") from error
+            raise engine.failed(f"{self._endpoint.name}: {error}") from error
         except httpx.HTTPError as error:
-            raise engine._failed(transport_error(self._endpoint, error)) from error
-        engine._worked()
+            raise engine.failed(transport_error(self._endpoint, error)) from error
+        engine.worked()
         return Written(text, len(tokens), generated, reason, _since(started))
 
     def _pieces(self, response: httpx.Response) -> Iterator[wire.Piece]:
