@@ -64,6 +64,7 @@ import typing_replay as replay  # the bench's own helpers: files, spots, machine
 
 from cl_lsp.completion import postprocess
 from cl_lsp.completion.context import CompletionMode, CursorContext, extract_context
+from cl_lsp.completion.families import fim_format
 from cl_lsp.completion.pipeline import budgets, plan_completion
 from cl_lsp.config import CompletionSettings, ModelSettings
 from cl_lsp.languages import parser_for
@@ -764,7 +765,7 @@ def run_real(holes: list[Hole], model: Path, time_limit: float) -> dict[str, Any
     engine.load_blocking(model, ModelSettings())
     load_seconds = time.perf_counter() - loading
     assert engine.vocab is not None
-    fim = engine.vocab.fim is not None
+    fim = fim_format(engine.vocab) is not None
     log(
         f"{model.name} loaded in {load_seconds:.1f} s (FIM tokens: {fim}); {len(holes)} holes, "
         f"at most {time_limit:.0f} s"

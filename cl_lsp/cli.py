@@ -312,6 +312,7 @@ def _print_completion(
                     "reason": plan.context.reason,
                     "language": plan.context.language,
                     "prompt_format": plan.prompt.layout.value if plan.prompt else None,
+                    **plan.describe_format(),
                     "prompt_tokens": list(plan.prompt.tokens) if plan.prompt else [],
                     "healed": plan.prompt.heal if plan.prompt else "",
                     # -1: the server did not say (llama-cpp-python's server, say)

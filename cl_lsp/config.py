@@ -54,6 +54,19 @@ class PromptFormat(str, enum.Enum):
     PSM = "psm"  # PSM always: the prompt changes in the middle at every keystroke
 
 
+class Template(str, enum.Enum):
+    """Which fill-in-the-middle family's format the prompts use (`completion/families.py`)."""
+
+    AUTO = "auto"  # the family the model's own tokens name
+    PREFIX = "prefix"  # no FIM: continue the text before the cursor
+    CODELLAMA = "codellama"
+    STARCODER = "starcoder"  # StarCoder, StarCoder2, Granite Code
+    DEEPSEEK_CODER = "deepseek-coder"
+    CODEGEMMA = "codegemma"
+    QWEN_CODER = "qwen2.5-coder"
+    CODESTRAL = "codestral"
+
+
 class RepackMode(str, enum.Enum):
     """Whether llama.cpp may repack quantized weights for this CPU (see `repack.py`)."""
 
@@ -147,9 +160,18 @@ class CompletionSettings:
     """Budget for the text before the cursor, in model tokens."""
     suffix_tokens: int = field(default=500, metadata=_range(0, 100000))
     """Budget for the text after the cursor, in model tokens."""
+    psm_suffix_tokens: int = field(default=128, metadata=_range(0, 100000))
+    """Budget for the suffix when the model's family prefers PSM (StarCoder, DeepSeek-Coder,
+    Qwen2.5-Coder, CodeGemma): there the suffix comes after the cursor's text, so every
+    keystroke evaluates it again."""
     prompt_format: PromptFormat = PromptFormat.AUTO
-    """"auto" (SPM; inside a name, SPM with token healing), "spm" or "psm" (always that
-    layout)."""
+    """"auto" (the family's preferred layout: SPM where it was trained with it, with token
+    healing inside a name), "spm" or "psm" (always that layout, where the family has it)."""
+    template: Template = Template.AUTO
+    """The fill-in-the-middle family: "auto" (detected from the model's tokens), "prefix" (no
+    FIM), or a family: "codellama", "starcoder", "deepseek-coder", "codegemma",
+    "qwen2.5-coder", "codestral" (for a server that gives no vocabulary, or an odd
+    conversion)."""
     in_strings: bool = True
     """Complete inside string literals."""
     in_comments: bool = True

@@ -80,6 +80,39 @@ def slow_x_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def family_gguf(tmp_path_factory: pytest.TempPathFactory):
+    """Factory of tiny llama-architecture GGUFs with another FIM family's real vocabulary
+    (see assets.build_family_gguf and assets.FIM_FAMILIES), each built once per session:
+
+    ``family_gguf("starcoder")`` -- random weights, greedy decoding emits noise text;
+    ``family_gguf("qwen2.5-coder", script=(t0, ..., tn), fim_metadata=True)`` -- greedy
+    decoding after any prompt (whose last token is not in the script) emits t0 ... tn, tn.
+    Other keyword arguments go to build_family_gguf as well.
+    """
+    built: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("family-models")
+
+    def build(
+        family: str,
+        *,
+        script: tuple[int, ...] | list[int] | None = None,
+        fim_metadata: bool = False,
+        **kwargs,
+    ) -> Path:
+        script = None if script is None else tuple(script)
+        key = (family, script, fim_metadata, tuple(sorted(kwargs.items())))
+        if key not in built:
+            vocab = _require(lambda: assets.family_vocab_path(family))
+            out = root / f"{family}-{len(built)}.gguf"
+            built[key] = assets.build_family_gguf(
+                out, family, script=script, fim_metadata=fim_metadata, vocab=vocab, **kwargs
+            )
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def tiny_vocab(tiny_model: Path):
     from cl_lsp.engine import Vocabulary
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from conftest import offline_env
 from hubmock import serve_hub
 
+from cl_lsp.completion.families import fim_format
 from cl_lsp.completion.prompts import Layout, build_fim_prompt
 from cl_lsp.models import DEFAULT_FILE, DEFAULT_REPO
 
@@ -107,7 +108,7 @@ def test_complete_heals_the_word_being_typed_or_uses_psm_if_asked(tmp_path, x_mo
     # The default leaves the partial word out (the prompt ends at a token boundary) and makes
     # the answer spell it first; the answer shown is what follows it.
     head = build_fim_prompt(
-        "def fib(n):\n    return", "", tiny_vocab.encode, tiny_vocab.fim, Layout.SPM
+        "def fib(n):\n    return", "", tiny_vocab.encode, fim_format(tiny_vocab), Layout.SPM
     )
     assert healed["prompt_format"] == "spm" and healed["healed"] == " fi"
     assert healed["prompt_tokens"] == list(head.tokens)
@@ -115,7 +116,7 @@ def test_complete_heals_the_word_being_typed_or_uses_psm_if_asked(tmp_path, x_mo
     assert spelled.startswith(" fi") and healed["raw"] == spelled[3:]
 
     psm = complete('{"completion": {"maxTokensSingleLine": 3, "promptFormat": "psm"}}')
-    expected = build_fim_prompt(text, "", tiny_vocab.encode, tiny_vocab.fim, Layout.PSM)
+    expected = build_fim_prompt(text, "", tiny_vocab.encode, fim_format(tiny_vocab), Layout.PSM)
     assert psm["prompt_format"] == "psm" and psm["healed"] == ""
     assert psm["prompt_tokens"] == list(expected.tokens)
     # Cut by the token cap: the last word may be half-written and is dropped, and what is left

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import ClassVar
 
 import pytest
 
@@ -17,7 +18,6 @@ from cl_lsp.completion import service as completions_module
 from cl_lsp.completion.service import Completions
 from cl_lsp.config import CompletionSettings
 from cl_lsp.engine import Generation, GenerationRequest
-from cl_lsp.engine.tokenizer import FimTokens
 
 URI = "file:///work/add.py"
 OTHER = "file:///work/other.py"
@@ -30,9 +30,19 @@ CONTROL = 16  # ids below this are control tokens; characters come after
 class FakeVocabulary:
     """One token per character, and Code Llama's FIM control tokens."""
 
-    fim = FimTokens(bos=1, pre=2, suf=3, mid=4, eot=5)
     bos = 1
     add_bos = True
+    space_prefix = False
+    placeholder_ids = False
+    model_name = "fake.gguf"
+    fim_ids: ClassVar = {"pre": 2, "suf": 3, "mid": 4}
+    _control: ClassVar = {"▁<PRE>": 2, "▁<SUF>": 3, "▁<MID>": 4, "▁<EOT>": 5}
+
+    def token_id(self, text: str) -> int | None:
+        return self._control.get(text)
+
+    def token_text(self, token: int) -> str:
+        return {token: text for text, token in self._control.items()}.get(token, "")
 
     def encode(self, text: str) -> list[int]:
         return [CONTROL + ord(ch) for ch in text]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import assets
 import pytest
 
+from cl_lsp.completion.families import fim_format
 from cl_lsp.completion.prompts import Layout, build_fim_prompt
 from cl_lsp.config import ModelSettings
 from cl_lsp.engine import (
@@ -38,12 +41,18 @@ def load(engine: LocalEngine, path: Path) -> LocalEngine:
 
 def prompt(engine: LocalEngine, prefix: str, suffix: str = "\n") -> tuple[int, ...]:
     vocab = engine.vocab
-    return build_fim_prompt(prefix, suffix, vocab.encode, vocab.fim, Layout.SPM).tokens
+    return build_fim_prompt(prefix, suffix, vocab.encode, fim_format(vocab), Layout.SPM).tokens
 
 
 def test_stops_on_eot_although_the_gguf_does_not_declare_it(engine, eot_model):
     load(engine, eot_model)
-    result = engine.generate_blocking(GenerationRequest(prompt(engine, "def f(x):"), 32))
+    # The model's own end tokens are EOS only (llama.cpp does not know "▁<EOT>"): Code Llama's
+    # <EOT> comes with the request, from its family.
+    assert fim_format(engine.vocab).stop_ids == {assets.EOT_ID}
+    request = GenerationRequest(prompt(engine, "def f(x):"), 32)
+    stops = fim_format(engine.vocab).stop_ids
+    assert engine.generate_blocking(request).stop_reason == "max_tokens"
+    result = engine.generate_blocking(replace(request, stop_ids=stops))
     assert result.stop_reason == "eot"
     assert result.text == "" and result.token_ids == ()
 
@@ -161,14 +170,14 @@ def test_token_healing_spells_the_left_out_word_first(engine, tiny_model):
 
     load(engine, tiny_model)
     vocab = engine.vocab
-    healed = build_healed_prompt("def f(x):\n    return fi", "\n", vocab.encode, vocab.fim)
+    healed = build_healed_prompt("def f(x):\n    return fi", "\n", vocab.encode, fim_format(vocab))
     assert healed.heal == " fi"
     result = engine.generate_blocking(GenerationRequest(healed.tokens, 6, heal=healed.heal))
     spelled = "".join(vocab.text_of(token) for token in result.token_ids)
     assert spelled.startswith(" fi")
     assert result.text == spelled[len(" fi") :]
     # typing one more letter re-uses the whole prompt from the KV cache
-    again = build_healed_prompt("def f(x):\n    return fib", "\n", vocab.encode, vocab.fim)
+    again = build_healed_prompt("def f(x):\n    return fib", "\n", vocab.encode, fim_format(vocab))
     second = engine.generate_blocking(GenerationRequest(again.tokens, 6, heal=again.heal))
     assert second.evaluated_tokens <= 1 + len(second.token_ids)
     assert "".join(vocab.text_of(t) for t in second.token_ids).startswith(" fib")

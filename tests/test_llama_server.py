@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from http_servers import llama_server, post_json
 
+from cl_lsp.completion.families import fim_format
 from cl_lsp.completion.prompts import Layout, build_fim_prompt
 
 
@@ -42,7 +43,7 @@ def test_the_server_tokenizes_user_text_as_cl_lsp_does(x_server: str, tiny_vocab
 
 
 def test_the_server_completes_a_fim_prompt_given_as_token_ids(x_server: str, tiny_vocab):
-    fim = tiny_vocab.fim
+    fim = fim_format(tiny_vocab)
     prompt = build_fim_prompt(
         "def f(x):\n    return ", "\n\nprint(f(1))\n", tiny_vocab.encode, fim, Layout.SPM
     )

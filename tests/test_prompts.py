@@ -6,21 +6,28 @@ from pathlib import Path
 
 import pytest
 
+from cl_lsp.completion.families import CODE_LLAMA, fim_format
 from cl_lsp.completion.prompts import Layout, build_fim_prompt, build_prefix_prompt, build_prompt
 from cl_lsp.config import PromptFormat
-from cl_lsp.engine.tokenizer import FimTokens, encode_nospace, find_fim_tokens
+from cl_lsp.engine.tokenizer import encode_nospace
 
 BOS, PRE, SUF, MID, EOT = 1, 32007, 32008, 32009, 32010
 DEF_F = [822, 285, 29898, 29916, 1125]  # enc("def f(x):") with the implicit leading space
 RETURN_X = [13, 1678, 736, 921]  # enc_nospace("\n    return x")
 
 
-def test_vocabulary_finds_code_llama_tokens_by_text(tiny_vocab):
-    assert tiny_vocab.fim == FimTokens(bos=BOS, pre=PRE, suf=SUF, mid=MID, eot=EOT)
-    assert {EOT, 2} <= tiny_vocab.stop_ids
+@pytest.fixture(scope="module")
+def fim(tiny_vocab):
+    return fim_format(tiny_vocab)
 
 
-def test_reference_encodings(tiny_vocab):
+def test_vocabulary_finds_code_llama_tokens_by_text(tiny_vocab, fim):
+    assert fim.family is CODE_LLAMA and fim.bos == BOS and fim.space_prefix
+    assert dict(fim.ids) == {"pre": PRE, "suf": SUF, "mid": MID}
+    assert fim.stop_ids == {EOT} and 2 in tiny_vocab.stop_ids
+
+
+def test_reference_encodings(tiny_vocab, fim):
     assert tiny_vocab.encode("def f(x):") == DEF_F
     assert encode_nospace(tiny_vocab.encode, "\n    return x") == RETURN_X
     # enc keeps SentencePiece's implicit space, enc_nospace drops it
@@ -34,10 +41,8 @@ def test_reference_encodings(tiny_vocab):
         pytest.param(Layout.SPM, [BOS, PRE, SUF, *RETURN_X, MID, *DEF_F], id="spm"),
     ],
 )
-def test_exact_prompt_ids(tiny_vocab, layout, expected):
-    prompt = build_fim_prompt(
-        "def f(x):", "\n    return x", tiny_vocab.encode, tiny_vocab.fim, layout
-    )
+def test_exact_prompt_ids(tiny_vocab, fim, layout, expected):
+    prompt = build_fim_prompt("def f(x):", "\n    return x", tiny_vocab.encode, fim, layout)
     assert prompt.layout is layout
     assert list(prompt.tokens) == expected
 
@@ -52,14 +57,14 @@ def test_exact_prompt_ids(tiny_vocab, layout, expected):
         pytest.param("def f(x):", "", Layout.PSM, [BOS, PRE, *DEF_F, SUF, MID], id="psm-no-suffix"),
     ],
 )
-def test_empty_parts(tiny_vocab, prefix, suffix, layout, expected):
-    prompt = build_fim_prompt(prefix, suffix, tiny_vocab.encode, tiny_vocab.fim, layout)
+def test_empty_parts(tiny_vocab, fim, prefix, suffix, layout, expected):
+    prompt = build_fim_prompt(prefix, suffix, tiny_vocab.encode, fim, layout)
     assert list(prompt.tokens) == expected
 
 
-def test_user_text_never_becomes_a_control_token(tiny_vocab):
+def test_user_text_never_becomes_a_control_token(tiny_vocab, fim):
     code = 'marker = "<PRE> <SUF> <MID> <EOT> ▁<PRE>"\n'
-    prompt = build_fim_prompt(code, code, tiny_vocab.encode, tiny_vocab.fim, Layout.PSM)
+    prompt = build_fim_prompt(code, code, tiny_vocab.encode, fim, Layout.PSM)
     ids = list(prompt.tokens)
     assert ids.count(PRE) == ids.count(SUF) == ids.count(MID) == 1
     assert EOT not in ids
@@ -79,16 +84,14 @@ def test_user_text_never_becomes_a_control_token(tiny_vocab):
         pytest.param(PromptFormat.PSM, "def f(x):", Layout.PSM, "", id="forced-psm"),
     ],
 )
-def test_prompt_format_setting(tiny_vocab, setting, prefix, layout, heal):
-    prompt = build_prompt(setting, prefix, "\n", tiny_vocab.encode, tiny_vocab.fim, BOS)
+def test_prompt_format_setting(tiny_vocab, fim, setting, prefix, layout, heal):
+    prompt = build_prompt(setting, prefix, "\n", tiny_vocab.encode, fim, BOS)
     assert (prompt.layout, prompt.heal) == (layout, heal)
     if layout is Layout.SPM and not heal:
-        assert prompt == build_fim_prompt(
-            prefix, "\n", tiny_vocab.encode, tiny_vocab.fim, Layout.SPM
-        )
+        assert prompt == build_fim_prompt(prefix, "\n", tiny_vocab.encode, fim, Layout.SPM)
 
 
-def test_models_without_fim_tokens_get_a_prefix_prompt(tiny_vocab):
+def test_models_without_fim_tokens_get_a_prefix_prompt(tiny_vocab, fim):
     prompt = build_prompt(PromptFormat.AUTO, "def f", "", tiny_vocab.encode, None, BOS)
     assert prompt.layout is Layout.PREFIX
     assert prompt.tokens == (BOS, *tiny_vocab.encode("def f"))
@@ -96,14 +99,7 @@ def test_models_without_fim_tokens_get_a_prefix_prompt(tiny_vocab):
     assert build_prefix_prompt([5, 6], bos=None).tokens == (5, 6)
 
 
-def test_find_fim_tokens_scans_the_vocabulary_when_ids_differ():
-    texts = {3: "<PRE>", 4: "<SUF>", 5: "<MID>", 6: "<EOT>"}
-    found = find_fim_tokens(10, lambda i: texts.get(i, f"t{i}"), bos=0)
-    assert found == FimTokens(bos=0, pre=3, suf=4, mid=5, eot=6)
-    assert find_fim_tokens(10, lambda i: f"t{i}", bos=0) is None
-
-
-def test_spm_keeps_the_cache_valid_while_typing(tiny_vocab):
+def test_spm_keeps_the_cache_valid_while_typing(tiny_vocab, fim):
     """Typing at the cursor changes only the tail of an SPM prompt (PSM: everything after it)."""
     suffix = "\n    return total\n\n\ndef other():\n    pass\n"
     before = "def total(xs):\n    total = 0\n    for x in xs:\n        total += "
@@ -116,18 +112,18 @@ def test_spm_keeps_the_cache_valid_while_typing(tiny_vocab):
         return n
 
     spm = [
-        build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.SPM).tokens
+        build_fim_prompt(p, suffix, tiny_vocab.encode, fim, Layout.SPM).tokens
         for p in (before, after)
     ]
     psm = [
-        build_fim_prompt(p, suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.PSM).tokens
+        build_fim_prompt(p, suffix, tiny_vocab.encode, fim, Layout.PSM).tokens
         for p in (before, after)
     ]
     assert len(spm[1]) - shared(*spm) <= 3
     assert len(psm[1]) - shared(*psm) > len(encode_nospace(tiny_vocab.encode, suffix))
 
 
-def test_line_cached_encoding_is_exactly_the_tokenizer(tiny_vocab):
+def test_line_cached_encoding_is_exactly_the_tokenizer(tiny_vocab, fim):
     """The per-line cache must give the very ids the tokenizer gives for the whole text."""
     import sysconfig
 
@@ -156,22 +152,20 @@ def test_byte_level_bpe_vocabularies_are_tokenized_whole(smollm2_model):
         vocab.close()
 
 
-def test_healed_prompt_leaves_the_partial_word_out_and_stays_put_while_typing(tiny_vocab):
+def test_healed_prompt_leaves_the_partial_word_out_and_stays_put_while_typing(tiny_vocab, fim):
     from cl_lsp.completion.prompts import build_healed_prompt
 
     suffix = "\n\nprint(fib(10))\n"
     healed = [
-        build_healed_prompt(prefix, suffix, tiny_vocab.encode, tiny_vocab.fim)
+        build_healed_prompt(prefix, suffix, tiny_vocab.encode, fim)
         for prefix in ("    return fi", "    return fib", "    return fibo")
     ]
-    plain = build_fim_prompt("    return", suffix, tiny_vocab.encode, tiny_vocab.fim, Layout.SPM)
+    plain = build_fim_prompt("    return", suffix, tiny_vocab.encode, fim, Layout.SPM)
     assert [p.tokens for p in healed] == [plain.tokens] * 3
     assert [p.heal for p in healed] == [" fi", " fib", " fibo"]
-    at_boundary = build_healed_prompt("x = ", suffix, tiny_vocab.encode, tiny_vocab.fim)
+    at_boundary = build_healed_prompt("x = ", suffix, tiny_vocab.encode, fim)
     assert at_boundary.heal == "" and at_boundary.layout is Layout.SPM
-    assert build_healed_prompt("x = 변", "", tiny_vocab.encode, tiny_vocab.fim).layout is (
-        Layout.PSM
-    )
+    assert build_healed_prompt("x = 변", "", tiny_vocab.encode, fim).layout is (Layout.PSM)
 
 
 # -- instruct prompts ------------------------------------------------------------------------------
@@ -237,13 +231,12 @@ def test_a_template_without_a_system_role_gets_it_in_the_user_turn():
     ],
 )
 def test_the_text_form_is_the_token_exact_prompt_but_for_the_suffixs_space(
-    tiny_model, tiny_vocab, layout, prefix, suffix
+    tiny_model, tiny_vocab, fim, layout, prefix, suffix
 ):
     # What a server that takes only text (llama-cpp-python's, Ollama) makes of the text form,
     # with its llama.cpp tokenizer: BOS added, control tokens parsed from text.
     from cl_lsp.engine.llama import Weights
 
-    fim = tiny_vocab.fim
     prompt = build_fim_prompt(prefix, suffix, tiny_vocab.encode, fim, layout)
     server = Weights.load(tiny_model, vocab_only=True)
     try:
@@ -253,6 +246,6 @@ def test_the_text_form_is_the_token_exact_prompt_but_for_the_suffixs_space(
     exact = list(prompt.tokens)
     nospace = encode_nospace(tiny_vocab.encode, suffix)
     spaced = tiny_vocab.encode(suffix) if suffix else []
-    start = exact.index(fim.suf) + 1
+    start = exact.index(fim.ids["suf"]) + 1
     assert exact[start : start + len(nospace)] == nospace
     assert received == exact[:start] + spaced + exact[start + len(nospace) :]

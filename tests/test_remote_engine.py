@@ -107,6 +107,8 @@ async def test_the_stop_rules_read_the_stream_as_it_arrives(mock):
     mock.script(Reply.text("a + b\nmore\n" * 20, piece_len=2, piece_delay=0.005))
     generation = await engine.generate(request(stop_at_newline=True))
     assert generation.text == "a + b\n" and generation.stop_reason == "newline"
+    # Text without token ids: the pieces read are the tokens generated ("a ", "+ ", "b\n").
+    assert generation.token_ids == () and generation.generated_tokens == 3
     (served,) = mock.generations
     assert served.body["stop"] == ["\n"]  # the server may stop first; the mock ignores it
     assert mock.wait_ended(served, 2) and served.end == "client_closed"

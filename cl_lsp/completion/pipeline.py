@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from ..config import CompletionSettings
 from ..engine import Generation, GenerationRequest, Tokenizer
 from .context import CompletionMode, CursorContext, extract_context
+from .families import FimFormat, Layout, TemplateError, fim_format
 from .postprocess import (
     AUTO_CLOSED,
     FilterInput,
@@ -22,7 +23,7 @@ from .postprocess import (
     clean_completion,
     end_of_block_cut,
 )
-from .prompts import FimPrompt, build_prompt
+from .prompts import FimPrompt, build_prompt, fim_text
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,21 @@ class CompletionPlan:
     context: CursorContext
     prompt: FimPrompt | None  # None when nothing should be completed here
     request: GenerationRequest | None
+    fim: FimFormat | None = None  # the model's FIM family (None: not a FIM model)
+
+    def describe_format(self) -> dict[str, str | None]:
+        """The family and the template the prompt followed (for `complete --json`)."""
+        fim, prompt = self.fim, self.prompt
+        layout = prompt.layout if prompt is not None else None
+        return {
+            "family": fim.name if fim else None,
+            "family_detected_by": fim.detected_by if fim else None,
+            "template": (
+                fim_text(fim, layout, "{prefix}", "{suffix}")
+                if fim is not None and layout is not None and layout in fim.layouts
+                else "{prefix}"
+            ),
+        }
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,10 @@ def plan_completion(
 ) -> CompletionPlan:
     multi_line_tokens = settings.max_tokens
     prefix_budget, suffix_budget = budgets(settings, n_ctx, multi_line_tokens)
+    fim = model_format(vocab, settings.template.value)
+    if fim is not None and fim.default_layout is Layout.PSM:
+        # Each keystroke re-evaluates a PSM prompt's suffix: keep it short.
+        suffix_budget = min(suffix_budget, settings.psm_suffix_tokens)
     context = extract_context(
         text,
         offset,
@@ -94,13 +114,13 @@ def plan_completion(
         # exactly as last time, so the SPM prompt (suffix first) keeps its KV cache.
         context = replace(context, suffix=suffix_anchor, window_end=offset + len(suffix_anchor))
     if context.mode is CompletionMode.NONE:
-        return CompletionPlan(context, None, None)
+        return CompletionPlan(context, None, None, fim)
     prompt = build_prompt(
         settings.prompt_format,
         context.prefix,
         context.suffix,
         vocab.encode,
-        vocab.fim,
+        fim,
         vocab.bos if vocab.add_bos else None,
         healing=healing,
     )
@@ -112,12 +132,22 @@ def plan_completion(
         stop_at_newline=single,
         heal=prompt.heal,
         text=prompt.text,
+        stop_ids=fim.stop_ids if fim is not None else frozenset(),
         max_seconds=settings.generation_timeout_ms / 1000 or None,
         stop_check=None
         if single
         else functools.partial(end_of_block_cut, prefix=context.prefix, suffix=context.suffix),
     )
-    return CompletionPlan(context, prompt, request)
+    return CompletionPlan(context, prompt, request, fim)
+
+
+def model_format(vocab: Tokenizer, template: str) -> FimFormat | None:
+    """The model's FIM format; a `completion.template` the model has not the tokens of is
+    ignored here (the server tells the user once, when the model loads)."""
+    try:
+        return fim_format(vocab, template)
+    except TemplateError:
+        return fim_format(vocab, "auto")
 
 
 #: Stop reasons that cut a generation short, wherever it was.

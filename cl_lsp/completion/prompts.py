@@ -1,41 +1,40 @@
-"""Fill-in-the-middle prompts as token ids, exactly as Code Llama was trained on them.
+"""Fill-in-the-middle prompts as token ids, exactly as each family was trained on them.
 
-Reference: facebookresearch/codellama `generation.py` (`infilling_prompt_tokens`) and the paper
-§2.3. With `enc` the SentencePiece encoding (implicit leading space, no BOS/EOS) and
-`enc_nospace` the same without the implicit leading space:
+The families and their layouts are data (`families.py`). For Code Llama (facebookresearch/
+codellama `generation.py`, `infilling_prompt_tokens`, and the paper §2.3), with `enc` the
+SentencePiece encoding (implicit leading space, no BOS/EOS) and `enc_nospace` the same without
+the implicit leading space:
 
     PSM = [BOS, PRE] + enc(prefix) + [SUF] + enc_nospace(suffix) + [MID]
     SPM = [BOS, PRE, SUF] + enc_nospace(suffix) + [MID] + enc(prefix)
 
-SPM is the default: the paper reports better single-line infilling for it (Table 14), and the
-prefix comes last, so a keystroke at the cursor changes only the last few tokens and the model's
-KV cache stays valid for everything before them. When the prefix ends inside an identifier the
-model would have to continue a word from a token split it never saw in training (SPM puts the
-prefix's last token right before the middle), so PSM is used there.
+Every family follows the same rules: BOS when the vocabulary adds one, control tokens as ids,
+the prefix encoded as the tokenizer encodes a text, the suffix without the implicit leading
+space where the vocabulary has one (byte-level BPE vocabularies have none).
 
-Models without Code Llama's FIM tokens get a plain prefix prompt ("prefix" format).
+SPM is the default where a family was trained with it: the paper reports better single-line
+infilling for it (Table 14), and the prefix comes last, so a keystroke at the cursor changes
+only the last few tokens and the model's KV cache stays valid for everything before them. When
+the prefix ends inside an identifier the model would have to continue a word from a token
+split it never saw in training (SPM puts the prefix's last token right before the middle), so
+the prompt is healed (the partial word left out) or PSM is used there.
+
+Models without FIM tokens get a plain prefix prompt ("prefix" layout).
 User text is always encoded with special tokens disabled: code containing `<PRE>` stays text.
 This module is pure: the tokenizer is passed in.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import PromptFormat
-from ..engine.interface import FimTokens
 from ..engine.tokenizer import Encode, encode_nospace
 from ..syntax import ends_inside_identifier, is_identifier_char
+from .families import FimFormat, Layout
 
-
-class Layout(str, enum.Enum):
-    """The layout actually used for one prompt."""
-
-    SPM = "spm"
-    PSM = "psm"
-    PREFIX = "prefix"  # model without FIM tokens: continue the prefix
+__all__ = ["FimPrompt", "Layout", "build_fim_prompt", "build_prefix_prompt", "build_prompt"]
 
 
 @dataclass(frozen=True)
@@ -51,60 +50,64 @@ def build_prompt(
     prefix: str,
     suffix: str,
     encode: Encode,
-    fim: FimTokens | None,
+    fim: FimFormat | None,
     bos: int | None,
     *,
     healing: bool = True,
 ) -> FimPrompt:
     """The prompt for `setting`: a plain prefix prompt for models without FIM tokens; SPM or PSM
-    when forced; by default (auto) SPM, with token healing when the prefix ends inside a name.
-    An engine that cannot constrain the answer's start (`healing` False: inference servers)
-    gets PSM inside a name instead, the layout Code Llama's own rules give there."""
+    when forced (and the family was trained with it); by default (auto) the family's preferred
+    layout, SPM with token healing when the prefix ends inside a name. An engine that cannot
+    constrain the answer's start (`healing` False: inference servers) gets PSM inside a name
+    instead, the layout Code Llama's own rules give there."""
     if fim is None:
         return build_prefix_prompt(encode(prefix) if prefix else [], bos, prefix)
-    if setting is PromptFormat.PSM:
-        return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
-    if setting is PromptFormat.SPM:
-        return build_fim_prompt(prefix, suffix, encode, fim, Layout.SPM)
+    forced = {PromptFormat.PSM: Layout.PSM, PromptFormat.SPM: Layout.SPM}.get(setting)
+    if forced in fim.layouts:
+        return build_fim_prompt(prefix, suffix, encode, fim, forced)
+    layout = fim.default_layout
+    if layout is not Layout.SPM:
+        return build_fim_prompt(prefix, suffix, encode, fim, layout)
     if not healing:
-        layout = Layout.PSM if ends_inside_identifier(prefix) else Layout.SPM
+        if ends_inside_identifier(prefix) and Layout.PSM in fim.layouts:
+            layout = Layout.PSM
         return build_fim_prompt(prefix, suffix, encode, fim, layout)
     return build_healed_prompt(prefix, suffix, encode, fim)
 
 
 def build_fim_prompt(
-    prefix: str, suffix: str, encode: Encode, fim: FimTokens, layout: Layout
+    prefix: str, suffix: str, encode: Encode, fim: FimFormat, layout: Layout
 ) -> FimPrompt:
-    prefix_ids = encode(prefix) if prefix else []
-    suffix_ids = encode_nospace(encode, suffix)
-    if layout is Layout.SPM:
-        tokens = [fim.bos, fim.pre, fim.suf, *suffix_ids, fim.mid, *prefix_ids]
-    elif layout is Layout.PSM:
-        tokens = [fim.bos, fim.pre, *prefix_ids, fim.suf, *suffix_ids, fim.mid]
-    else:
-        raise ValueError(f"not a FIM layout: {layout}")
-    return FimPrompt(layout, tuple(tokens), text=fim_text(layout, prefix, suffix))
+    try:
+        parts = fim.layouts[layout]
+    except KeyError:
+        raise ValueError(f"{fim.family.title} has no {layout.value} layout") from None
+    texts = {
+        "prefix": encode(prefix) if prefix else [],
+        "suffix": encode_nospace(encode, suffix) if fim.space_prefix else encode(suffix),
+    }
+    tokens = [] if fim.bos is None else [fim.bos]
+    for part in parts:
+        tokens.extend(texts[part] if part in texts else (fim.ids[part],))
+    return FimPrompt(layout, tuple(tokens), text=fim_text(fim, layout, prefix, suffix))
 
 
-def fim_text(layout: Layout, prefix: str, suffix: str) -> str:
+def fim_text(fim: FimFormat, layout: Layout, prefix: str, suffix: str) -> str:
     """The FIM prompt as text, for servers that tokenize it themselves with control tokens
-    parsed (Ollama, TGI, llama-cpp-python's server). The control tokens are spelled as Code
-    Llama's vocabulary spells them, with SentencePiece's word-start mark (``▁<PRE>``): plain
-    ``<PRE>`` is tokenized as text. A llama.cpp tokenizer then gives exactly the token-exact
-    prompt except that the suffix, like all text after a control token, gets the implicit
-    leading space that training did not give it (``enc`` instead of ``enc_nospace``); the
-    server adds BOS. `tests/test_prompts.py` checks this against llama.cpp's tokenizer."""
-    if layout is Layout.SPM:
-        return f"{TEXT_PRE}{TEXT_SUF}{suffix}{TEXT_MID}{prefix}"
-    if layout is Layout.PSM:
-        return f"{TEXT_PRE}{prefix}{TEXT_SUF}{suffix}{TEXT_MID}"
-    raise ValueError(f"not a FIM layout: {layout}")
+    parsed (Ollama, TGI, llama-cpp-python's server); the server adds BOS. The control tokens are
+    spelled as the family's vocabulary spells them: Code Llama's with SentencePiece's
+    word-start mark (``▁<PRE>``), since plain ``<PRE>`` is tokenized as text. A llama.cpp
+    tokenizer then gives exactly the token-exact prompt except that, in a vocabulary with an
+    implicit leading space, the suffix (like all text after a control token) gets the space
+    that training did not give it (``enc`` instead of ``enc_nospace``).
+    `tests/test_prompts.py` checks this against llama.cpp's tokenizer."""
+    texts = {"prefix": prefix, "suffix": suffix}
+    return "".join(
+        texts[part] if part in texts else fim.text_of(part) for part in fim.layouts[layout]
+    )
 
 
-TEXT_PRE, TEXT_SUF, TEXT_MID = "▁<PRE>", "▁<SUF>", "▁<MID>"
-
-
-def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimTokens) -> FimPrompt:
+def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimFormat) -> FimPrompt:
     """SPM with token healing when the prefix ends inside a name.
 
     The partial word (with the space before it, which SentencePiece glues to the word) is left
@@ -118,7 +121,7 @@ def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimTokens
     while word_start > 0 and is_identifier_char(prefix[word_start - 1]):
         word_start -= 1
     if not prefix[word_start:].isascii():  # non-ASCII words may need byte tokens: no healing
-        return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
+        return _unhealed(prefix, suffix, encode, fim)
     cut = len(prefix)
     while cut > 0 and is_identifier_char(prefix[cut - 1]):
         cut -= 1
@@ -127,9 +130,15 @@ def build_healed_prompt(prefix: str, suffix: str, encode: Encode, fim: FimTokens
     head = prefix[:cut]
     head_ids = encode(head) if head else []
     if encode(prefix)[: len(head_ids)] != head_ids:
-        return build_fim_prompt(prefix, suffix, encode, fim, Layout.PSM)
+        return _unhealed(prefix, suffix, encode, fim)
     prompt = build_fim_prompt(head, suffix, encode, fim, Layout.SPM)
     return FimPrompt(Layout.SPM, prompt.tokens, heal=prefix[cut:])
+
+
+def _unhealed(prefix: str, suffix: str, encode: Encode, fim: FimFormat) -> FimPrompt:
+    """Where healing cannot cut the prompt at a token boundary: PSM if the family has it."""
+    layout = Layout.PSM if Layout.PSM in fim.layouts else Layout.SPM
+    return build_fim_prompt(prefix, suffix, encode, fim, layout)
 
 
 def build_prefix_prompt(prefix_ids: Sequence[int], bos: int | None, text: str = "") -> FimPrompt:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 
 from ..config import CompletionSettings, camel_dict
 from ..engine import Engine, Generation
-from .pipeline import CompletionPlan, finish_completion, plan_completion
+from .families import FimFormat
+from .pipeline import CompletionPlan, finish_completion, model_format, plan_completion
 from .reuse import CacheKey, ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
 
@@ -104,7 +105,7 @@ def _note_generation(
     record.model_ms = generation.seconds * 1000
     record.prompt_tokens = generation.prompt_tokens
     record.evaluated_tokens = generation.evaluated_tokens
-    record.generated_tokens = len(generation.token_ids)
+    record.generated_tokens = generation.generated_tokens
     record.stop_reason = generation.stop_reason
     if ticket.superseded_at is not None:
         record.stop_latency_ms = max(0.0, (generation.stopped_at - ticket.superseded_at) * 1000)
@@ -142,6 +143,11 @@ class Completions:
         self.cache.clear()
         for state in self.documents.values():
             state.shown = None
+
+    def model_format(self) -> FimFormat | None:
+        """The loaded model's FIM family (None: no model, or not a FIM model)."""
+        vocab = self.engine.vocab
+        return model_format(vocab, self.settings().template.value) if vocab is not None else None
 
     def table_sizes(self) -> dict[str, int]:
         """Entries in each table that lives as long as the server (for `cl-lsp.status`)."""

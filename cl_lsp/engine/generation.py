@@ -1,8 +1,9 @@
 """One completion on a `ModelSession`: prompt in chunks, token healing, the sampling loop.
 
 The session re-uses its KV cache up to the first token that differs from the previous prompt.
-Between chunks and tokens we check the request's cancel flag, the stop tokens (Code Llama's
-`<EOT>` and EOS, found by id even when the GGUF lacks `eot_token_id`), the token budget, the
+Between chunks and tokens we check the request's cancel flag, the stop tokens (the model's EOS
+and EOT, and the FIM family's end tokens the request carries, such as Code Llama's `<EOT>`,
+found by id even when the GGUF lacks `eot_token_id`), the token budget, the
 deadline and the stop rules of `stop_after_piece` (the first newline for single-line requests,
 the end of the block).
 """
@@ -191,7 +192,7 @@ class Completion:
         for token in self._session.stream(tokens, sampling_for(request.temperature)):
             if request.cancel.is_set():
                 return text, generated, "cancelled"
-            if token in vocab.stop_ids:
+            if token in vocab.stop_ids or token in request.stop_ids:
                 return text, generated, "eot"
             generated.append(token)
             piece = decoder.decode(vocab.piece(token))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -49,6 +49,7 @@ class GenerationRequest:
     stop_check: Callable[[str], int | None] | None = field(default=None, compare=False)
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
     text: str = ""  # the prompt as text, for servers that take no token ids
+    stop_ids: frozenset[int] = frozenset()  # the FIM family's end tokens, besides the model's
 
 
 def stop_after_piece(request: GenerationRequest, text: str, piece: str) -> tuple[str, str] | None:
@@ -76,6 +77,12 @@ class Generation:
     stop_reason: str
     seconds: float
     stopped_at: float = 0.0  # time.monotonic() when generation ended
+    # Pieces a text stream gave without token ids (OpenAI, Ollama): the count of tokens there.
+    streamed_pieces: int = 0
+
+    @property
+    def generated_tokens(self) -> int:
+        return len(self.token_ids) or self.streamed_pieces
 
 
 @dataclass(frozen=True)
@@ -158,36 +165,30 @@ class Priority:
         return not cancel.is_set()
 
 
-@dataclass(frozen=True)
-class FimTokens:
-    """Control-token ids of a Code Llama vocabulary."""
-
-    bos: int
-    pre: int
-    suf: int
-    mid: int
-    eot: int | None
-
-    @property
-    def control_ids(self) -> frozenset[int]:
-        ids = {self.bos, self.pre, self.suf, self.mid}
-        if self.eot is not None:
-            ids.add(self.eot)
-        return frozenset(ids)
-
-
 class Tokenizer(Protocol):
-    """The model's tokenizer as the prompts use it (Code Llama's rules: see `tokenizer.py` and `completion/prompts.py`)."""
+    """The model's tokenizer as the prompts use it (see `tokenizer.py`, and
+    `completion/prompts.py` and `completion/families.py` for the prompts)."""
 
     n_vocab: int
     bos: int
     eos: int
     add_bos: bool
-    fim: FimTokens | None
-    stop_ids: frozenset[int]
+    stop_ids: frozenset[int]  # the model's own end tokens (a family's come with the request)
+    space_prefix: bool  # encoding adds SentencePiece's implicit leading space
+    fim_ids: Mapping[str, int]  # FIM tokens llama.cpp found ("pre", "suf", "mid"), by role
+    model_name: str  # the model's file name (or the served model's name)
+    placeholder_ids: bool  # ids are stand-ins (no vocabulary): prompts go as text
 
     def encode(self, text: str) -> list[int]:
         """User text to ids: implicit leading space, no BOS, special tokens as text."""
+        ...
+
+    def token_id(self, text: str) -> int | None:
+        """The id of the one token spelled `text` (a control token's text), if any."""
+        ...
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary's spelling of a token."""
         ...
 
     def count(self, text: str) -> int: ...

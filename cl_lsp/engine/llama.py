@@ -112,6 +112,19 @@ class Weights:
     def add_bos(self) -> bool:
         return bool(self._model.add_bos_token())
 
+    def fim_ids(self) -> dict[str, int]:
+        """The FIM tokens llama.cpp found, by role: from the GGUF's metadata
+        (`tokenizer.ggml.fim_pre_token_id`...) or its own list of token texts."""
+        import llama_cpp
+
+        vocab = self._model.vocab
+        found = {
+            "pre": llama_cpp.llama_vocab_fim_pre(vocab),
+            "suf": llama_cpp.llama_vocab_fim_suf(vocab),
+            "mid": llama_cpp.llama_vocab_fim_mid(vocab),
+        }
+        return {role: token for role, token in found.items() if token >= 0}
+
     def chat_template(self) -> str | None:
         return self._model.metadata().get("tokenizer.chat_template") or None
 

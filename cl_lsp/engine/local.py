@@ -110,12 +110,13 @@ class LocalEngine:
         self.threads = threads
         self.state, self.error = EngineState.READY, None
         log.info(
-            "model %s loaded in %.1f s (n_ctx=%d, threads=%d, fim=%s, repack=%s: %s)",
+            "model %s loaded in %.1f s (n_ctx=%d, threads=%d, FIM tokens from llama.cpp: %s, "
+            "repack=%s: %s)",
             path,
             time.perf_counter() - started,
             self.n_ctx,
             threads,
-            vocab.fim is not None,
+            dict(vocab.fim_ids) or "none",
             decision.repack,
             decision.reason,
         )
@@ -257,7 +258,6 @@ class LocalEngine:
             "model": str(self.model_path) if self.model_path else None,
             "error": self.error,
             "nCtx": self.n_ctx,
-            "fim": self.vocab is not None and self.vocab.fim is not None,
             "busy": self.busy.is_set(),
             "writing": self.writing.active,
             "repack": self.repack.repack if self.repack else None,

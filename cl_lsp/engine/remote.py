@@ -147,7 +147,7 @@ class RemoteEngine:
             self.vocab = (
                 await asyncio.to_thread(Vocabulary, path)
                 if path is not None
-                else ApproximateTokenizer()
+                else ApproximateTokenizer(self.endpoint.model or "")
             )
         except Exception as error:
             self.state = EngineState.FAILED
@@ -186,7 +186,9 @@ class RemoteEngine:
         if self.endpoint.prompt is PromptForm.TEXT or not self.format.takes_tokens:
             return
         try:
-            tokenizer = await asyncio.to_thread(ServerTokenizer, self._probe_tokenize)
+            tokenizer = await asyncio.to_thread(
+                ServerTokenizer, self._probe_tokenize, self.endpoint.model or ""
+            )
         except EngineError as error:
             log.info(
                 "%s: no tokenizer endpoint (%s); prompts go as text", self.endpoint.name, error
@@ -472,6 +474,7 @@ class RemoteEngine:
             reason,
             time.perf_counter() - started,
             time.monotonic(),
+            stream.pieces,
         )
 
     # -- code actions ------------------------------------------------------------------------
@@ -501,7 +504,6 @@ class RemoteEngine:
             "model": str(self.model_path) if self.model_path else None,
             "error": self.error or self.health.error,
             "nCtx": self.n_ctx,
-            "fim": self.vocab is not None and self.vocab.fim is not None,
             "busy": self.busy.is_set(),
             "inFlight": self.in_flight,
             "maxInFlight": self.max_in_flight,

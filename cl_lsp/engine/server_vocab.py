@@ -8,10 +8,11 @@ typed, made while the debounce runs; everything else comes from the cache.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
-from .interface import EngineError, FimTokens
-from .tokenizer import FIM_TOKEN_TEXTS, LineCache, line_cache_agrees
+from .interface import EngineError
+from .tokenizer import LineCache, has_space_prefix, line_cache_agrees
 
 # (text, add_bos, parse_special) -> ids; raises EngineError with a message for a person.
 TokenizeCall = Callable[[str, bool, bool], list[int]]
@@ -23,39 +24,39 @@ class ServerTokenizer:
 
     WHOLE_TEXT_CACHE = 256  # texts kept when line-wise caching does not hold
 
-    def __init__(self, call: TokenizeCall) -> None:
+    fim_ids: Mapping[str, int] = MappingProxyType({})  # no metadata: found by token texts
+    placeholder_ids = False
+
+    def __init__(self, call: TokenizeCall, model_name: str = "") -> None:
         """Raises EngineError when the server has no usable tokenizer."""
         self._call = call
         if not call("x\n", False, False):
             raise EngineError("its tokenizer gives no tokens")
         self.n_vocab = 0  # unknown; nothing here needs it
+        self.model_name = model_name
         bos = call("", True, False)
         self.bos = bos[0] if bos else -1
         self.add_bos = bool(bos)
         self.eos = -1  # the server stops at its model's end tokens itself
-        self.fim = self._find_fim()
-        self.stop_ids = frozenset({self.fim.eot}) if self.fim and self.fim.eot else frozenset()
+        self.stop_ids: frozenset[int] = frozenset()
+        self._ids: dict[str, int | None] = {}
+        self.space_prefix = has_space_prefix(self._tokenize)
         self._lines = LineCache(self._tokenize) if line_cache_agrees(self._tokenize) else None
         self._whole: OrderedDict[str, list[int]] = OrderedDict()
 
     def _tokenize(self, text: str) -> list[int]:
         return self._call(text, False, False) if text else []
 
-    def _find_fim(self) -> FimTokens | None:
-        """Code Llama's FIM tokens, by their text: each must be one token (no ordinary token
-        is spelled ``▁<PRE>``)."""
-        if self.bos < 0:
-            return None
-        found: dict[str, int] = {}
-        for role, texts in FIM_TOKEN_TEXTS.items():
-            for text in texts:
-                ids = self._call(text, False, True)
-                if len(ids) == 1:
-                    found[role] = ids[0]
-                    break
-        if not {"pre", "suf", "mid"} <= found.keys():
-            return None
-        return FimTokens(self.bos, found["pre"], found["suf"], found["mid"], found.get("eot"))
+    def token_id(self, text: str) -> int | None:
+        """One token for `text` with special tokens parsed: a control token (no ordinary
+        token is spelled ``▁<PRE>`` or ``<fim_prefix>``). Asked once per text."""
+        if text not in self._ids:
+            ids = self._call(text, False, True)
+            self._ids[text] = ids[0] if len(ids) == 1 else None
+        return self._ids[text]
+
+    def token_text(self, token: int) -> str:
+        return ""  # not asked: without metadata, families are found by `token_id`
 
     def encode(self, text: str) -> list[int]:
         if self._lines is not None:

@@ -1,4 +1,4 @@
-"""The completion model's tokenizer, exactly as Code Llama's: `Vocabulary` and its `LineCache`.
+"""The completion model's tokenizer, exactly as the model's own: `Vocabulary` and its `LineCache`.
 
 Tokenizing for context budgets and prompts happens on the caller's thread with a separate
 vocabulary-only copy of the model, which shares nothing with the model's worker thread.
@@ -7,56 +7,19 @@ vocabulary-only copy of the model, which shares nothing with the model's worker 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
-from .interface import FimTokens
 from .llama import Weights
 
 Encode = Callable[[str], list[int]]
 """SentencePiece-style encoding of user text: implicit leading space, no BOS, special=False."""
 
 
-# Code Llama writes its FIM tokens with SentencePiece's word-start marker.
-FIM_TOKEN_TEXTS = {
-    "pre": ("▁<PRE>", "<PRE>"),
-    "suf": ("▁<SUF>", "<SUF>"),
-    "mid": ("▁<MID>", "<MID>"),
-    "eot": ("▁<EOT>", "<EOT>"),
-}
-
-
 # "☺" is a single token in the Llama vocabulary, so "☺" + s encodes as [▁, ☺] + the
 # encoding of s with no implicit space before it (codellama `Tokenizer.encode_infilling`).
 NOSPACE_MARKER = "☺"
-
-
-def find_fim_tokens(
-    n_vocab: int, token_text: Callable[[int], str], bos: int | None
-) -> FimTokens | None:
-    """Find Code Llama's FIM tokens by their text (many GGUFs lack the metadata keys).
-
-    Code Llama's ids (32007..32010) are checked first; the whole vocabulary only if needed.
-    """
-    if bos is None or bos < 0:
-        return None
-    found: dict[str, int] = {}
-    wanted = {text: role for role, texts in FIM_TOKEN_TEXTS.items() for text in texts}
-
-    def look(ids: range) -> None:
-        for token_id in ids:
-            role = wanted.get(token_text(token_id))
-            if role and role not in found:
-                found[role] = token_id
-
-    look(range(32007, min(32011, n_vocab)))
-    if not {"pre", "suf", "mid"} <= found.keys():
-        look(range(n_vocab))
-    if not {"pre", "suf", "mid"} <= found.keys():
-        return None
-    return FimTokens(
-        bos=bos, pre=found["pre"], suf=found["suf"], mid=found["mid"], eot=found.get("eot")
-    )
 
 
 def nospace_tokens(
@@ -92,14 +55,15 @@ class Vocabulary:
         self.bos = self._model.bos()
         self.eos = self._model.eos()
         self.add_bos = self._model.add_bos()
-        self.fim: FimTokens | None = find_fim_tokens(
-            self.n_vocab, self._model.token_text, self.bos if self.bos >= 0 else None
-        )
+        self.model_name = Path(path).name
+        self.placeholder_ids = False
+        self.fim_ids = self._model.fim_ids()
         eot = self._model.eot()
-        stops = {token for token in (self.eos, eot) if token is not None and token >= 0}
-        if self.fim and self.fim.eot is not None:
-            stops.add(self.fim.eot)
-        self.stop_ids = frozenset(stops)
+        self.stop_ids = frozenset(
+            token for token in (self.eos, eot) if token is not None and token >= 0
+        )
+        self.space_prefix = has_space_prefix(self._tokenize)
+        self._ids: dict[str, int | None] = {}
 
         self._lines = LineCache(self._tokenize) if self._tokenizes_line_by_line() else None
         self._by_first_char: dict[str, list[tuple[int, str]]] | None = None
@@ -122,6 +86,16 @@ class Vocabulary:
 
     def count(self, text: str) -> int:
         return len(self.encode(text))
+
+    def token_id(self, text: str) -> int | None:
+        if text not in self._ids:
+            ids = self._model.tokenize(text, special=True)
+            found = len(ids) == 1 and self._model.token_text(ids[0]) == text
+            self._ids[text] = ids[0] if found else None
+        return self._ids[text]
+
+    def token_text(self, token: int) -> str:
+        return self._model.token_text(token)
 
     def _tokenizes_line_by_line(self) -> bool:
         """True if no token but the newline byte contains a newline, so tokenization never
@@ -160,6 +134,12 @@ class Vocabulary:
 
     def close(self) -> None:
         self._model.close()
+
+
+def has_space_prefix(tokenize: Callable[[str], list[int]]) -> bool:
+    """True if encoding adds SentencePiece's implicit leading space (Llama's vocabulary does;
+    byte-level BPE vocabularies and Gemma's do not)."""
+    return nospace_tokens(tokenize, "x") not in (None, tokenize("x"))
 
 
 def line_cache_agrees(tokenize: Callable[[str], list[int]]) -> bool:
@@ -267,12 +247,22 @@ class ApproximateTokenizer:
     as text (see `completion/prompts.py`, `FimPrompt.text`)."""
 
     n_vocab = 0
-    bos, eos = 1, 2
-    add_bos = True
-    # Placeholder ids so the prompt builder lays out FIM prompts; the text form is what is sent.
-    fim = FimTokens(bos=1, pre=-2, suf=-3, mid=-4, eot=-5)
-    stop_ids = frozenset({2, -5})
+    bos, eos = -1, -1
+    add_bos = False  # the server adds it
+    stop_ids: frozenset[int] = frozenset()
+    space_prefix = False
+    fim_ids: Mapping[str, int] = MappingProxyType({})
+    placeholder_ids = True
     _PARTS = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
+
+    def __init__(self, model_name: str = "") -> None:
+        self.model_name = model_name  # the served model's name: the family's last resort
+
+    def token_id(self, text: str) -> int | None:
+        return None
+
+    def token_text(self, token: int) -> str:
+        return ""
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []

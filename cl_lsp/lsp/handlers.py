@@ -77,8 +77,11 @@ def initialized(ls: ClLanguageServer, params: types.InitializedParams) -> None:
 def did_change_configuration(
     ls: ClLanguageServer, params: types.DidChangeConfigurationParams
 ) -> None:
+    template = ls.settings.completion.template
     if ls.apply_settings(params.settings):
         ls.start_loading()
+    elif ls.settings.completion.template != template and ls.engine.ready:
+        ls.track(ls.tell_model_format())
 
 
 def did_open(ls: ClLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -258,6 +261,19 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
     records = list(ls.completions.recent)
     status = ls.engine.status()
     status["answersWithoutModel"] = ls.completions.answers_without_model
+    fim = ls.completions.model_format() if ls.engine.ready else None
+    status["fim"] = fim is not None
+    status["family"] = (
+        {
+            "name": fim.name,
+            "title": fim.family.title,
+            "detectedBy": fim.detected_by,
+            "layouts": [layout.value for layout in fim.layouts],
+            "ids": dict(fim.ids),
+        }
+        if fim is not None
+        else None
+    )
     status["recent"] = [record.as_dict() for record in records[-count:]] if count else []
     status["loading"] = ls.load_task is not None and not ls.load_task.done()
     status["documents"] = len(ls.documents)

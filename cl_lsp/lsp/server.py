@@ -21,6 +21,7 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from ..actions.jobs import ActionRecord
+from ..completion.families import TemplateError, fim_format
 from ..completion.pipeline import replace_span
 from ..completion.service import Completions
 from ..config import EngineKind, Settings, parse_settings
@@ -242,6 +243,7 @@ class ClLanguageServer(LanguageServer):
         self.completions.clear()  # answers cached for the previous model no longer hold
         log.info("ready: %s", path)
         await progress.end(f"ready ({path.name})")
+        await self.tell_model_format()
 
     async def connect_engine(self, engine: RemoteEngine) -> None:
         """An inference-server engine: read the vocabulary of the GGUF model.path (or --model,
@@ -259,6 +261,38 @@ class ClLanguageServer(LanguageServer):
         self.completions.clear()
         state = engine.health.state
         await progress.end(f"{engine.endpoint.name}: {'ready' if state == 'ok' else state}")
+        await self.tell_model_format()
+
+    async def tell_model_format(self) -> None:
+        """Say once, when a model loads (or the template setting changes), what the prompts
+        cannot be: a model that is not a fill-in-the-middle model, or a `completion.template`
+        the model has not the tokens of. (Asking a server's tokenizer takes requests: not on
+        the event loop.)"""
+        vocab, template = self.engine.vocab, self.settings.completion.template.value
+        if vocab is None:
+            return
+        try:
+            fim = await asyncio.to_thread(fim_format, vocab, template)
+        except TemplateError as error:
+            self.tell(types.MessageType.Warning, f"{error}; detecting the family instead")
+            return
+        except EngineError as error:  # the server's tokenizer stopped answering
+            log.warning("could not ask for the model's FIM tokens: %s", error)
+            return
+        if fim is None and template != "prefix":
+            self.tell(
+                types.MessageType.Info,
+                f"{vocab.model_name or 'the model'} is not a fill-in-the-middle model (it has "
+                "no FIM tokens): suggestions only continue the text before the cursor. If it "
+                "is one, completion.template names its family.",
+            )
+        elif fim is not None:
+            log.info(
+                "FIM family %s (%s), layouts %s",
+                fim.family.title,
+                fim.detected_by,
+                ", ".join(layout.value for layout in fim.layouts),
+            )
 
     async def find_model(self, progress: Progress) -> Path:
         loop = asyncio.get_running_loop()

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ... import brackets
+from ..families import SPELLED_CONTROL
 
-# Code Llama sometimes spells its control tokens as ordinary text instead of emitting the
-# control token itself; anything after such a spelling is not code.
-CONTROL_TEXT = re.compile(r"\s?<(?:EOT|PRE|SUF|MID|FILL_ME)>|</s>|<s>")
+# Models sometimes spell a control token as ordinary text instead of emitting the token itself
+# (Code Llama's `<EOT>`, any family's markers and end tokens, or a text-only server printing
+# them); anything after such a spelling is not code.
+CONTROL_TEXT = re.compile(rf"\s?<FILL_ME>|<s>|{SPELLED_CONTROL.pattern}")
 
 
 @dataclass(frozen=True)
