@@ -1,4 +1,5 @@
-"""Command line: `cl-lsp [--stdio|--tcp]` serves LSP; `complete` and `download` run once.
+"""Command line: `cl-lsp [--stdio|--tcp]` serves LSP; `complete`, `download` and `models` run
+once.
 
 In server mode stdout belongs to the protocol: every log line goes to stderr, `--log-file`
 or the client's `window/logMessage`.
@@ -29,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--model",
-        metavar="PATH",
-        help="GGUF model file, used unless the editor's model.path setting "
-        "names one (else CL_LSP_MODEL, then the default Code Llama 7B, "
-        "downloaded once)",
+        metavar="MODEL",
+        help="GGUF model file, or a model name (codellama-7b, codellama-13b, "
+        "codellama-7b-instruct, codellama-13b-instruct, optionally :QUANT), "
+        "hf:OWNER/REPO/FILE.gguf or OWNER/REPO:QUANT, downloaded once; used unless the "
+        "editor's model.path setting names one (else CL_LSP_MODEL, then codellama-7b)",
     )
     common.add_argument(
         "--engine",
@@ -94,8 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='settings as JSON, e.g. \'{"completion": {"maxTokens": 64}}\'',
     )
+    download_command = commands.add_parser(
+        "download",
+        parents=[common],
+        help="fetch a model into the Hugging Face cache (default: codellama-7b)",
+        description="Download a model once into the Hugging Face cache and print its path.",
+    )
+    download_command.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="a model name (codellama-13b, codellama-13b:Q5_K_M, ...), hf:OWNER/REPO/FILE.gguf "
+        "or OWNER/REPO:QUANT (default: --model if given, else the default model codellama-7b)",
+    )
     commands.add_parser(
-        "download", parents=[common], help="fetch the default model into the Hugging Face cache"
+        "models",
+        help="list the model names and the GGUF files in the Hugging Face cache (offline)",
+        description="List the known model names, whether each is downloaded, and every other "
+        "GGUF file in the Hugging Face cache. Reads only the local disk.",
     )
     return parser
 
@@ -126,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "complete":
         return complete_once(args)
     if args.command == "download":
-        return download()
+        return download(args.name or args.model)
+    if args.command == "models":
+        return list_models()
     from .lsp.handlers import build_server
     from .lsp.server import install_lsp_log_handler
 
@@ -170,17 +190,72 @@ def claim_stdout() -> BinaryIO:
     return protocol_out
 
 
-def download() -> int:
-    from .models import ModelError, download_default_model
+def download(name: str | None) -> int:
+    """`cl-lsp download [NAME]`: fetch NAME (else the default model) with a progress bar on
+    stderr, and print its path."""
+    from .models import (
+        ModelError,
+        default_model_ref,
+        fetch_model,
+        parse_model_ref,
+        resolve_model_path,
+    )
     from .progress_bar import terminal_progress
 
+    value, _ = resolve_model_path(name, None, {})
     try:
-        path = download_default_model(terminal_progress())
+        ref = parse_model_ref(value, "the command line") if value else default_model_ref()
+        if ref.is_path:
+            print(
+                f"cl-lsp: nothing to download: {value} is a file path. `cl-lsp download` takes "
+                "a model name (e.g. codellama-13b), hf:OWNER/REPO/FILE.gguf or "
+                "OWNER/REPO:QUANT; `cl-lsp models` lists the names.",
+                file=sys.stderr,
+            )
+            return 2
+        path = fetch_model(
+            ref,
+            terminal_progress(),
+            lambda plan: print(f"cl-lsp: downloading {plan.describe()}", file=sys.stderr),
+        )
     except ModelError as error:
         print(f"cl-lsp: {error}", file=sys.stderr)
         return 1
     print(path)
     return 0
+
+
+def list_models() -> int:
+    """`cl-lsp models`: the known names (downloaded or not) and the other GGUF files in the
+    Hugging Face cache, from the local disk alone."""
+    from .models import DEFAULT_NAME, format_size
+    from .models import list_models as listing
+
+    found = listing()
+    rows = [("NAME", "REPOSITORY", "FILE", "SIZE", "DOWNLOADED")]
+    for known, cached in found.known:
+        name = known.name + (" (default)" if known.name == DEFAULT_NAME else "")
+        have = f"yes, {format_size(cached.size)}: {cached.path}" if cached else "no"
+        rows.append(
+            (name, known.repo, known.filename(), f"~{format_size(known.approx_size)}", have)
+        )
+    print("Models by name (NAME:QUANT picks another quantization, e.g. codellama-13b:Q5_K_M):")
+    _print_rows(rows)
+    print(f"\nOther GGUF files in the Hugging Face cache ({found.cache}), by the name")
+    print("model.path and --model take:")
+    if not found.others:
+        print("  none")
+    _print_rows([(o.reference, format_size(o.size), str(o.path)) for o in found.others])
+    return 0
+
+
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  " + "  ".join([*cells, row[-1]]))
 
 
 def complete_once(args: argparse.Namespace) -> int:
@@ -221,12 +296,13 @@ def complete_once(args: argparse.Namespace) -> int:
 
 
 def _engine_for(args: argparse.Namespace, settings: Settings) -> tuple[Engine, Path | None]:
-    """The engine engine.kind names, and the GGUF to load: the model (the default one
-    downloaded if need be) for the local engine; for a server, the vocabulary's, if any."""
+    """The engine engine.kind names, and the GGUF to load: the model (a name or Hub reference
+    downloaded if need be) for the local engine; for a server, the vocabulary's, if any (a
+    cached copy only: never a download)."""
     from .engine import LocalEngine
     from .engine.endpoint import Endpoint
     from .engine.remote import RemoteEngine
-    from .models import check_model_file, locate_model, resolve_model_path
+    from .models import locate_model, locate_vocabulary
     from .progress_bar import terminal_progress
 
     if settings.engine.kind is EngineKind.LOCAL:
@@ -234,15 +310,15 @@ def _engine_for(args: argparse.Namespace, settings: Settings) -> tuple[Engine, P
             args.model,
             settings.model.path,
             terminal_progress(),
-            lambda: print("cl-lsp: downloading the default model (once)", file=sys.stderr),
+            lambda plan: print(f"cl-lsp: downloading {plan.describe()} (once)", file=sys.stderr),
         )
         return LocalEngine(), model
-    path, source = resolve_model_path(args.model, settings.model.path)
+    vocabulary = locate_vocabulary(args.model, settings.model.path)
     engine = RemoteEngine(
         Endpoint.for_completions(settings.engine),
         Endpoint.for_actions(settings.engine, settings.actions.engine),
     )
-    return engine, check_model_file(path, source) if path else None
+    return engine, vocabulary
 
 
 async def _complete(

@@ -99,7 +99,7 @@ def _range(low: float | None = None, high: float | None = None) -> dict[str, Any
 @dataclass(frozen=True)
 class ModelSettings:
     path: str | None = None
-    """Local GGUF file; wins over --model, which is used without it, then CL_LSP_MODEL, then the default Code Llama 7B."""
+    """Local GGUF file, or a model name (codellama-7b, codellama-13b, codellama-7b-instruct, codellama-13b-instruct; NAME:QUANT for another quantization), hf:OWNER/REPO/FILE.gguf or OWNER/REPO:QUANT, downloaded once into the Hugging Face cache; wins over --model, which is used without it, then CL_LSP_MODEL, then codellama-7b."""
     n_ctx: int = field(default=4096, metadata=_range(256, 131072))
     """Context window in tokens (prompt + generated text)."""
     n_threads: int = field(default=0, metadata=_range(0, 512))
@@ -198,8 +198,9 @@ class ActionSettings:
     enabled: bool = True
     """Offer the code actions Explain, Fix, Add documentation and Write tests."""
     model: str | None = None
-    """GGUF file for code actions, e.g. Code Llama 7B/13B Instruct; without it, the completion
-    model writes them."""
+    """GGUF file or model name for code actions, as model.path takes them, e.g.
+    codellama-7b-instruct or codellama-13b-instruct; without it, the completion model writes
+    them."""
     max_tokens: int = field(default=512, metadata=_range(16, 8192))
     """Most tokens the model writes for one action."""
     temperature: float = field(default=0.2, metadata=_range(0.0, 2.0))

@@ -10,6 +10,12 @@ reads the variable once). What the installed huggingface_hub (2.x) asks for, and
   ``Link``: those are never sent, so the download is plain HTTP.
 * ``GET`` on the same URL -- the bytes, honouring ``Range: bytes=N-`` / ``bytes=N-M`` (used when
   huggingface_hub resumes after a dropped connection).
+* ``GET /api/models/<repo>`` and ``/api/models/<repo>/revision/<revision>`` -- the repository's
+  info as ``HfApi.model_info`` parses it (``ModelInfo(**json)``): ``id``, ``modelId``,
+  ``author``, ``sha``, dates, flags and ``siblings``, one ``{"rfilename": ...}`` per file; with
+  ``?blobs=true`` (``files_metadata=True``) each sibling also has ``blobId`` and ``size``, and
+  LFS files (``.gguf``, as the Hub's ``.gitattributes`` makes them) an ``lfs`` object with
+  ``sha256``, ``size`` and ``pointerSize``, as the real Hub answers.
 * ``GET /api/agent-harnesses`` -- a best-effort registry fetched by ``build_hf_headers`` once a
   day (cached under ``HF_HOME``) unless ``HF_HUB_DISABLE_TELEMETRY`` is set; an empty registry.
 
@@ -17,6 +23,13 @@ Unknown repositories answer 404 ``X-Error-Code: RepoNotFound``, unknown files 40
 ``X-Error-Code: EntryNotFound``, unknown revisions 404 ``X-Error-Code: RevisionNotFound``, which
 huggingface_hub maps to its ``RepositoryNotFoundError`` / ``RemoteEntryNotFoundError`` /
 ``RevisionNotFoundError``. Every request is recorded in :attr:`HubMock.requests`.
+
+Faults on demand: :attr:`HubMock.release` holds file bodies after their first
+:attr:`HubMock.hold_after` bytes, and
+:attr:`HubMock.cut_after` ends the next file body after that many bytes by closing the
+connection (huggingface_hub then resumes with a ``Range`` request), and :attr:`HubMock.short_by`
+sends whole bodies that many bytes short of the size the metadata gave (a cleanly closed, short
+transfer, which huggingface_hub refuses).
 """
 
 from __future__ import annotations
@@ -30,13 +43,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _RESOLVE = re.compile(
     r"^/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/"
     r"(?P<revision>[^/]+)/(?P<filename>.+)$"
 )
+_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<revision>[^/]+))?$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _CHUNK = 1 << 20
 
@@ -68,6 +82,24 @@ class _File:
                     size += len(block)
         return cls(source, size, digest.hexdigest())
 
+    def sibling(self, filename: str) -> dict[str, object]:
+        """The file's entry in ``siblings`` with ``blobs=true``: the git blob id is the LFS
+        pointer's for LFS files (GGUFs and big files), the content's otherwise."""
+        if filename.endswith(".gguf") or self.size > 10 * _CHUNK:
+            pointer = (
+                "version https://git-lfs.github.com/spec/v1\n"
+                f"oid sha256:{self.sha256}\nsize {self.size}\n"
+            ).encode()
+            lfs = {"sha256": self.sha256, "size": self.size, "pointerSize": len(pointer)}
+            return {
+                "rfilename": filename,
+                "blobId": _git_blob(pointer),
+                "size": self.size,
+                "lfs": lfs,
+            }
+        content = self.source if isinstance(self.source, bytes) else self.source.read_bytes()
+        return {"rfilename": filename, "blobId": _git_blob(content), "size": self.size}
+
     def chunks(self, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``start`` to ``end`` inclusive."""
         if isinstance(self.source, bytes):
@@ -82,6 +114,10 @@ class _File:
                 yield block
 
 
+def _git_blob(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
 @dataclass
 class HubMock:
     """The running mock; see the module docstring."""
@@ -92,8 +128,40 @@ class HubMock:
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
-    """File bodies are sent only once this is set (set by default; clear it to hold downloads
-    half-way, after the first chunk, e.g. to observe a server while it is still downloading)."""
+    """File bodies are sent whole only once this is set (set by default; clear it to hold
+    downloads half-way, after `hold_after` bytes, e.g. to observe a server while it is still
+    downloading)."""
+    hold_after: int = _CHUNK
+    """Where a held file body pauses (huggingface_hub writes to disk in 10 MiB pieces)."""
+    cut_after: int | None = None
+    """If set, the next file body stops after this many bytes and the connection is closed."""
+    short_by: int = 0
+    """File bodies leave out their last `short_by` bytes (HEAD still gives the whole size)."""
+
+    def repo_info(self, repo: str, blobs: bool) -> dict[str, object]:
+        """``/api/models/<repo>``'s answer, shaped like the real Hub's."""
+        owner = repo.split("/")[0]
+        files = sorted((name, entry) for (r, name), entry in self.files.items() if r == repo)
+        siblings = [entry.sibling(name) if blobs else {"rfilename": name} for name, entry in files]
+        return {
+            "_id": hashlib.sha1(repo.encode()).hexdigest()[:24],
+            "id": repo,
+            "modelId": repo,
+            "author": owner,
+            "sha": self.commit,
+            "lastModified": "2023-09-27T12:46:03.000Z",
+            "createdAt": "2023-08-24T17:02:09.000Z",
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "library_name": "gguf",
+            "tags": ["gguf"],
+            "siblings": siblings,
+            "spaces": [],
+            **({"usedStorage": sum(entry.size for _, entry in files)} if blobs else {}),
+        }
 
     def count(self, method: str | None = None, path_contains: str = "") -> int:
         """How many requests matched *method* (any if None) with *path_contains* in the path."""
@@ -158,6 +226,10 @@ def _handler(mock: HubMock) -> type[BaseHTTPRequestHandler]:
                 registry = json.dumps({"standardEnvVars": [], "harnesses": {}}).encode()
                 self._send(200, {"Content-Type": "application/json"}, registry)
                 return
+            info = _INFO.match(path)
+            if info is not None:
+                self._repo_info(unquote(info["repo"]), unquote(info["revision"] or "main"))
+                return
             match = _RESOLVE.match(path)
             if match is None:
                 self._error(404, "NotFound", f"no route for {path}")
@@ -186,7 +258,7 @@ def _handler(mock: HubMock) -> type[BaseHTTPRequestHandler]:
                 "X-Linked-Etag": f'"{entry.sha256}"',
                 "X-Linked-Size": str(entry.size),
             }
-            start, end, status = 0, entry.size - 1, 200
+            start, end, status = 0, entry.size - 1 - (mock.short_by if body else 0), 200
             ranged = _RANGE.match(self.headers.get("Range", "").strip())
             if ranged and body:
                 start = int(ranged[1])
@@ -202,13 +274,34 @@ def _handler(mock: HubMock) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             if body:
+                with mock.lock:
+                    cut, mock.cut_after = mock.cut_after, None
+                sent = 0
                 try:
-                    for number, block in enumerate(entry.chunks(start, end)):
-                        if number == 1:
+                    for block in entry.chunks(start, end):
+                        if sent >= mock.hold_after:
                             mock.release.wait(60)
+                        if cut is not None and sent + len(block) > cut:
+                            self.wfile.write(block[: cut - sent])
+                            self.wfile.flush()
+                            self.close_connection = True  # fewer bytes than Content-Length
+                            return
                         self.wfile.write(block)
+                        sent += len(block)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+        def _repo_info(self, repo: str, revision: str) -> None:
+            if not any(r == repo for r, _ in mock.files):
+                self._error(404, "RepoNotFound", "Repository not found")
+                return
+            if revision not in ("main", mock.commit):
+                self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+                return
+            query = parse_qs(urlsplit(self.path).query)
+            blobs = query.get("blobs", ["false"])[-1].lower() == "true"
+            body = json.dumps(mock.repo_info(repo, blobs)).encode()
+            self._send(200, {"Content-Type": "application/json; charset=utf-8"}, body)
 
     return Handler
 

@@ -243,3 +243,150 @@ def test_tcp_transport_listens_on_loopback(tmp_path, x_model):
     finally:
         server.kill()
         server.wait(10)
+
+
+C13 = "TheBloke/CodeLlama-13B-GGUF"
+
+
+def hub_cli_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
+    env = offline_env(tmp_path, HF_ENDPOINT=endpoint)
+    del env["HF_HUB_OFFLINE"]
+    return env
+
+
+def test_download_by_name_and_models_lists_what_is_cached(tmp_path):
+    q4, q5 = b"GGUF\x03\x00\x00\x00 13b q4", b"GGUF\x03\x00\x00\x00 13b q5!"
+    files = {(C13, "codellama-13b.Q4_K_M.gguf"): q4, (C13, "codellama-13b.Q5_K_M.gguf"): q5}
+    with serve_hub(files) as hub:
+        env = hub_cli_env(tmp_path, hub.endpoint)
+        cache = tmp_path / "hf-home" / "hub"
+        before = cl_lsp("models", env=env)
+        assert before.returncode == 0, before.stderr
+        lines = before.stdout.splitlines()
+        assert lines[0].startswith("Models by name (NAME:QUANT picks another quantization")
+        assert lines[1].split() == ["NAME", "REPOSITORY", "FILE", "SIZE", "DOWNLOADED"]
+        assert lines[2].split() == [
+            "codellama-7b",
+            "(default)",
+            DEFAULT_REPO,
+            DEFAULT_FILE,
+            "~4.08",
+            "GB",
+            "no",
+        ]
+        assert lines[3].split() == [
+            "codellama-13b",
+            C13,
+            "codellama-13b.Q4_K_M.gguf",
+            "~7.87",
+            "GB",
+            "no",
+        ]
+        assert [line.split()[0] for line in lines[4:6]] == [
+            "codellama-7b-instruct",
+            "codellama-13b-instruct",
+        ]
+        assert lines[7:] == [
+            f"Other GGUF files in the Hugging Face cache ({cache}), by the name",
+            "model.path and --model take:",
+            "  none",
+        ]
+        assert hub.requests == []  # offline by design
+
+        got = cl_lsp("download", "codellama-13b", env=env)
+        assert got.returncode == 0, got.stderr
+        path = Path(got.stdout.strip())
+        assert path.read_bytes() == q4 and cache in path.parents
+        assert (
+            f"cl-lsp: downloading codellama-13b ({C13}/codellama-13b.Q4_K_M.gguf, {len(q4)} bytes)"
+            in got.stderr
+        )
+        assert "100%" in got.stderr  # the progress bar
+        other = cl_lsp("download", "codellama-13b:Q5_K_M", env=env)
+        assert other.returncode == 0, other.stderr
+        seen = len(hub.requests)
+        again = cl_lsp("download", "codellama-13b", env=env)
+        assert again.returncode == 0 and again.stdout == got.stdout and again.stderr == ""
+
+        after = cl_lsp("models", env=env)
+        assert after.returncode == 0, after.stderr
+        rows = {line.split()[0]: line.split() for line in after.stdout.splitlines() if line}
+        assert rows["codellama-13b"][-4:] == ["yes,", str(len(q4)), "bytes:", str(path)]
+        assert rows["codellama-7b"][-1] == "no"
+        q5_path = Path(other.stdout.strip())
+        assert rows["codellama-13b:Q5_K_M"] == [
+            "codellama-13b:Q5_K_M",
+            str(len(q5)),
+            "bytes",
+            str(q5_path),
+        ]
+        assert "none" not in rows
+        assert len(hub.requests) == seen  # nothing asked of the hub after the downloads
+        assert len(hub.file_requests("GET")) == 2
+
+
+def test_download_refuses_a_path_and_explains_a_bad_name(tmp_path):
+    env = offline_env(tmp_path)
+    path = cl_lsp("download", "./codellama-13b.gguf", env=env)
+    assert path.returncode == 2 and path.stdout == ""
+    assert path.stderr.startswith(
+        "cl-lsp: nothing to download: ./codellama-13b.gguf is a file path."
+    )
+    unknown = cl_lsp("download", "codellama-70b", env=env)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(
+        "cl-lsp: unknown model name 'codellama-70b' (from the command line). The known names "
+        "are codellama-7b, codellama-13b, codellama-7b-instruct, codellama-13b-instruct"
+    )
+    offline = cl_lsp("download", "codellama-13b", env=env)
+    assert offline.returncode == 1
+    assert offline.stderr == (
+        f"cl-lsp: the model codellama-13b ({C13}/codellama-13b.Q4_K_M.gguf) (from the command "
+        "line) could not be downloaded (HF_HUB_OFFLINE is set and the file is not in the Hugging "
+        "Face cache). Run `cl-lsp download codellama-13b` when online, or use a local GGUF file.\n"
+    )
+    shown = cl_lsp("--help", env=env).stdout
+    assert "models" in shown and "download" in shown
+
+
+def test_complete_takes_a_model_name_from_the_cache(tmp_path, x_model):
+    with serve_hub({(C13, "codellama-13b.Q4_K_M.gguf"): x_model}) as hub:
+        env = hub_cli_env(tmp_path, hub.endpoint)
+        source = tmp_path / "v.py"
+        source.write_text("value = \n")
+        args = ("complete", str(source), "--line", "0", "--character", "8", "--json")
+        first = cl_lsp(*args, "--model", "codellama-13b", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "cl-lsp: downloading codellama-13b (" in first.stderr
+        model = json.loads(first.stdout)["model"]
+        assert Path(model).name == "codellama-13b.Q4_K_M.gguf"
+        seen = len(hub.requests)
+        again = cl_lsp(*args, env={**env, "CL_LSP_MODEL": "codellama-13b"})
+        assert json.loads(again.stdout)["model"] == model
+        assert len(hub.requests) == seen
+
+
+def test_an_inference_server_reads_a_named_models_vocabulary_only_from_the_cache(tmp_path, x_model):
+    from mock_inference import MockInferenceServer
+
+    source = tmp_path / "v.py"
+    source.write_text("value = \n")
+    args = ("complete", str(source), "--line", "0", "--character", "8", "--json", "-v")
+    with (
+        serve_hub({(C13, "codellama-13b.Q4_K_M.gguf"): x_model}) as hub,
+        MockInferenceServer() as server,
+    ):
+        env = hub_cli_env(tmp_path, hub.endpoint)
+        remote = ("--engine", "llama-server", "--url", server.base_url, "--model", "codellama-13b")
+        before = cl_lsp(*args, *remote, env=env)
+        assert before.returncode == 0, before.stderr
+        assert "is not in the Hugging Face cache, and an inference server's engine never " in (
+            before.stderr
+        )
+        assert hub.requests == []  # never downloads
+        assert json.loads(before.stdout)["prompt_tokens"][:2] != [BOS, PRE]  # the server's ids
+        assert cl_lsp("download", "codellama-13b", env=env).returncode == 0
+        after = cl_lsp(*args, *remote, env=env)
+        assert after.returncode == 0, after.stderr
+        assert json.loads(after.stdout)["prompt_tokens"][:3] == [BOS, PRE, SUF]  # Code Llama's
+        assert "not in the Hugging Face cache" not in after.stderr

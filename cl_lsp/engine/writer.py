@@ -183,7 +183,7 @@ class ActionModels:
         self._loaded: tuple[str, Weights, FileIdentity | None] | None = None
 
     def get(self, setting: str, repack_mode: str) -> Weights:
-        path = str(Path(setting).expanduser())
+        path = _actions_model_path(setting)
         if self._loaded is not None and (
             self._loaded[0] != path or FileIdentity.of(path) != self._loaded[2]
         ):
@@ -232,6 +232,24 @@ class ActionModels:
         if self._loaded is not None:
             self._loaded[1].close()
             self._loaded = None
+
+
+def _actions_model_path(setting: str) -> str:
+    """The file `actions.model` names: a path as it is (`_load` checks it), or a model name or
+    Hub reference from the Hugging Face cache, downloaded there once (progress in the log)."""
+    from ..models import ACTIONS, ModelError, fetch_model, logged_progress, parse_model_ref
+
+    path = str(Path(setting).expanduser())
+    try:
+        ref = parse_model_ref(path, ACTIONS.label)
+        if ref.is_path:
+            return path
+        return str(fetch_model(ref, logged_progress(f"{ref.text} (actions.model)")))
+    except ModelError as error:
+        raise EngineError(
+            f"actions model unusable: {error}; or leave actions.model empty to use the "
+            "completion model"
+        ) from error
 
 
 class WritingHost(Protocol):

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from lsprotocol import types
@@ -76,17 +77,21 @@ class Progress:
             self.ls.work_done_progress.tokens.pop(self.token, None)
             self.token = None
 
-    def threadsafe_bytes(self, loop: asyncio.AbstractEventLoop) -> Any:
+    def threadsafe_bytes(
+        self, loop: asyncio.AbstractEventLoop, name: Callable[[], str] = lambda: ""
+    ) -> Any:
         """A download progress callback usable from any thread: a bar on stderr, and
-        `$/progress` reports to the editor at most twice a second."""
+        `$/progress` reports to the editor at most twice a second, naming what downloads
+        (`downloading codellama-13b: 512/7870 MB`)."""
         bar = terminal_progress()
 
         def to_editor(done: int, total: int | None) -> None:
+            what = f"downloading {name()}: " if name() else "downloading "
             if total:
                 percentage = int(done * 100 / total)
-                message = f"downloading {done / 1e6:.0f}/{total / 1e6:.0f} MB"
+                message = f"{what}{done / 1e6:.0f}/{total / 1e6:.0f} MB"
             else:
-                percentage, message = None, f"downloading {done / 1e6:.0f} MB"
+                percentage, message = None, f"{what}{done / 1e6:.0f} MB"
             loop.call_soon_threadsafe(self.send_report, message, percentage)
 
         editor = throttled(to_editor, 0.5)

@@ -29,7 +29,15 @@ from ..engine import Engine, EngineError, LocalEngine
 from ..engine.endpoint import Endpoint
 from ..engine.remote import RemoteEngine
 from ..languages import language_for
-from ..models import ModelError, check_model_file, locate_model, resolve_model_path
+from ..models import (
+    DEFAULT,
+    HubDownload,
+    ModelError,
+    format_size,
+    hub_cache_dir,
+    locate_model,
+    locate_vocabulary,
+)
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .progress import Progress
 from .protocol import ClProtocol
@@ -251,8 +259,10 @@ class ClLanguageServer(LanguageServer):
         progress = Progress(self, "cl-lsp: engine")
         await progress.begin(f"connecting to {engine.endpoint.name}")
         try:
-            path, source = resolve_model_path(self.cli_model, self.settings.model.path)
-            vocabulary = await asyncio.to_thread(check_model_file, path, source) if path else None
+            # A name or Hub reference: its cached copy, if any; never a download.
+            vocabulary = await asyncio.to_thread(
+                locate_vocabulary, self.cli_model, self.settings.model.path
+            )
             await engine.load(vocabulary, self.settings.model)
         except (ModelError, EngineError) as error:
             self.tell(types.MessageType.Error, str(error))
@@ -295,25 +305,37 @@ class ClLanguageServer(LanguageServer):
             )
 
     async def find_model(self, progress: Progress) -> Path:
+        """The model file, from the Hugging Face cache or downloaded once for a name or Hub
+        reference: the download is announced, and each `$/progress` report names it."""
         loop = asyncio.get_running_loop()
+        downloading: list[HubDownload] = []
 
-        def announce_download() -> None:  # called on the download thread
-            loop.call_soon_threadsafe(self._announce_download, progress)
+        def announce_download(plan: HubDownload) -> None:  # called on the download thread
+            downloading.append(plan)
+            loop.call_soon_threadsafe(self._announce_download, progress, plan)
+
+        def name() -> str:
+            return downloading[-1].name if downloading else "the model"
 
         return await asyncio.to_thread(
             locate_model,
             self.cli_model,
             self.settings.model.path,
-            progress.threadsafe_bytes(loop),
+            progress.threadsafe_bytes(loop, name),
             announce_download,
         )
 
-    def _announce_download(self, progress: Progress) -> None:
-        progress.send_report("downloading the default model (about 4 GB, once)")
+    def _announce_download(self, progress: Progress, plan: HubDownload) -> None:
+        size = f", {format_size(plan.size)}" if plan.size else ""
+        progress.send_report(f"downloading {plan.name} (once{size})")
+        what = (
+            f"no model configured: downloading the default model {plan.describe()}"
+            if plan.ref.source == DEFAULT.label
+            else f"downloading {plan.describe()}"
+        )
         self.tell(
             types.MessageType.Info,
-            "no model configured: downloading the default Code Llama 7B (about 4 GB) "
-            "into the Hugging Face cache",
+            f"{what} into the Hugging Face cache ({hub_cache_dir()}), once",
         )
 
     # -- completion --------------------------------------------------------------------------
