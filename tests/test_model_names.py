@@ -4,6 +4,7 @@ second server finds it in the Hugging Face cache without asking the Hub anything
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -117,3 +118,30 @@ async def test_an_inference_server_engine_never_downloads_the_named_model(
         ), logged
         assert not [m for m in client.messages if m.type == types.MessageType.Error]
         assert hub.requests == []
+
+
+async def test_a_named_actions_model_is_downloaded_with_progress_in_the_editor(
+    start_server, x_model: Path, tiny_model: Path, tmp_path: Path
+):
+    """actions.model a name: fetched right after the completion model loads, with its own
+    `$/progress`, not silently at the first code action."""
+    repo, filename = "TheBloke/CodeLlama-7B-Instruct-GGUF", "codellama-7b-instruct.Q4_K_M.gguf"
+    with serve_hub({(repo, filename): tiny_model}) as hub:
+        env = offline_env(tmp_path, HF_ENDPOINT=hub.endpoint)
+        del env["HF_HUB_OFFLINE"]
+        options = {"actions": {"model": "codellama-7b-instruct"}, **FAST}
+        client = await start_server(model=x_model, options=options, env=env)
+        await wait_for_state(client, {"ready"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while "actions model ready (codellama-7b-instruct)" not in (
+            reports := [getattr(v, "message", None) or "" for v in progress_messages(client)]
+        ):
+            assert loop.time() < deadline, reports
+            await asyncio.sleep(0.1)
+        assert "downloading codellama-7b-instruct for code actions" in reports
+        pattern = re.compile(r"downloading codellama-7b-instruct: (\d+)/(\d+) MB")
+        amounts = [match.groups() for m in reports if (match := pattern.fullmatch(m))]
+        assert amounts and amounts[-1][0] == amounts[-1][1]
+        assert len(hub.file_requests("GET")) == 1
+        assert not [m for m in client.messages if m.type == types.MessageType.Error]

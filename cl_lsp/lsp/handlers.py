@@ -77,11 +77,14 @@ def initialized(ls: ClLanguageServer, params: types.InitializedParams) -> None:
 def did_change_configuration(
     ls: ClLanguageServer, params: types.DidChangeConfigurationParams
 ) -> None:
-    template = ls.settings.completion.template
+    template, actions_model = ls.settings.completion.template, ls.settings.actions.model
     if ls.apply_settings(params.settings):
         ls.start_loading()
-    elif ls.settings.completion.template != template and ls.engine.ready:
+        return
+    if ls.settings.completion.template != template and ls.engine.ready:
         ls.track(ls.tell_model_format())
+    if ls.settings.actions.model != actions_model:
+        ls.track(ls.fetch_actions_model())
 
 
 def did_open(ls: ClLanguageServer, params: types.DidOpenTextDocumentParams) -> None:

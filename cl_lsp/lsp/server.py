@@ -30,13 +30,17 @@ from ..engine.endpoint import Endpoint
 from ..engine.remote import RemoteEngine
 from ..languages import language_for
 from ..models import (
+    ACTIONS,
     DEFAULT,
     HubDownload,
     ModelError,
+    cached_model_file,
+    fetch_model,
     format_size,
     hub_cache_dir,
     locate_model,
     locate_vocabulary,
+    parse_model_ref,
 )
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .progress import Progress
@@ -252,6 +256,7 @@ class ClLanguageServer(LanguageServer):
         log.info("ready: %s", path)
         await progress.end(f"ready ({path.name})")
         await self.tell_model_format()
+        await self.fetch_actions_model()
 
     async def connect_engine(self, engine: RemoteEngine) -> None:
         """An inference-server engine: read the vocabulary of the GGUF model.path (or --model,
@@ -272,6 +277,35 @@ class ClLanguageServer(LanguageServer):
         state = engine.health.state
         await progress.end(f"{engine.endpoint.name}: {'ready' if state == 'ok' else state}")
         await self.tell_model_format()
+        await self.fetch_actions_model()
+
+    async def fetch_actions_model(self) -> None:
+        """An `actions.model` name or Hub reference not in the cache yet is downloaded now,
+        with progress in the editor, rather than silently at the first code action. (With a
+        server writing the actions, actions.model is the server's model name: nothing to
+        fetch.)"""
+        setting = self.settings.actions.model
+        if not setting or not isinstance(self.actions_engine, LocalEngine):
+            return
+        try:
+            ref = parse_model_ref(str(Path(setting).expanduser()), ACTIONS.label)
+        except ModelError:
+            return  # the first code action says what is wrong with it
+        if ref.is_path or await asyncio.to_thread(cached_model_file, ref) is not None:
+            return
+        progress = Progress(self, "cl-lsp: actions model")
+        await progress.begin(f"downloading {ref.text} for code actions")
+        loop = asyncio.get_running_loop()
+        try:
+            path = await asyncio.to_thread(
+                fetch_model, ref, progress.threadsafe_bytes(loop, lambda: ref.text)
+            )
+        except ModelError as error:
+            self.tell(types.MessageType.Error, str(error))
+            await progress.end("actions model: not downloaded")
+            return
+        log.info("actions model ready: %s", path)
+        await progress.end(f"actions model ready ({ref.text})")
 
     async def tell_model_format(self) -> None:
         """Say once, when a model loads (or the template setting changes), what the prompts
