@@ -389,3 +389,28 @@ def test_psm_families_keep_the_suffix_short(vocabularies, tiny_vocab):
     assert settings.psm_suffix_tokens // 2 < len(psm) <= settings.psm_suffix_tokens
     spm = suffix_ids(tiny_vocab)  # Code Llama's SPM keeps its suffix cached while typing
     assert settings.psm_suffix_tokens < len(spm) <= settings.suffix_tokens
+
+
+def test_a_suffix_first_family_heals_end_to_end(family_gguf, vocabularies, tmp_path):
+    # Codestral's prompt ends with the prefix, as Code Llama's SPM does: typed "ret", the
+    # prompt leaves " ret" out and the answer is made to spell it first.
+    model, _ = scripted(family_gguf, vocabularies, "codestral")
+    source = tmp_path / "add.py"
+    source.write_text("def add(a, b):\n    ret\n")
+    command = [sys.executable, "-m", "cl_lsp", "complete", str(source), "--line", "1"]
+    command += ["--character", "7", "--json", "--model", str(model)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=offline_env(tmp_path), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    vocab = vocabularies["codestral"]
+    fim = fim_format(vocab)
+    assert (answer["prompt_format"], answer["healed"]) == ("spm", " ret")
+    expected = build_healed_prompt("def add(a, b):\n    ret", "\n", vocab.encode, fim)
+    assert answer["prompt_tokens"] == list(expected.tokens)
+    # The scripted answer's first token "return" spells the rest of the word once healing has
+    # chosen the space before it: the generation is " return a + b", the suggestion the rest.
+    generated = "".join(vocab.text_of(token) for token in answer["generated_tokens"])
+    assert generated == " " + ANSWER and answer["stop_reason"] == "eot"
+    assert answer["completion"] == ANSWER.removeprefix("ret")
