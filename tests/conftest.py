@@ -150,6 +150,22 @@ def client_capabilities(
     )
 
 
+def complete_json(tmp_path: Path, text: str, line: int, character: int, *args: str) -> dict:
+    """`cl-lsp complete --json` on a file holding `text`, at (line, character), offline."""
+    import json
+    import subprocess
+
+    source = tmp_path / "source.py"
+    source.write_text(text)
+    command = [sys.executable, "-m", "cl_lsp", "complete", str(source), "--line", str(line)]
+    command += ["--character", str(character), "--json", *args]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=offline_env(tmp_path), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The server's environment: no model from the user's setup, no way off the machine."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "CL_LSP"))}

@@ -237,11 +237,7 @@ def _handler(mock: HubMock) -> type[BaseHTTPRequestHandler]:
             repo = unquote(match["repo"])
             filename = unquote(match["filename"])
             revision = unquote(match["revision"])
-            if not any(r == repo for r, _ in mock.files):
-                self._error(404, "RepoNotFound", "Repository not found")
-                return
-            if revision not in ("main", mock.commit):
-                self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+            if not self._repo_answers(repo, revision):
                 return
             entry = mock.files.get((repo, filename))
             if entry is None:
@@ -291,12 +287,18 @@ def _handler(mock: HubMock) -> type[BaseHTTPRequestHandler]:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        def _repo_info(self, repo: str, revision: str) -> None:
+        def _repo_answers(self, repo: str, revision: str) -> bool:
+            """True if `repo` at `revision` exists; else the Hub's 404 is sent."""
             if not any(r == repo for r, _ in mock.files):
                 self._error(404, "RepoNotFound", "Repository not found")
-                return
+                return False
             if revision not in ("main", mock.commit):
                 self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+                return False
+            return True
+
+        def _repo_info(self, repo: str, revision: str) -> None:
+            if not self._repo_answers(repo, revision):
                 return
             query = parse_qs(urlsplit(self.path).query)
             blobs = query.get("blobs", ["false"])[-1].lower() == "true"

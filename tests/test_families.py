@@ -6,13 +6,10 @@ healing, and end to end over stdio with a scripted model per family."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import offline_env, status
+from conftest import complete_json, status
 from http_servers import llama_server
 from lsprotocol import types
 from test_server import inline, open_doc
@@ -288,24 +285,12 @@ async def test_each_family_completes_over_stdio(
     assert not [m for m in client.messages if m.type == types.MessageType.Error]
 
 
-def complete_json(tmp_path: Path, *args: str) -> dict:
-    source = tmp_path / "add.py"
-    source.write_text(TEXT)
-    command = [sys.executable, "-m", "cl_lsp", "complete", str(source), "--line", "1"]
-    command += ["--character", "4", "--json", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=offline_env(tmp_path), check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 @pytest.mark.parametrize("name", ["qwen2.5-coder", "codestral"])
 def test_complete_json_reports_the_family_and_the_ids_sent(
     family_gguf, vocabularies, name, tmp_path
 ):
     model, _ = scripted(family_gguf, vocabularies, name)
-    answer = complete_json(tmp_path, "--model", str(model))
+    answer = complete_json(tmp_path, TEXT, 1, 4, "--model", str(model))
     fim = fim_format(vocabularies[name])
     assert answer["completion"] == ANSWER and answer["family"] == name
     assert answer["template"] == (
@@ -323,9 +308,9 @@ def test_a_servers_tokenizer_names_the_family_too(family_gguf, vocabularies, tmp
     # llama-server serving Qwen2.5-Coder, no local GGUF: its /tokenize finds the family's
     # tokens, and the prompt is the very one the local engine sends.
     model, _ = scripted(family_gguf, vocabularies, "qwen2.5-coder")
-    local = complete_json(tmp_path, "--model", str(model))
+    local = complete_json(tmp_path, TEXT, 1, 4, "--model", str(model))
     with llama_server(model, tmp_path / "llama-server.log") as base:
-        remote = complete_json(tmp_path, "--engine", "llama-server", "--url", base)
+        remote = complete_json(tmp_path, TEXT, 1, 4, "--engine", "llama-server", "--url", base)
     assert (remote["family"], remote["family_detected_by"]) == ("qwen2.5-coder", "token texts")
     assert remote["prompt_form"] == "tokens"
     assert remote["prompt_tokens"] == local["prompt_tokens"]
@@ -395,15 +380,7 @@ def test_a_suffix_first_family_heals_end_to_end(family_gguf, vocabularies, tmp_p
     # Codestral's prompt ends with the prefix, as Code Llama's SPM does: typed "ret", the
     # prompt leaves " ret" out and the answer is made to spell it first.
     model, _ = scripted(family_gguf, vocabularies, "codestral")
-    source = tmp_path / "add.py"
-    source.write_text("def add(a, b):\n    ret\n")
-    command = [sys.executable, "-m", "cl_lsp", "complete", str(source), "--line", "1"]
-    command += ["--character", "7", "--json", "--model", str(model)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=offline_env(tmp_path), check=False
-    )
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
+    answer = complete_json(tmp_path, "def add(a, b):\n    ret\n", 1, 7, "--model", str(model))
     vocab = vocabularies["codestral"]
     fim = fim_format(vocab)
     assert (answer["prompt_format"], answer["healed"]) == ("spm", " ret")

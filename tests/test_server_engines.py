@@ -7,15 +7,12 @@ superseded generation's stream closed."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import offline_env, status
+from conftest import complete_json, status
 from http_servers import llama_server, openai_server
 from test_server import X48, change, inline, open_doc
 
@@ -35,15 +32,7 @@ def openai_x(x_model: Path, tmp_path: Path) -> Iterator[str]:
 
 
 def _complete_json(tmp_path: Path, *args: str) -> dict:
-    source = tmp_path / "a.py"
-    source.write_text(SOURCE)
-    command = [sys.executable, "-m", "cl_lsp", "complete", str(source), "--line", "3"]
-    command += ["--character", "8", "--json", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=offline_env(tmp_path), check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return complete_json(tmp_path, SOURCE, 3, 8, *args)
 
 
 def test_complete_sends_llama_server_the_local_engines_token_ids(tmp_path, x_model, llama_x):

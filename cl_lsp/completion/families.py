@@ -19,9 +19,10 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..engine.interface import Tokenizer
 
 
 class Layout(str, enum.Enum):
@@ -188,42 +189,28 @@ class FimFormat:
     detected_by: str  # "llama.cpp", "token texts", "setting", "model name", "default"
     bos: int | None = None  # the vocabulary adds BOS: the prompt starts with it
     space_prefix: bool = False  # the vocabulary adds an implicit leading space
-    layouts: Mapping[Layout, tuple[Part, ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.family.name
 
     @property
+    def layouts(self) -> Mapping[Layout, tuple[Part, ...]]:
+        return self.family.layouts
+
+    @property
     def default_layout(self) -> Layout:
         return next(iter(self.layouts))
 
     def text_of(self, role: str) -> str:
-        return {"pre": self.family.pre, "suf": self.family.suf, "mid": self.family.mid}[role][0]
-
-
-class Vocabulary(Protocol):
-    """What detection asks of a vocabulary (`engine.Tokenizer` has it)."""
-
-    fim_ids: Mapping[str, int]  # what llama.cpp found: role ("pre", "suf", "mid") -> id
-    bos: int
-    add_bos: bool
-    space_prefix: bool
-    placeholder_ids: bool  # no vocabulary: ids are stand-ins, the prompt goes as text
-    model_name: str
-
-    def token_id(self, text: str) -> int | None:
-        """The id of the one token spelled `text`, if there is one."""
-        ...
-
-    def token_text(self, token: int) -> str: ...
+        return self.family.roles()[role][0]
 
 
 class TemplateError(ValueError):
     """`completion.template` names a family the model does not have the tokens of."""
 
 
-def detect_family(vocab: Vocabulary, template: str = "auto") -> FimFormat | None:
+def detect_family(vocab: Tokenizer, template: str = "auto") -> FimFormat | None:
     """The model's FIM format (None: not a fill-in-the-middle model).
 
     ``template``: "auto" (detect), "prefix" (no FIM), or a family's name (its tokens must be
@@ -241,7 +228,7 @@ def detect_family(vocab: Vocabulary, template: str = "auto") -> FimFormat | None
                 f"completion.template is {template!r} but the model has no {missing} tokens"
             )
         return found
-    return _from_llama_cpp(vocab) or _from_token_texts(vocab)
+    return _detect(vocab)
 
 
 def family_by_file_name(name: str) -> Family | None:
@@ -253,35 +240,34 @@ def family_by_file_name(name: str) -> Family | None:
     return None
 
 
-def _from_llama_cpp(vocab: Vocabulary) -> FimFormat | None:
+def _detect(vocab: Tokenizer) -> FimFormat | None:
     """The family of the prefix token llama.cpp names (from the GGUF's metadata or its own
-    list of token texts)."""
+    list of token texts), else the first family whose tokens the vocabulary has."""
     pre = vocab.fim_ids.get("pre")
-    if pre is None:
-        return None
-    text = vocab.token_text(pre)
-    for family in FAMILIES:
-        if text in family.pre and _has_signature(vocab, family):
-            found = _resolve(vocab, family, "llama.cpp")
-            if found is not None:
-                return found
-    return None
+    if pre is not None:
+        named = vocab.token_text(pre)
+        found = _first_found(vocab, [f for f in FAMILIES if named in f.pre], "llama.cpp")
+        if found is not None:
+            return found
+    return _first_found(vocab, FAMILIES, "token texts")
 
 
-def _from_token_texts(vocab: Vocabulary) -> FimFormat | None:
-    for family in FAMILIES:
+def _first_found(
+    vocab: Tokenizer, families: Sequence[Family], detected_by: str
+) -> FimFormat | None:
+    for family in families:
         if _has_signature(vocab, family):
-            found = _resolve(vocab, family, "token texts")
+            found = _resolve(vocab, family, detected_by)
             if found is not None:
                 return found
     return None
 
 
-def _has_signature(vocab: Vocabulary, family: Family) -> bool:
+def _has_signature(vocab: Tokenizer, family: Family) -> bool:
     return all(vocab.token_id(text) is not None for text in family.signature)
 
 
-def _resolve(vocab: Vocabulary, family: Family, detected_by: str) -> FimFormat | None:
+def _resolve(vocab: Tokenizer, family: Family, detected_by: str) -> FimFormat | None:
     ids: dict[str, int] = {}
     for role, texts in family.roles().items():
         token = _first_id(vocab, texts)
@@ -292,12 +278,10 @@ def _resolve(vocab: Vocabulary, family: Family, detected_by: str) -> FimFormat |
         token for text in family.ends + family.stops if (token := vocab.token_id(text)) is not None
     }
     bos = vocab.bos if vocab.add_bos and vocab.bos >= 0 else None
-    return FimFormat(
-        family, ids, frozenset(stops), detected_by, bos, vocab.space_prefix, family.layouts
-    )
+    return FimFormat(family, ids, frozenset(stops), detected_by, bos, vocab.space_prefix)
 
 
-def _first_id(vocab: Vocabulary, texts: tuple[str, ...]) -> int | None:
+def _first_id(vocab: Tokenizer, texts: tuple[str, ...]) -> int | None:
     for text in texts:
         token = vocab.token_id(text)
         if token is not None:
@@ -309,11 +293,11 @@ def text_format(family: Family, detected_by: str) -> FimFormat:
     """A family for a server that takes text: placeholder ids (never sent), the family's
     spellings in the text form (the server adds BOS)."""
     ids = {role: -(index + 2) for index, role in enumerate(family.roles())}
-    return FimFormat(family, ids, frozenset(), detected_by, layouts=family.layouts)
+    return FimFormat(family, ids, frozenset(), detected_by)
 
 
 @functools.lru_cache(maxsize=16)
-def fim_format(vocab: Vocabulary, template: str = "auto") -> FimFormat | None:
+def fim_format(vocab: Tokenizer, template: str = "auto") -> FimFormat | None:
     """`detect_family` once per vocabulary (a server's tokenizer answers over HTTP). Without a
     vocabulary (a server that takes text): the family `template` names, else the one the
     served model's name suggests, else Code Llama."""
