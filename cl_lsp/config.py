@@ -191,6 +191,14 @@ class CompletionSettings:
     reuse: bool = True
     """Answer without the model when the user types what the shown suggestion starts with, or
     returns to text seen recently."""
+    cache_reuse: int = field(default=64, metadata=_range(0, 100000))
+    """After a cursor move, keep runs of at least this many prompt tokens that the model's
+    cache holds at other positions, moved to their new ones, instead of evaluating them again
+    (0: only the common start of the prompt is kept)."""
+    draft_tokens: int = field(default=8, metadata=_range(0, 64))
+    """At temperature 0, check up to this many tokens guessed from the prompt (what followed
+    the last few tokens where they occurred before) in one batch with each token chosen; the
+    answer is the same, in fewer model passes (0: one token per pass)."""
 
 
 @dataclass(frozen=True)

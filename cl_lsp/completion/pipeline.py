@@ -134,6 +134,8 @@ def plan_completion(
         text=prompt.text,
         stop_ids=fim.stop_ids if fim is not None else frozenset(),
         max_seconds=settings.generation_timeout_ms / 1000 or None,
+        reuse_min_run=settings.cache_reuse,
+        draft=settings.draft_tokens,
         stop_check=None
         if single
         else functools.partial(end_of_block_cut, prefix=context.prefix, suffix=context.suffix),

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..config import ActionSettings, ModelSettings, camel_dict
+from .kv_cache import Reuse, Run
 
 T = TypeVar("T")
 
@@ -28,6 +29,10 @@ class EngineError(Exception):
 
 class ModelFileChanged(EngineError):
     """The model file changed on disk since it was loaded; it was not touched."""
+
+
+class Stopped(Exception):
+    """An evaluation was stopped by its cancel flag, inside the model's call."""
 
 
 class EngineState(str, enum.Enum):
@@ -50,6 +55,8 @@ class GenerationRequest:
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
     text: str = ""  # the prompt as text, for servers that take no token ids
     stop_ids: frozenset[int] = frozenset()  # the FIM family's end tokens, besides the model's
+    reuse_min_run: int = 0  # keep cached runs of this many tokens at new positions (0: off)
+    draft: int = 0  # most tokens drafted from the prompt per check (0: no drafting)
 
 
 def stop_after_piece(request: GenerationRequest, text: str, piece: str) -> tuple[str, str] | None:
@@ -115,6 +122,9 @@ class EngineCounters:
     prompt_tokens: int = 0
     evaluated_tokens: int = 0
     generated_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens kept from the cache at another position
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0  # drafted tokens the model agreed with
 
     def as_dict(self) -> dict[str, int]:
         return camel_dict(self)
@@ -205,28 +215,51 @@ class Tokenizer(Protocol):
 
 
 class ModelSession(Protocol):
-    """One model's state across completions, as the completion loop drives it: what is cached
-    from the previous prompt, evaluating prompt tokens, the next token's scores, and a stream
-    of sampled tokens."""
+    """One model's KV cache and scores, as the completion loop drives it (see `llama.py`)."""
 
     n_ctx: int
+    can_shift: bool  # cached entries can move to other positions
 
-    def cached_prefix_length(self, tokens: Sequence[int]) -> int:
-        """How many leading `tokens` the session already holds (the KV cache)."""
+    @property
+    def held(self) -> Sequence[int]:
+        """The tokens the cache holds, by position."""
         ...
+
+    def rearrange(self, reuse: Reuse) -> None:
+        """Keep what `reuse` keeps of the cache, its runs set aside until `place`d."""
+        ...
+
+    def place(self, run: Run) -> None:
+        """Put a run set aside back, right after the tokens held."""
+        ...
+
+    def forget_aside(self) -> None: ...
 
     def keep(self, length: int) -> None:
         """Forget everything after the first `length` tokens held."""
         ...
 
-    def evaluate(self, tokens: Sequence[int]) -> None: ...
-
-    def logits(self) -> Any:
-        """The scores of every token as the next one (indexable by token id)."""
+    def evaluate(
+        self, tokens: Sequence[int], *, outputs: bool = False, stop: threading.Event | None = None
+    ) -> None:
+        """Run `tokens` after those held (scores for each if `outputs`, else for the last);
+        raises `Stopped` when `stop` is set meanwhile, keeping nothing of the call."""
         ...
 
-    def stream(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]:
-        """Sampled tokens after `tokens`, one at a time, for as long as the caller pulls."""
+    def logits(self, index: int = -1) -> Any:
+        """The scores of every token as the next one after output `index` (by token id)."""
+        ...
+
+    def sampler(self, sampling: Sampling) -> TokenSampler: ...
+
+    def close(self) -> None: ...
+
+
+class TokenSampler(Protocol):
+    greedy: bool  # the most likely token every time (the only case drafts are checked)
+
+    def pick(self, index: int = -1) -> int:
+        """The next token after output `index` of the last evaluation."""
         ...
 
     def close(self) -> None: ...

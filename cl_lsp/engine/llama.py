@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import logging
 import os
 import threading
@@ -26,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .interface import Sampling
+from .interface import Sampling, Stopped
+from .kv_cache import Reuse, Run
 
 native = logging.getLogger("cl_lsp.llama_cpp")
 _log_callback: Any = None
@@ -210,13 +210,47 @@ def load_llama(path: Path | str, *, repack: bool, **kwargs: Any) -> Any:
 
 
 class CompletionModel:
-    """The completion model in this process: one `llama_cpp.Llama` and its KV cache."""
+    """The completion model in this process: one context, and a record of its KV cache.
 
-    def __init__(self, llm: Any) -> None:
-        self._llm = llm
-        self.n_ctx: int = llm.n_ctx()
-        self.weights = Weights(llm._model, owned=False)
-        self._n_vocab = llm.n_vocab()
+    The cache holds `held` (tokens at positions 0, 1, 2...), and while a prompt is being
+    brought in (`rearrange`, `place`) the runs it reuses from further on, kept aside in a
+    second sequence until their turn: llama.cpp appends a batch only right after the last
+    position a sequence holds, so tokens evaluated into a gap must come before the runs that
+    follow it. The context's abort callback reads the flag of the evaluation in progress, so
+    a stopped request ends inside a batch, within milliseconds.
+    """
+
+    MAIN, ASIDE = 0, 1  # sequence ids: the prompt, and the runs waiting for their place
+
+    def __init__(self, weights: Weights, *, n_ctx: int, n_batch: int, threads: int) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx or weights.n_ctx_train()
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_threads = params.n_threads_batch = threads
+        params.n_seq_max = 2
+        params.kv_unified = True  # one set of cells: moving between sequences copies nothing
+        self.weights = weights
+        self._ctx = LlamaContext(model=weights._model, params=params, verbose=True)
+        self._memory = self._ctx.memory
+        self.n_ctx: int = self._ctx.n_ctx()
+        self.n_batch = n_batch
+        self._batch = LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=True)
+        self._n_vocab = weights.n_vocab()
+        self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
+        self._held: list[int] = []
+        self._aside: list[Run] = []
+        self._shift_pending = False
+        self._stop: threading.Event | None = None
+        self._abortable = True
+        self._on_abort = llama_cpp.ggml_abort_callback(self._should_abort)  # kept alive here
+        llama_cpp.llama_set_abort_callback(self._ctx.ctx, self._on_abort, None)
+
+    def _should_abort(self, _data: Any) -> bool:
+        stop = self._stop
+        return self._abortable and stop is not None and stop.is_set()
 
     @classmethod
     def load(
@@ -230,57 +264,211 @@ class CompletionModel:
         gpu_layers: int,
         use_mmap: bool,
     ) -> CompletionModel:
-        chatter = io.StringIO()  # llama-cpp-python prints model metadata when verbose
-        with contextlib.redirect_stderr(chatter):
-            llm = load_llama(
-                path,
-                repack=repack,
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_ubatch=n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=gpu_layers,
-                use_mmap=use_mmap,
-                verbose=True,  # see Weights.load: False would silence descriptors 1 and 2
-            )
-        llm.verbose = False  # no per-request prints from Llama.generate
-        native.debug("%s", chatter.getvalue())
-        return cls(llm)
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
 
-    def cached_prefix_length(self, tokens: Sequence[int]) -> int:
-        common = 0
-        for old, new in zip(self._llm._input_ids, tokens):
-            if old != new:
-                break
-            common += 1
-        return common
+        params = llama_cpp.llama_model_default_params()
+        params.use_extra_bufts = repack
+        params.n_gpu_layers = gpu_layers
+        params.use_mmap = use_mmap
+        route_native_logs()
+        # verbose=True: see Weights.load.
+        model = LlamaModel(path_model=str(path), params=params, verbose=True)
+        weights = Weights(model, owned=True)
+        try:
+            return cls(weights, n_ctx=n_ctx, n_batch=n_batch, threads=threads)
+        except BaseException:
+            weights.close()
+            raise
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        """The tokens the cache holds, by position (a copy, safe to read from any thread)."""
+        return tuple(self._held)
+
+    # -- bringing a prompt in ---------------------------------------------------------------
+
+    def rearrange(self, reuse: Reuse) -> None:
+        """Keep the first `reuse.kept` tokens and `reuse.runs` (moved to their new positions,
+        set aside until `place`); drop everything else."""
+        import llama_cpp
+
+        memory, main = self._memory, self.MAIN
+        self.forget_aside()
+        position = reuse.kept
+        for run in reuse.runs:
+            if position < run.source:
+                llama_cpp.llama_memory_seq_rm(memory, main, position, run.source)
+            position = run.source + run.length
+        llama_cpp.llama_memory_seq_rm(memory, main, position, -1)
+        # Moved left in order and right in reverse order, no run lands on one not yet moved.
+        moves = [run for run in reuse.runs if run.shift < 0]
+        moves += [run for run in reversed(reuse.runs) if run.shift > 0]
+        for run in moves:
+            end = run.source + run.length
+            llama_cpp.llama_memory_seq_add(memory, main, run.source, end, run.shift)
+            self._shift_pending = True
+        if reuse.runs:
+            llama_cpp.llama_memory_seq_cp(memory, main, self.ASIDE, reuse.kept, -1)
+            llama_cpp.llama_memory_seq_rm(memory, main, reuse.kept, -1)
+        tokens = self._held
+        self._aside = [Run(run.source, run.target, run.length) for run in reuse.runs]
+        self._aside_tokens = {
+            run.target: tokens[run.source : run.source + run.length] for run in reuse.runs
+        }
+        del self._held[reuse.kept :]
+
+    def place(self, run: Run) -> None:
+        """Put a run set aside by `rearrange` back, right after the tokens held."""
+        import llama_cpp
+
+        if run.target != len(self._held) or run not in self._aside:
+            raise ValueError(f"run {run} cannot be placed after {len(self._held)} tokens")
+        end = run.target + run.length
+        llama_cpp.llama_memory_seq_cp(self._memory, self.ASIDE, self.MAIN, run.target, end)
+        llama_cpp.llama_memory_seq_rm(self._memory, self.ASIDE, run.target, end)
+        self._aside.remove(run)
+        self._held.extend(self._aside_tokens.pop(run.target))
+
+    def forget_aside(self) -> None:
+        """Drop the runs still set aside (a prompt abandoned half way)."""
+        import llama_cpp
+
+        if self._aside:
+            llama_cpp.llama_memory_seq_rm(self._memory, self.ASIDE, -1, -1)
+            self._aside, self._aside_tokens = [], {}
 
     def keep(self, length: int) -> None:
-        self._llm.n_tokens = length  # `eval` drops the KV cache from here on
+        """Forget every token held from position `length` on."""
+        import llama_cpp
 
-    def evaluate(self, tokens: Sequence[int]) -> None:
-        self._llm.eval(tokens)
+        if length < len(self._held):
+            llama_cpp.llama_memory_seq_rm(self._memory, self.MAIN, length, -1)
+            del self._held[length:]
 
-    def logits(self) -> Any:
+    # -- evaluation -------------------------------------------------------------------------
+
+    def evaluate(
+        self, tokens: Sequence[int], *, outputs: bool = False, stop: threading.Event | None = None
+    ) -> None:
+        """Run `tokens` after the tokens held (scores for each if `outputs`, else for the
+        last). Raises `Stopped` if `stop` is set meanwhile: nothing of this call is kept."""
+        tokens = list(tokens)
+        if self._shift_pending and tokens:
+            # The next decode first applies the pending position shifts to the cached keys;
+            # stopped half way, some layers would be shifted twice. One token, not stoppable.
+            self._decode(tokens[:1], outputs=outputs or len(tokens) == 1, stop=None)
+            self._shift_pending = False
+            tokens = tokens[1:]
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            last = start + len(chunk) == len(tokens)
+            self._decode(chunk, outputs=outputs or last, all_outputs=outputs, stop=stop)
+
+    def _decode(
+        self,
+        tokens: list[int],
+        *,
+        outputs: bool,
+        all_outputs: bool = False,
+        stop: threading.Event | None,
+    ) -> None:
+        batch = self._batch.batch
+        position = len(self._held)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = position + i
+            batch.seq_id[i][0] = self.MAIN
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = all_outputs
+        batch.logits[len(tokens) - 1] = outputs
+        batch.n_tokens = len(tokens)
+        self._stop = stop
+        try:
+            self._ctx.decode(self._batch)
+        except RuntimeError as error:
+            self._resync()
+            if "returned 2" in str(error):
+                raise Stopped() from None
+            raise
+        finally:
+            self._stop = None
+        self._held.extend(tokens)
+
+    def _resync(self) -> None:
+        """After a failed or stopped decode llama.cpp dropped that batch (and every position
+        after it); make the record match what the cache really holds."""
+        import llama_cpp
+
+        held = llama_cpp.llama_memory_seq_pos_max(self._memory, self.MAIN) + 1
+        if held < len(self._held):
+            del self._held[held:]
+        self.forget_aside()
+
+    def logits(self, index: int = -1) -> Any:
+        """The next token's scores after output `index` of the last evaluation."""
         import numpy as np
 
-        return np.ctypeslib.as_array(self._llm._ctx.get_logits(), shape=(self._n_vocab,))
+        pointer = self._ctx.get_logits_ith(index)
+        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
 
-    def stream(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]:
-        # `reset=True` keeps the KV cache up to the first token that differs from what it holds.
-        return self._llm.generate(
-            tokens,
-            repeat_penalty=sampling.repeat_penalty,
-            reset=True,
-            temp=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-        )
+    def sampler(self, sampling: Sampling) -> Sampler:
+        return Sampler(self, sampling)
 
     def close(self) -> None:
-        self._llm.close()
+        self._batch.close()
+        self._ctx.close()
+        self.weights.close()
+
+
+class Sampler:
+    """Picks tokens from a `CompletionModel`'s scores: the argmax at temperature 0, else
+    llama.cpp's chain (see `WriterContext`)."""
+
+    def __init__(self, model: CompletionModel, sampling: Sampling) -> None:
+        self._model = model
+        self.greedy = sampling.temperature <= 0 and sampling.repeat_penalty == 1.0
+        self._chain: Any = None
+        if not self.greedy:
+            self._chain = sampler_chain(model.weights, sampling)
+
+    def pick(self, index: int = -1) -> int:
+        if self.greedy:
+            return int(self._model.logits(index).argmax())
+        return self._chain.sample(self._model._ctx, index)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._chain.close()
+
+
+def sampler_chain(weights: Weights, sampling: Sampling) -> Any:
+    """llama.cpp's samplers for `sampling`: a penalty on recent tokens, then greedy at
+    temperature 0, else top-k, top-p, min-p, temperature and a seeded draw."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaSampler
+
+    sampler = LlamaSampler()
+    try:
+        llama_cpp.llama_sampler_chain_add(
+            sampler.sampler,
+            llama_cpp.llama_sampler_init_penalties(
+                weights.n_vocab(), sampling.penalty_last_n, sampling.repeat_penalty, 0.0, 0.0
+            ),
+        )
+        if sampling.temperature <= 0:
+            sampler.add_greedy()
+            return sampler
+        sampler.add_top_k(sampling.top_k)
+        sampler.add_top_p(sampling.top_p, 1)
+        sampler.add_min_p(sampling.min_p, 1)
+        sampler.add_temp(sampling.temperature)
+        seed = sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+        sampler.add_dist(seed)
+    except BaseException:
+        sampler.close()
+        raise
+    return sampler
 
 
 # -- a writer's context -------------------------------------------------------------------------
@@ -294,7 +482,7 @@ class WriterContext:
         self, weights: Weights, *, n_ctx: int, n_batch: int, threads: int, sampling: Sampling
     ) -> None:
         import llama_cpp
-        from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaSampler
+        from llama_cpp._internals import LlamaBatch, LlamaContext
 
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -302,31 +490,12 @@ class WriterContext:
         params.n_threads = params.n_threads_batch = threads
         self._ctx = LlamaContext(model=weights._model, params=params, verbose=True)
         self._batch = LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=True)
-        self._sampler = LlamaSampler()
         try:
-            self._set_up(weights, sampling)
+            self._sampler = sampler_chain(weights, sampling)
         except BaseException:
-            self.close()
+            self._batch.close()
+            self._ctx.close()
             raise
-
-    def _set_up(self, weights: Weights, sampling: Sampling) -> None:
-        import llama_cpp
-
-        sampler = self._sampler
-        llama_cpp.llama_sampler_chain_add(
-            sampler.sampler,
-            llama_cpp.llama_sampler_init_penalties(
-                weights.n_vocab(), sampling.penalty_last_n, sampling.repeat_penalty, 0.0, 0.0
-            ),
-        )
-        if sampling.temperature <= 0:
-            sampler.add_greedy()
-            return
-        sampler.add_top_k(sampling.top_k)
-        sampler.add_top_p(sampling.top_p, 1)
-        sampler.add_min_p(sampling.min_p, 1)
-        sampler.add_temp(sampling.temperature)
-        sampler.add_dist(sampling.seed)
 
     def evaluate(self, tokens: Sequence[int], position: int, *, logits: bool = False) -> None:
         """Run `tokens` placed from `position` on (scores for the next token if `logits`)."""

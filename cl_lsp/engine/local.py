@@ -189,10 +189,13 @@ class LocalEngine:
     def generate_blocking(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
         self._check_model_file()
+        return self._completion().run(request, started)
+
+    def _completion(self) -> Completion:
         model, vocab = self._model, self.vocab
         if model is None or vocab is None:
             raise EngineError("no model is loaded")
-        completion = Completion(
+        return Completion(
             model,
             vocab,
             counters=self.counters,
@@ -200,7 +203,6 @@ class LocalEngine:
             chunk=lambda: self.prefill_chunk,
             measured=self._measure_prefill,
         )
-        return completion.run(request, started)
 
     @property
     def prefill_chunk(self) -> int:
