@@ -195,6 +195,14 @@ class CompletionSettings:
     """After a cursor move, keep runs of at least this many prompt tokens that the model's
     cache holds at other positions, moved to their new ones, instead of evaluating them again
     (0: only the common start of the prompt is kept)."""
+    cold_budget_ms: int = field(default=2000, metadata=_range(0, 600000))
+    """At a place whose window the model's cache does not hold, answer first from a window
+    small enough to evaluate in about this long (at the measured prompt speed); later requests
+    there grow it, keeping what was evaluated (0: always the whole window)."""
+    warm_up_ms: int = field(default=400, metadata=_range(0, 60000))
+    """After this long without a request or an edit in a document (and after it opens),
+    evaluate the window around its last cursor ahead of the next request, at the lowest
+    priority: any request or code action stops it within milliseconds (0: never)."""
     draft_tokens: int = field(default=8, metadata=_range(0, 64))
     """At temperature 0, check up to this many tokens guessed from the prompt (what followed
     the last few tokens where they occurred before) in one batch with each token chosen; the

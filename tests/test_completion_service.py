@@ -70,6 +70,17 @@ class FakeEngine:
         self.answer = ANSWER
         self.gate: asyncio.Event | None = None
         self.requests: list[GenerationRequest] = []
+        self.warmed: list[GenerationRequest] = []
+        self.prefill_rate: float | None = None
+        self.held: tuple[int, ...] = ()
+        self.ready = True
+
+    def held_tokens(self) -> tuple[int, ...]:
+        return self.held
+
+    async def warm(self, request: GenerationRequest) -> int:
+        self.warmed.append(request)
+        return len(request.tokens) - 1
 
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
@@ -272,13 +283,13 @@ async def test_the_window_edges_are_carried_to_the_documents_next_request(
 ):
     settings["completion"] = CompletionSettings(debounce_ms=0, prefix_tokens=60)
     planned: list[tuple[int | None, str | None]] = []
-    plan = completions_module.plan_completion
+    plan = completions_module.plan_within
 
     def spy(*args, **kwargs):
         planned.append((kwargs["anchor"], kwargs["suffix_anchor"]))
         return plan(*args, **kwargs)
 
-    monkeypatch.setattr(completions_module, "plan_completion", spy)
+    monkeypatch.setattr(completions_module, "plan_within", spy)
     body = "".join(f"    x{i} = a * {i}\n" for i in range(20))
     text = "def add(a, b):\n" + body + "    \n"
     offset = len(text) - 1

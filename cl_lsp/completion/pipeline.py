@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..config import CompletionSettings
-from ..engine import Generation, GenerationRequest, Tokenizer
+from ..engine import Generation, GenerationRequest, Tokenizer, kv_cache
 from .context import CompletionMode, CursorContext, extract_context
 from .families import FimFormat, Layout, TemplateError, fim_format
 from .postprocess import (
@@ -37,6 +39,7 @@ class CompletionPlan:
     prompt: FimPrompt | None  # None when nothing should be completed here
     request: GenerationRequest | None
     fim: FimFormat | None = None  # the model's FIM family (None: not a FIM model)
+    cold: bool = False  # the window was cut to completion.coldBudgetMs (see `plan_within`)
 
     def describe_format(self) -> dict[str, str | None]:
         """The family and the template the prompt followed (for `complete --json`)."""
@@ -141,6 +144,58 @@ def plan_completion(
         else functools.partial(end_of_block_cut, prefix=context.prefix, suffix=context.suffix),
     )
     return CompletionPlan(context, prompt, request, fim)
+
+
+#: Window sizes tried, largest first, when the whole window would take too long to evaluate.
+COLD_SCALES = (0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
+
+
+def plan_within(
+    text: str,
+    offset: int,
+    *,
+    held: Sequence[int],
+    rate: float | None,
+    settings: CompletionSettings,
+    **kwargs: Any,
+) -> CompletionPlan:
+    """`plan_completion`, with the window cut when evaluating what the model's cache does not
+    hold of it (`held`, at `rate` prompt tokens/s) would take longer than
+    completion.coldBudgetMs: the largest of COLD_SCALES of the window that fits. A later
+    request at that place gets a larger window, reusing what this one evaluated (all of it
+    with cache reuse; without it, what comes before the first new token)."""
+    plan = plan_completion(text, offset, settings=settings, **kwargs)
+    budget = settings.cold_budget_ms / 1000
+    if budget <= 0 or not rate or plan.request is None:
+        return plan
+    allowed = rate * budget
+
+    def cost(candidate: CompletionPlan) -> int:
+        assert candidate.request is not None
+        tokens = candidate.request.tokens[:-1]
+        return kv_cache.plan(held, tokens, min_run=settings.cache_reuse).to_evaluate + 1
+
+    if cost(plan) <= allowed:
+        return plan
+    kwargs.update(anchor=None, suffix_anchor=None)  # a fresh window, not last time's
+    smaller = plan
+    for scale in COLD_SCALES:
+        cut = replace(
+            settings,
+            prefix_tokens=max(16, int(settings.prefix_tokens * scale)),
+            suffix_tokens=int(settings.suffix_tokens * scale),
+            psm_suffix_tokens=int(settings.psm_suffix_tokens * scale),
+        )
+        candidate = plan_completion(text, offset, settings=cut, **kwargs)
+        if candidate.request is None:
+            break
+        smaller = candidate
+        if cost(candidate) <= allowed:
+            break
+    log.debug(
+        "cold start: window cut to %d tokens", len(smaller.request.tokens) if smaller.request else 0
+    )
+    return replace(smaller, cold=True)
 
 
 def model_format(vocab: Tokenizer, template: str) -> FimFormat | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,11 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from ..config import CompletionSettings, camel_dict
-from ..engine import Engine, Generation
+from ..engine import Engine, EngineError, Generation
 from .families import FimFormat
-from .pipeline import CompletionPlan, finish_completion, model_format, plan_completion
+from .pipeline import (
+    CompletionPlan,
+    finish_completion,
+    model_format,
+    plan_completion,
+    plan_within,
+)
 from .reuse import CacheKey, ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
+
+log = logging.getLogger(__name__)
 
 # How long a request waits for its document's superseded generation to end before starting
 # its own anyway (it ends within a token or a closed stream; this bounds a hung one).
@@ -68,6 +78,7 @@ class DocumentState:
     # The generation last started for this document: the next one starts after it ended (a
     # superseded one ends within a token, or as its stream closes), so at most one runs.
     generating: asyncio.Future[Generation] | None = None
+    cursor: int | None = None  # where the user was last: the last request, or the last edit
 
 
 @dataclass
@@ -118,14 +129,22 @@ class Completions:
     scheduler's tickets.
     """
 
-    def __init__(self, engine: Engine, settings: Callable[[], CompletionSettings]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Callable[[], CompletionSettings],
+        source: Callable[[str], tuple[str, str | None] | None] = lambda uri: None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.source = source  # an open document's text and language id, for warm-ups
+        self._warm_up: asyncio.Task[None] | None = None
         self.scheduler = Scheduler()
         self.cache = ResultCache()
         self.documents: dict[str, DocumentState] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=1000)
         self.answers_without_model = 0
+        self.warmed_tokens = 0  # prompt tokens evaluated by warm-ups
         # One thread plans every request, so the vocabulary's caches see one thread at a time.
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-plan")
 
@@ -134,9 +153,71 @@ class Completions:
         self.scheduler.forget(uri)
         self.documents.pop(uri, None)
 
-    def changed(self, uri: str) -> None:
-        """The document changed: whatever runs for it computes for old text."""
+    def opened(self, uri: str) -> None:
+        """The document opened: warm the model's cache at its start after a pause."""
+        self.documents.setdefault(uri, DocumentState()).cursor = 0
+        self.warm_up_later(uri)
+
+    def changed(self, uri: str, cursor: int | None = None) -> None:
+        """The document changed (the user's cursor is at `cursor`, if known): whatever runs for
+        it computes for old text; its cache is warmed at the cursor after a pause."""
         self.scheduler.cancel(uri)
+        if cursor is not None:
+            self.documents.setdefault(uri, DocumentState()).cursor = cursor
+        self.warm_up_later(uri)
+
+    # -- warming up ----------------------------------------------------------------------------
+
+    def warm_up_later(self, uri: str) -> None:
+        """After completion.warmUpMs without news, evaluate `uri`'s window around its last
+        cursor into the model's cache (the engine's lowest priority). Only the newest place
+        is warmed: a request or an edit anywhere starts the wait again."""
+        self.stop_warm_up()
+        delay = self.settings().warm_up_ms / 1000
+        if delay > 0 and uri in self.documents:
+            self._warm_up = asyncio.ensure_future(self._warm(uri, delay))
+
+    def stop_warm_up(self) -> None:
+        if self._warm_up is not None:
+            self._warm_up.cancel()
+            self._warm_up = None
+
+    async def _warm(self, uri: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        source, state, vocab = self.source(uri), self.documents.get(uri), self.engine.vocab
+        if source is None or state is None or vocab is None or not self.engine.ready:
+            return
+        text, language_id = source
+        settings = self.settings()
+        stable = settings.stable_window
+        plan = await asyncio.get_running_loop().run_in_executor(
+            self._planner,
+            functools.partial(
+                plan_completion,
+                text,
+                min(state.cursor or 0, len(text)),
+                vocab=vocab,
+                settings=settings,
+                n_ctx=self.engine.n_ctx,
+                language_id=language_id,
+                path=uri,
+                anchor=state.anchor if stable else None,
+                suffix_anchor=state.suffix if stable else None,
+                healing=self.engine.heals,
+            ),
+        )
+        if plan.request is None:
+            return
+        request = replace(plan.request, cancel=threading.Event())
+        try:
+            evaluated = await self.engine.warm(request)
+        except asyncio.CancelledError:
+            request.cancel.set()
+            raise
+        except EngineError as error:  # a warm-up is a guess: a failure only loses it
+            log.debug("warm-up of %s failed: %s", uri, error)
+            return
+        self.warmed_tokens += evaluated
 
     def clear(self) -> None:
         """Settings or model changed: cached answers no longer hold."""
@@ -173,11 +254,13 @@ class Completions:
         """The suggestion for `offset` in `text` ("" for none) and the request's record."""
         record = RequestRecord(uri, version, offset, time.monotonic())
         self.recent.append(record)
+        self.stop_warm_up()
         ticket = self.scheduler.take(uri)
         settings = self.settings()
         before, after = settings.prefix_tokens * 8, settings.suffix_tokens * 8
         key = ResultCache.key(text, offset, before, after, (settings, self.engine.model_path))
         state = self.documents.setdefault(uri, DocumentState())
+        state.cursor = offset
         pending = Pending(
             record, ticket, state, text, offset, language_id, current_version, settings, key
         )
@@ -189,6 +272,8 @@ class Completions:
         finally:
             self.scheduler.release(ticket)
             record.total_ms = (time.monotonic() - record.started) * 1000
+            if self._warm_up is None and not ticket.superseded:
+                self.warm_up_later(uri)  # a window cut to the cold budget grows meanwhile
 
     async def _suggest(self, pending: Pending) -> str:
         if pending.settings.reuse and (reused := self._reuse(pending)) is not None:
@@ -237,9 +322,11 @@ class Completions:
         return asyncio.get_running_loop().run_in_executor(
             self._planner,
             functools.partial(
-                plan_completion,
+                plan_within,
                 pending.text,
                 pending.offset,
+                held=self.engine.held_tokens(),
+                rate=self.engine.prefill_rate,
                 vocab=vocab,
                 settings=pending.settings,
                 n_ctx=self.engine.n_ctx,
@@ -267,9 +354,10 @@ class Completions:
         return True
 
     def _carry_windows(self, pending: Pending, plan: CompletionPlan) -> None:
-        """Keep the plan's window edges for the document's next request (stable window)."""
-        pending.state.anchor = plan.context.window_start
-        pending.state.suffix = plan.context.suffix
+        """Keep the plan's window edges for the document's next request (stable window); not
+        those of a window cut to the cold budget, which the next request grows."""
+        pending.state.anchor = None if plan.cold else plan.context.window_start
+        pending.state.suffix = None if plan.cold else plan.context.suffix
         pending.record.mode = plan.context.mode.value
 
     async def _generate(self, pending: Pending, plan: CompletionPlan) -> Generation | None:

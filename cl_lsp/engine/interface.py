@@ -130,6 +130,17 @@ class EngineCounters:
         return camel_dict(self)
 
 
+@dataclass
+class WarmUpCounters:
+    started: int = 0
+    skipped: int = 0  # something else wanted the model first
+    preempted: int = 0  # stopped by a request or an action
+    tokens: int = 0  # prompt tokens evaluated ahead of requests
+
+    def as_dict(self) -> dict[str, int]:
+        return camel_dict(self)
+
+
 class Priority:
     """Completions first: a code action being written waits while a completion is queued or
     running, and resumes when the last one finishes.
@@ -308,6 +319,15 @@ class Engine(Protocol):
     def model_file_changed(self) -> bool: ...
 
     async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    async def warm(self, request: GenerationRequest) -> int:
+        """Bring the request's prompt into the model's cache ahead of time, at the lowest
+        priority (0: not done, e.g. the model runs elsewhere)."""
+        ...
+
+    def held_tokens(self) -> Sequence[int]:
+        """The prompt tokens the model's cache holds, as far as cl-lsp knows (may be empty)."""
+        ...
 
     def generate_blocking(self, request: GenerationRequest) -> Generation: ...
 

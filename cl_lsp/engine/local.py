@@ -29,6 +29,7 @@ from .interface import (
     GenerationRequest,
     ModelFileChanged,
     Priority,
+    WarmUpCounters,
     Writer,
 )
 from .llama import CompletionModel, FileIdentity, Weights
@@ -62,6 +63,8 @@ class LocalEngine:
         self.threads = physical_cores()
         self.priority = Priority()  # completions before code actions
         self.writing = ActionWriting(self)  # code actions: their own thread and context
+        self._warming: threading.Event | None = None  # the cancel flag of the newest warm-up
+        self.warm_ups = WarmUpCounters()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -177,6 +180,7 @@ class LocalEngine:
     async def generate(self, request: GenerationRequest) -> Generation:
         """Run on the worker; cancelling the awaiting task stops the generation within a token."""
         loop = asyncio.get_running_loop()
+        self.preempt_warm_up()
         self.priority.completion_started()  # a code action being written pauses meanwhile
         future = loop.run_in_executor(self._executor, self.generate_blocking, request)
         future.add_done_callback(lambda _: self.priority.completion_finished())
@@ -203,6 +207,52 @@ class LocalEngine:
             chunk=lambda: self.prefill_chunk,
             measured=self._measure_prefill,
         )
+
+    def held_tokens(self) -> tuple[int, ...]:
+        """The tokens the completion model's KV cache holds (a snapshot)."""
+        model = self._model
+        return model.held if model is not None else ()
+
+    # -- warming up --------------------------------------------------------------------------
+
+    async def warm(self, request: GenerationRequest) -> int:
+        """Evaluate `request`'s prompt (but its last token) into the KV cache while nothing
+        else wants the model, so a request there later finds it ready. Lowest priority: not
+        started while a completion or a code action runs or waits, and stopped within
+        milliseconds (inside a llama.cpp call) when one starts. Returns the tokens evaluated."""
+        if not self.ready or self.priority.completions or self.writing.wanted:
+            return 0
+        self.preempt_warm_up()
+        self._warming = request.cancel
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._warm_blocking, request)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            request.cancel.set()
+            raise
+
+    def preempt_warm_up(self) -> None:
+        """Stop the warm-up in progress (or queued) at once: something real wants the model."""
+        if self._warming is not None:
+            self._warming.set()
+            self._warming = None
+
+    def _warm_blocking(self, request: GenerationRequest) -> int:
+        counters = self.warm_ups
+        if request.cancel.is_set() or self.priority.completions or self.writing.wanted:
+            counters.skipped += 1
+            return 0
+        if self._model is None or self.model_file_changed():
+            return 0
+        counters.started += 1
+        completion = self._completion()
+        evaluated, stopped = completion.prefill(
+            list(request.tokens[:-1]), request.cancel, request.reuse_min_run
+        )
+        counters.tokens += evaluated
+        counters.preempted += stopped
+        return evaluated
 
     @property
     def prefill_chunk(self) -> int:
@@ -266,4 +316,5 @@ class LocalEngine:
             "prefillChunk": self.prefill_chunk,
             "prefillTokensPerSecond": round(self.prefill_rate or 0.0, 1),
             "counters": self.counters.as_dict(),
+            "warmUps": self.warm_ups.as_dict(),
         }

@@ -342,6 +342,13 @@ class RemoteEngine:
             await self._try_server_tokenizer()  # if the server was down at load
         return generation
 
+    async def warm(self, request: GenerationRequest) -> int:
+        """The server keeps its own cache (cachePrompt); nothing is evaluated ahead here."""
+        return 0
+
+    def held_tokens(self) -> tuple[int, ...]:
+        return ()
+
     def _refused_token_ids(self, error: EngineUnavailable) -> bool:
         """An OpenAI-compatible server that validates `prompt` as text only (llama-cpp-python's,
         LM Studio's) answers a token-id prompt with a validation error naming the prompt."""

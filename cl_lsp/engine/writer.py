@@ -267,6 +267,10 @@ class WritingHost(Protocol):
         """The completion model's weights (raises EngineError when there are none)."""
         ...
 
+    def preempt_warm_up(self) -> None:
+        """Stop a warm-up of the completion model's cache: the CPU goes to the action."""
+        ...
+
 
 class ActionWriting:
     """Code actions on a thread of their own, one job at a time: a `LocalWriter` with the model
@@ -282,10 +286,16 @@ class ActionWriting:
         self.uses_main_weights = False  # ... and it writes with the completion model's weights
         self._models = ActionModels()
         self.started = 0  # answers started
+        self._queued = 0  # jobs asked for and not finished
 
     @property
     def active(self) -> bool:
         return self._cancel is not None
+
+    @property
+    def wanted(self) -> bool:
+        """A job is asked for, waiting or running."""
+        return self._queued > 0
 
     async def write(
         self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event
@@ -293,13 +303,19 @@ class ActionWriting:
         """Run `job` on the writer thread with a `LocalWriter`; cancelling the awaiting task
         sets `cancel`, which stops the writing within one token."""
         loop = asyncio.get_running_loop()
+        self._engine.preempt_warm_up()
+        self._queued += 1
         future = loop.run_in_executor(self._executor, self._write_blocking, job, settings, cancel)
+        future.add_done_callback(lambda _: self._finished())
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             cancel.set()
             self._engine.priority.wake()
             raise
+
+    def _finished(self) -> None:
+        self._queued -= 1
 
     def _write_blocking(
         self, job: Callable[[Writer], T], settings: ActionSettings, cancel: threading.Event

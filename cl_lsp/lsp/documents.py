@@ -94,14 +94,15 @@ class Document:
         end: tuple[int, int] | None,
         new_text: str,
         encoding: str = UTF16,
-    ) -> None:
+    ) -> int | None:
         """Apply one content change; `start`/`end` None means the whole document. Ends inside a
-        character fall back to its start, as in `offset_at`."""
+        character fall back to its start, as in `offset_at`. Returns the offset right after
+        the new text (where the user's cursor is after typing it), None for a whole document."""
         new_text = whole_characters(new_text)
         if start is None or end is None:
             self.text = new_text
             self._line_starts = None
-            return
+            return None
         begin = self.offset_at(*start, encoding)
         finish = self.offset_at(*end, encoding)
         if finish < begin:
@@ -111,6 +112,7 @@ class Document:
         self._line_starts = _updated_line_starts(
             old_starts, self.text, begin, finish, len(new_text) - (finish - begin)
         )
+        return begin + len(new_text)
 
 
 def _updated_line_starts(

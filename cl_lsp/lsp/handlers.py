@@ -91,6 +91,7 @@ def did_open(ls: ClLanguageServer, params: types.DidOpenTextDocumentParams) -> N
     item = params.text_document
     ls.completions.forget(item.uri)
     ls.documents.open(item.uri, item.text, item.version, item.language_id)
+    ls.completions.opened(item.uri)
 
 
 def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -99,10 +100,11 @@ def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) 
     if document is None:
         log.warning("change for %s, which is not open; ignored", uri)
         return
+    cursor: int | None = None
     for change in params.content_changes:
         if isinstance(change, types.TextDocumentContentChangePartial):
             start, end = change.range.start, change.range.end
-            document.apply_change(
+            cursor = document.apply_change(
                 (start.line, start.character),
                 (end.line, end.character),
                 change.text,
@@ -111,7 +113,7 @@ def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) 
         else:
             document.apply_change(None, None, change.text)
     document.version = params.text_document.version
-    ls.completions.changed(uri)
+    ls.completions.changed(uri, cursor)
 
 
 def did_close(ls: ClLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -316,6 +318,7 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
 
 def shutdown(ls: ClLanguageServer, params: None) -> None:
     ls.completions.scheduler.cancel_all()
+    ls.completions.stop_warm_up()
     for task in list(ls.background):
         task.cancel()
     if ls.load_task and not ls.load_task.done():

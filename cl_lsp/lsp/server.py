@@ -76,7 +76,9 @@ class ClLanguageServer(LanguageServer):
         # Shown while an inference server is down: its begin, and the progress to end.
         self.outage: tuple[asyncio.Future[None], Progress] | None = None
         self.position_encoding = UTF16
-        self.completions = Completions(self.engine, lambda: self.settings.completion)
+        self.completions = Completions(
+            self.engine, lambda: self.settings.completion, self._document_source
+        )
         self.pending_problems: list[str] = []
         self.load_task: asyncio.Task[None] | None = None
         self.progress_supported = False
@@ -373,6 +375,12 @@ class ClLanguageServer(LanguageServer):
         )
 
     # -- completion --------------------------------------------------------------------------
+
+    def _document_source(self, uri: str) -> tuple[str, str | None] | None:
+        document = self.documents.get(uri)
+        if document is None or len(document.text) > MAX_DOCUMENT_CHARS:
+            return None
+        return document.text, document.language_id
 
     async def suggest(
         self, uri: str, position: types.Position, *, invoked: bool = False

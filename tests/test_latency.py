@@ -3,6 +3,7 @@ evaluation inside a batch. Real llama.cpp, real GGUF files."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -13,8 +14,11 @@ import assets
 import llama_cpp
 import numpy as np
 import pytest
+from conftest import status
+from lsprotocol import types
 
-from cl_lsp.config import ModelSettings
+from cl_lsp.completion.pipeline import plan_within
+from cl_lsp.config import CompletionSettings, ModelSettings
 from cl_lsp.engine import GenerationRequest, LocalEngine
 from cl_lsp.engine.drafting import Drafter
 from cl_lsp.engine.interface import Stopped
@@ -270,3 +274,112 @@ def test_drafting_gives_the_same_answer_in_fewer_passes(engine, tiny_model, x_mo
             assert drafted.token_ids == plain.token_ids and len(plain.token_ids) == 40
     # " x x x ...": every draft after the first few tokens is right.
     assert engine.counters.accepted_tokens > 6 * 30
+
+
+# -- warming up ---------------------------------------------------------------------------------
+
+
+async def test_a_request_stops_a_warm_up_inside_its_chunk(engine, slow_x_model):
+    engine.load_blocking(slow_x_model, replace(SETTINGS, n_batch=1024))
+    engine.prefill_rate = 1e6  # chunks as large as nBatch: one call for the whole warm-up
+    long = tuple([1] + [1000 + i % 500 for i in range(1000)])
+    began = time.perf_counter()
+    engine._completion().prefill(list(long[:-1]), threading.Event(), 0)
+    whole = time.perf_counter() - began  # what the warm-up's one chunk costs
+    engine._model.keep(0)
+    warming = asyncio.ensure_future(engine.warm(GenerationRequest(long, 1)))
+    while engine.warm_ups.started == 0:
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.05)
+    asked = time.perf_counter()
+    answer = await engine.generate(GenerationRequest((1, 2000, 2001, 2002), 4))
+    waited = time.perf_counter() - asked - answer.seconds  # before the request could start
+    assert await warming < len(long) - 1
+    assert engine.warm_ups.preempted == 1 and answer.token_ids == (921,) * 4
+    assert waited < 0.05 < whole / 4
+
+
+async def test_a_warm_up_waits_for_requests_and_actions(engine, x_model):
+    engine.load_blocking(x_model, SETTINGS)
+    tokens = tuple([1] + [1000 + i for i in range(50)])
+    engine.priority.completion_started()  # a completion is queued
+    assert await engine.warm(GenerationRequest(tokens, 1)) == 0
+    engine.priority.completion_finished()
+    assert await engine.warm(GenerationRequest(tokens, 1)) == len(tokens) - 1
+    assert engine.held_tokens() == tokens[:-1]
+    # What the warm-up evaluated, the request keeps.
+    answer = await engine.generate(GenerationRequest(tokens, 2))
+    assert answer.evaluated_tokens == 1
+
+
+def open_doc(client, uri: str, text: str) -> None:
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=text
+            )
+        )
+    )
+
+
+async def inline(client, uri: str, line: int, character: int):
+    return await asyncio.wait_for(
+        client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=character),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
+            )
+        ),
+        60,
+    )
+
+
+async def test_an_opened_document_is_warmed_so_the_first_request_is_cheap(
+    start_server, slow_x_model, tmp_path
+):
+    client = await start_server(model=slow_x_model, options={"completion": {"maxTokens": 4}})
+    text = SOURCE.read_text()
+    cold_uri, warm_uri = (tmp_path / "cold.py").as_uri(), (tmp_path / "warm.py").as_uri()
+    # A cursor at the start of a document, straight after opening it: the whole window.
+    open_doc(client, cold_uri, text)
+    await inline(client, cold_uri, 0, 0)
+    # The same, after a pause: the warm-up evaluated the window meanwhile.
+    open_doc(client, warm_uri, (SOURCE.parent / "wire.py").read_text())
+    deadline = time.monotonic() + 30
+    while (await status(client))["warmUps"]["tokens"] == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    while (await status(client))["busy"] or time.monotonic() < deadline - 29:
+        await asyncio.sleep(0.1)
+    await inline(client, warm_uri, 0, 0)
+    cold, warm = (await status(client))["recent"][-2:]
+    # At a document's start the window is the suffix: 500 tokens (completion.suffixTokens).
+    assert cold["promptTokens"] > 400 and cold["evaluatedTokens"] > 400
+    assert warm["evaluatedTokens"] <= 3
+    assert (await status(client))["warmUps"]["tokens"] > 400
+
+
+# -- the cold-start budget ----------------------------------------------------------------------
+
+
+def test_a_cold_window_is_cut_to_the_budget_and_grows_with_what_is_cached(tiny_vocab):
+    text = SOURCE.read_text()
+    offset = text.index("\n", len(text) // 2) + 1
+    settings = CompletionSettings(cold_budget_ms=1000)
+    common = {"vocab": tiny_vocab, "n_ctx": 4096, "language_id": "python", "path": "remote.py"}
+    full = plan_within(text, offset, held=(), rate=None, settings=settings, **common)
+    assert not full.cold and len(full.request.tokens) > 1000
+    # 200 prompt tokens/s, 1 s: a window of at most 200 new tokens.
+    first = plan_within(text, offset, held=(), rate=200.0, settings=settings, **common)
+    assert first.cold and 50 < len(first.request.tokens) <= 200
+    held = first.request.tokens[:-1]
+    second = plan_within(text, offset, held=held, rate=200.0, settings=settings, **common)
+    assert len(second.request.tokens) > len(first.request.tokens)
+    reuse = plan(held, second.request.tokens[:-1], min_run=settings.cache_reuse)
+    assert reuse.reused >= len(held) - 10 and reuse.to_evaluate < 200
+    # Once the whole window is held, no cut.
+    held = full.request.tokens[:-1]
+    again = plan_within(text, offset, held=held, rate=200.0, settings=settings, **common)
+    assert not again.cold and again.request.tokens == full.request.tokens
