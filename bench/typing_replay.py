@@ -399,8 +399,9 @@ class Pending:
 class Server:
     """One `python -m cl_lsp --stdio` process and a pytest-lsp client talking to it."""
 
-    def __init__(self, model: Path, options: dict[str, Any]) -> None:
+    def __init__(self, model: Path, options: dict[str, Any], root: Path = ROOT) -> None:
         self.model, self.options = model, options
+        self.root = root  # the checkout whose cl_lsp runs (another one: a baseline)
         self.client: Any = None
         self.pid: int | None = None
         self.versions: dict[str, int] = {}
@@ -411,8 +412,8 @@ class Server:
 
         self.client = make_test_lsp_client()
         command = [sys.executable, "-m", "cl_lsp", "--stdio", "--model", str(self.model)]
-        # cwd=ROOT: `-m` puts the working directory first on the server's sys.path.
-        await self.client.start_io(*command, env=server_env(), cwd=str(ROOT))
+        # cwd: `-m` puts the working directory first on the server's sys.path.
+        await self.client.start_io(*command, env=server_env(), cwd=str(self.root))
         capabilities = types.ClientCapabilities(
             window=types.WindowClientCapabilities(work_done_progress=False),
             text_document=types.TextDocumentClientCapabilities(
@@ -426,7 +427,7 @@ class Server:
                 types.InitializeParams(
                     capabilities=capabilities,
                     initialization_options=self.options,
-                    root_uri=ROOT.as_uri(),
+                    root_uri=self.root.as_uri(),
                 )
             ),
             60,

@@ -58,6 +58,7 @@ BOUNDED_TABLES = {
     "actionRecords": 50,
     "lineCacheFirst": 50_001,
     "lineCacheLater": 50_001,
+    "warmUpPending": 1,  # only the newest place is warmed
 }
 # Growth limits per thousand edits, after a warm-up. Without the fix (pygls kept a future
 # for every notification) Python's allocated blocks grew ~18,000 and RSS ~2.5 MB per thousand

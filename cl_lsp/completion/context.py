@@ -158,13 +158,15 @@ def extract_context(
     in_strings: bool = True,
     in_comments: bool = True,
     anchor: int | None = None,
+    end_anchor: int | None = None,
 ) -> CursorContext:
     """Cut the prompt window around ``offset`` and decide the completion mode.
 
     ``text`` is the whole document, ``offset`` a str index into it (clamped to
     ``0..len(text)``). ``count_tokens`` is called a few times (at worst O(log lines)), only on
     slices of at most ``budget * MAX_CHARS_PER_TOKEN`` characters. ``anchor`` is the ``window_start`` of the
-    previous request on this document (see :mod:`cl_lsp.completion.window`).
+    previous request on this document, ``end_anchor`` its ``window_end`` in this text (see
+    :mod:`cl_lsp.completion.window`).
     """
     offset = min(max(offset, 0), len(text))
     prefix_tokens = max(prefix_tokens, 0)
@@ -176,7 +178,7 @@ def extract_context(
     cost = TokenCost(text, count_tokens)
     # 1. Cut by tokens at line boundaries (no parse needed).
     start, nudge_start = choose_start(text, offset, prefix_tokens, cost, lines, anchor)
-    end, nudge_end = choose_end(text, offset, suffix_tokens, cost, lines)
+    end, nudge_end = choose_end(text, offset, suffix_tokens, cost, lines, end_anchor)
 
     # 2. Parse only the chosen region (plus the cursor line), then refine.
     tree: RegionTree | None = None

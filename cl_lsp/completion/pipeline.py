@@ -87,6 +87,7 @@ def plan_completion(
     path: str | None = None,
     anchor: int | None = None,
     suffix_anchor: str | None = None,
+    end_anchor: int | None = None,
     healing: bool = True,
 ) -> CompletionPlan:
     multi_line_tokens = settings.max_tokens
@@ -106,6 +107,7 @@ def plan_completion(
         in_strings=settings.in_strings,
         in_comments=settings.in_comments,
         anchor=anchor,
+        end_anchor=end_anchor,
     )
     if (
         suffix_anchor is not None
@@ -177,7 +179,7 @@ def plan_within(
 
     if cost(plan) <= allowed:
         return plan
-    kwargs.update(anchor=None, suffix_anchor=None)  # a fresh window, not last time's
+    kwargs.update(anchor=None, suffix_anchor=None, end_anchor=None)  # not last time's edges
     smaller = plan
     for scale in COLD_SCALES:
         cut = replace(

@@ -75,10 +75,15 @@ class DocumentState:
     shown: Shown | None = None  # the suggestion last shown, for typed-ahead reuse
     anchor: int | None = None  # where the prefix window started last time
     suffix: str | None = None  # the suffix window used last time
+    tail: int | None = None  # characters after the suffix window last time (typing leaves it)
     # The generation last started for this document: the next one starts after it ended (a
     # superseded one ends within a token, or as its stream closes), so at most one runs.
     generating: asyncio.Future[Generation] | None = None
     cursor: int | None = None  # where the user was last: the last request, or the last edit
+
+    def end_in(self, text: str) -> int | None:
+        """Last time's suffix window end in `text` (edits before it do not move it)."""
+        return None if self.tail is None else len(text) - self.tail
 
 
 @dataclass
@@ -177,6 +182,11 @@ class Completions:
         if delay > 0 and uri in self.documents:
             self._warm_up = asyncio.ensure_future(self._warm(uri, delay))
 
+    @property
+    def warm_up_pending(self) -> int:
+        """1 while a warm-up waits or runs, else 0."""
+        return int(self._warm_up is not None and not self._warm_up.done())
+
     def stop_warm_up(self) -> None:
         if self._warm_up is not None:
             self._warm_up.cancel()
@@ -203,6 +213,7 @@ class Completions:
                 path=uri,
                 anchor=state.anchor if stable else None,
                 suffix_anchor=state.suffix if stable else None,
+                end_anchor=state.end_in(text) if stable else None,
                 healing=self.engine.heals,
             ),
         )
@@ -334,6 +345,7 @@ class Completions:
                 path=pending.record.uri,
                 anchor=pending.state.anchor if stable else None,
                 suffix_anchor=pending.state.suffix if stable else None,
+                end_anchor=pending.state.end_in(pending.text) if stable else None,
                 healing=self.engine.heals,
             ),
         )
@@ -356,8 +368,10 @@ class Completions:
     def _carry_windows(self, pending: Pending, plan: CompletionPlan) -> None:
         """Keep the plan's window edges for the document's next request (stable window); not
         those of a window cut to the cold budget, which the next request grows."""
-        pending.state.anchor = None if plan.cold else plan.context.window_start
-        pending.state.suffix = None if plan.cold else plan.context.suffix
+        state, context = pending.state, plan.context
+        state.anchor = None if plan.cold else context.window_start
+        state.suffix = None if plan.cold else context.suffix
+        state.tail = None if plan.cold else len(pending.text) - context.window_end
         pending.record.mode = plan.context.mode.value
 
     async def _generate(self, pending: Pending, plan: CompletionPlan) -> Generation | None:

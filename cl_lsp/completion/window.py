@@ -9,7 +9,7 @@ them (typically 2-4 ``count_tokens`` calls per side, at worst O(log lines); a cu
 the target is good enough). Failing a line boundary (a single huge line), the cut is a
 character boundary that does not split a combining sequence.
 
-**Stable window start** (KV-cache reuse: the model re-evaluates everything after the first
+**Stable window edges** (KV-cache reuse: the model re-evaluates everything after the first
 changed token, so the start should move rarely and in large steps). ``anchor`` is the start
 returned for the previous request on the same document. It is kept exactly when it is still
 usable: ``0 <= anchor <= offset``, it is a line start of the current text (or, only when the
@@ -17,7 +17,9 @@ cursor line alone overflows the budget, a point inside the cursor line), and the
 fits the budget -- unless that prefix is very short (< ``SHORT_ANCHOR`` of the budget) while
 more text exists before it. Otherwise a new start is chosen so the prefix uses about
 ``HEADROOM`` of the budget, leaving room to type before it must move again. If the whole text
-before the cursor fits, the start is 0.
+before the cursor fits, the start is 0. The suffix's end is kept the same way (``choose_end``'s
+``anchor``): with both edges in place, a cursor moving N lines changes the prompt by those N
+lines only, which cache reuse (``engine/kv_cache.py``) then pays for alone.
 """
 
 from __future__ import annotations
@@ -206,13 +208,27 @@ def choose_start(
 
 
 def choose_end(
-    text: str, offset: int, budget: int, cost: TokenCost, lines: Lines
+    text: str, offset: int, budget: int, cost: TokenCost, lines: Lines, anchor: int | None = None
 ) -> tuple[int, bool]:
-    """The suffix window end (after a complete line) and whether a syntactic nudge may move it."""
+    """The suffix window end (after a complete line) and whether a syntactic nudge may move it.
+
+    ``anchor`` is the previous request's end (in this text): kept, like the start's anchor,
+    while it is a line start after the cursor and the suffix up to it fits the budget without
+    being very short, so a cursor moving down or up within the window changes the suffix at
+    its start only (what the lines passed over cost), not at both ends."""
     n = len(text)
     if budget <= 0 or offset == n:
         return offset, False
     cap = budget * MAX_CHARS_PER_TOKEN
+    if (
+        anchor is not None
+        and offset < anchor <= n
+        and anchor - offset <= cap
+        and (anchor == n or text[anchor - 1] == "\n")
+        and (anchor == n or budget * SHORT_ANCHOR <= cost(offset, anchor) <= budget)
+        and cost(offset, anchor) <= budget
+    ):
+        return anchor, False
     if n - offset <= cap and cost(offset, n) <= budget:
         return n, False
     tol = budget // 16

@@ -64,6 +64,7 @@ class LocalEngine:
         self.priority = Priority()  # completions before code actions
         self.writing = ActionWriting(self)  # code actions: their own thread and context
         self._warming: threading.Event | None = None  # the cancel flag of the newest warm-up
+        self.warming = False  # a warm-up is evaluating
         self.warm_ups = WarmUpCounters()
 
     # -- loading -----------------------------------------------------------------------------
@@ -247,9 +248,13 @@ class LocalEngine:
             return 0
         counters.started += 1
         completion = self._completion()
-        evaluated, stopped = completion.prefill(
-            list(request.tokens[:-1]), request.cancel, request.reuse_min_run
-        )
+        self.warming = True
+        try:
+            evaluated, stopped = completion.prefill(
+                list(request.tokens[:-1]), request.cancel, request.reuse_min_run
+            )
+        finally:
+            self.warming = False
         counters.tokens += evaluated
         counters.preempted += stopped
         return evaluated
@@ -311,6 +316,7 @@ class LocalEngine:
             "error": self.error,
             "nCtx": self.n_ctx,
             "busy": self.busy.is_set(),
+            "warming": self.warming,
             "writing": self.writing.active,
             "repack": self.repack.repack if self.repack else None,
             "prefillChunk": self.prefill_chunk,

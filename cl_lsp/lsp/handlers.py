@@ -308,7 +308,9 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
         "lineCacheFirst": len(getattr(lines, "_first", ())),
         "lineCacheLater": len(getattr(lines, "_later", ())),
         "plannerQueue": planner._work_queue.qsize() if planner is not None else 0,
-        "asyncioTasks": len(asyncio.all_tasks()),
+        # A warm-up waiting for a pause is one task at most, counted apart.
+        "asyncioTasks": len(asyncio.all_tasks()) - completions.warm_up_pending,
+        "warmUpPending": completions.warm_up_pending,
         "threads": threading.active_count(),
     }
     # Memory blocks Python has allocated: RSS growth without these growing is native.
