@@ -60,6 +60,7 @@ class FakeEngine:
     as the real engine does: a request whose cancel flag is set stops as "cancelled"."""
 
     heals = True
+    warms = True
 
     def __init__(self) -> None:
         self.vocab = FakeVocabulary()

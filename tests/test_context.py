@@ -815,3 +815,47 @@ def test_property_window_invariants(
 )
 def test_ends_inside_identifier(prefix: str, expected: bool) -> None:
     assert ends_inside_identifier(prefix) is expected
+
+
+# --------------------------------------------------------------------------- end anchor
+
+
+def window_at(text: str, line: int, end_anchor: int | None) -> CursorContext:
+    offset = line_offset(text, line)
+    return extract_context(
+        text, offset, language_id="python", path=None, count_tokens=count, prefix_tokens=300,
+        suffix_tokens=200, end_anchor=end_anchor,
+    )  # fmt: skip
+
+
+def line_offset(text: str, line: int) -> int:
+    return sum(len(row) + 1 for row in text.split("\n")[:line])
+
+
+def test_the_suffix_end_stays_while_the_cursor_moves_within_the_window() -> None:
+    text = python_module(200)
+    first = window_at(text, 300, None)
+    assert count(first.suffix) > 150
+    # Down a few lines: the suffix loses its start only.
+    down = window_at(text, 305, first.window_end)
+    assert down.window_end == first.window_end and first.suffix.endswith(down.suffix)
+    # Up a few lines: it gains lines at its start, while it fits.
+    up = window_at(text, 298, first.window_end)
+    assert up.window_end == first.window_end and up.suffix.endswith(first.suffix)
+    # Without the anchor, both ends would have moved.
+    assert window_at(text, 305, None).window_end != first.window_end
+
+
+def test_the_suffix_end_is_cut_afresh_when_it_no_longer_fits_or_gets_short() -> None:
+    text = python_module(200)
+    first = window_at(text, 300, None)
+    far_up = window_at(text, 250, first.window_end)
+    assert far_up.window_end < first.window_end and count(far_up.suffix) <= 200
+    nearly_past = first.window_end - 10
+    line = text.count("\n", 0, nearly_past)
+    short = window_at(text, line, first.window_end)
+    assert short.window_end > first.window_end  # a suffix of a few tokens is extended
+    assert count(short.suffix) > 50
+    # Not a line start (the text changed under it): not used.
+    inside = next(p for p in range(first.window_end - 20, first.window_end) if text[p - 1] != "\n")
+    assert window_at(text, 305, inside).window_end != inside

@@ -179,7 +179,7 @@ class Completions:
         is warmed: a request or an edit anywhere starts the wait again."""
         self.stop_warm_up()
         delay = self.settings().warm_up_ms / 1000
-        if delay > 0 and uri in self.documents:
+        if delay > 0 and uri in self.documents and self.engine.warms:
             self._warm_up = asyncio.ensure_future(self._warm(uri, delay))
 
     @property

@@ -306,6 +306,7 @@ class Engine(Protocol):
     prefill_rate: float | None  # prompt tokens/s, if measured
     actions_started: int
     heals: bool  # constrains an answer to start with given text (token healing)
+    warms: bool  # evaluates prompts ahead of requests (`warm`)
 
     @property
     def ready(self) -> bool: ...

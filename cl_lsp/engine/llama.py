@@ -5,10 +5,11 @@ Everything else in cl-lsp speaks through these few classes, so a llama-cpp-pytho
 
 - `Weights`: a loaded model file (`_internals.LlamaModel`): vocabulary and metadata; shared by
   the completion context and the writers' contexts, or vocabulary-only for tokenizing.
-- `CompletionModel`: a `llama_cpp.Llama` as a `ModelSession` (KV-cache reuse, evaluation,
-  logits, sampling stream).
+- `CompletionModel`: a context of its own as a `ModelSession`: the record of its KV cache,
+  runs moved to new positions, evaluation that a flag stops inside a batch, scores, samplers.
 - `WriterContext`: a context of its own on shared weights, with its sampler chain.
-- `load_llama`: a `Llama` with llama.cpp's weight repacking on or off (see `repack.py`).
+- `load_llama`: a `Llama` with llama.cpp's weight repacking on or off (see `repack.py`), for
+  the repack probe and benches.
 
 `llama_cpp` is imported when first needed: starting the server does not load the library.
 """

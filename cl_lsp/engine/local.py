@@ -44,6 +44,7 @@ class LocalEngine:
     """`Engine` with llama.cpp in this process: loading, completions, code actions, status."""
 
     heals = True
+    warms = True  # evaluates prompts ahead of requests (`warm`)
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cl-lsp-model")

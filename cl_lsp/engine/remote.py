@@ -94,6 +94,7 @@ class RemoteEngine:
     """`Engine` on an inference server (see the module docstring)."""
 
     heals = False  # no server constrains the answer's start: the partial word stays in the prompt
+    warms = False  # the server's own cache (cache_prompt): nothing is evaluated ahead
 
     def __init__(self, endpoint: Endpoint, actions: Endpoint | None = None) -> None:
         self.endpoint = endpoint

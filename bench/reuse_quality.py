@@ -1,0 +1,187 @@
+"""How often cache reuse across cursor moves changes the greedy answer (completion.cacheReuse).
+
+    python bench/reuse_quality.py [--model PATH] [--moves 120] [--min-run 64] [--max-tokens 24]
+                                  [--shapes prefix,suffix-first] [--seed 0] [--json OUT]
+
+Runs moved to new positions keep keys and values computed with other text before them, so the
+model sees an approximation of the new prompt. This measures its effect on a real model
+(default SmolLM2-135M-Instruct from the test assets): on real files (cl_lsp's own .py files
+and a few of the standard library's), a cursor walks by moves of 1, 10, 50 and 200 lines up
+and down and jumps to random lines. At each place the prompt is cl-lsp's own
+(`plan_completion`, the windows' edges carried from one place to the next as the server
+carries them), in two shapes:
+
+- prefix: the prompt cl-lsp sends a model without FIM tokens (SmolLM2's): the prefix window;
+- suffix-first: the same windows as an SPM prompt, suffix + EOS + prefix (SmolLM2 was not
+  trained for FIM: a stress test of moved runs, whose text before them changed the most).
+
+Per place: with the cache holding the previous place's prompt (evaluated in full), the new
+prompt runs with cache reuse (answer A, evaluated tokens), then from an empty cache without it
+(answer B). Figures per shape and move: identical answers (A == B, token for token), identical
+first lines, median evaluated tokens with and without reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import assets
+import typing_replay as replay
+
+from cl_lsp.completion.pipeline import plan_completion
+from cl_lsp.config import CompletionSettings, ModelSettings
+from cl_lsp.engine import GenerationRequest, LocalEngine
+
+MOVES = (1, -1, 10, -10, 50, -50, 200, -200, None)  # None: a random line
+STDLIB = ("argparse.py", "inspect.py", "typing.py", "pathlib.py", "subprocess.py")
+
+
+def files() -> list[Path]:
+    own = sorted((ROOT / "cl_lsp").rglob("*.py"))
+    own = [path for path in own if path.stat().st_size > 8000]
+    stdlib = [replay.stdlib_dir() / name for name in STDLIB]
+    return own + [path for path in stdlib if path.is_file()]
+
+
+class Walk:
+    """A cursor on one file, with the window edges the server would carry."""
+
+    def __init__(self, path: Path, rng: random.Random) -> None:
+        self.text = path.read_text(encoding="utf-8", errors="replace")
+        self.lines = self.text.split("\n")
+        self.rng = rng
+        self.line = rng.randrange(len(self.lines))
+        self.anchor: int | None = None
+        self.suffix: str | None = None
+        self.tail: int | None = None
+
+    def move(self, distance: int | None) -> None:
+        target = self.rng.randrange(len(self.lines)) if distance is None else self.line + distance
+        self.line = min(max(target, 0), len(self.lines) - 1)
+
+    def prompts(self, engine: LocalEngine) -> dict[str, tuple[int, ...]]:
+        vocab = engine.vocab
+        offset = sum(len(row) + 1 for row in self.lines[: self.line])
+        offset += len(self.lines[self.line]) - len(self.lines[self.line].lstrip())
+        plan = plan_completion(
+            self.text,
+            offset,
+            vocab=vocab,
+            settings=CompletionSettings(),
+            n_ctx=engine.n_ctx,
+            language_id="python",
+            path="file.py",
+            anchor=self.anchor,
+            suffix_anchor=self.suffix,
+            end_anchor=None if self.tail is None else len(self.text) - self.tail,
+        )
+        context = plan.context
+        self.anchor, self.suffix = context.window_start, context.suffix
+        self.tail = len(self.text) - context.window_end
+        bos = [vocab.bos] if vocab.add_bos else []
+        prefix = vocab.encode(context.prefix)
+        return {
+            "prefix": tuple(bos + prefix),
+            "suffix-first": tuple(bos + vocab.encode(context.suffix) + [vocab.eos] + prefix),
+        }
+
+
+def answer(engine: LocalEngine, tokens: tuple[int, ...], args: argparse.Namespace, reuse: int):
+    result = engine.generate_blocking(
+        GenerationRequest(tokens, args.max_tokens, reuse_min_run=reuse)
+    )
+    return result.token_ids, result.evaluated_tokens, result.text
+
+
+def empty(engine: LocalEngine) -> None:
+    engine.generate_blocking(GenerationRequest((engine.vocab.eos, engine.vocab.eos), 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model")
+    parser.add_argument("--moves", type=int, default=120)
+    parser.add_argument("--min-run", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--shapes", default="prefix,suffix-first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    model = Path(args.model) if args.model else assets.smollm2_path()
+    engine = LocalEngine()
+    engine.load_blocking(model, ModelSettings(n_ctx=4096))
+    rng = random.Random(args.seed)
+    shapes = args.shapes.split(",")
+    rows: list[dict[str, Any]] = []
+    paths = files()
+    per_file = max(1, args.moves // len(paths))
+    done = 0
+    for path in paths:
+        walk = Walk(path, rng)
+        previous = walk.prompts(engine)
+        for _ in range(per_file):
+            if done >= args.moves:
+                break
+            distance = rng.choice(MOVES)
+            walk.move(distance)
+            current = walk.prompts(engine)
+            for shape in shapes:
+                empty(engine)
+                answer(engine, previous[shape], args, 0)  # the cache: the previous place
+                reused, evaluated, text_a = answer(engine, current[shape], args, args.min_run)
+                empty(engine)
+                full, full_evaluated, text_b = answer(engine, current[shape], args, 0)
+                rows.append(
+                    {
+                        "shape": shape,
+                        "move": "jump" if distance is None else f"{distance:+d}",
+                        "identical": reused == full,
+                        "firstLine": text_a.split("\n")[0] == text_b.split("\n")[0],
+                        "evaluated": evaluated,
+                        "fullEvaluated": full_evaluated,
+                    }
+                )
+            previous = current
+            done += 1
+        replay.log(f"{path.name}: {done} moves")
+    print(f"\nModel {model.name}, min run {args.min_run}, {done} moves, {args.max_tokens} tokens")
+    print(
+        "\n| shape | move | moves | identical answers | identical first line | "
+        "evaluated with reuse (median) | without (median) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    order = ["+1", "-1", "+10", "-10", "+50", "-50", "+200", "-200", "jump", "all"]
+    for shape in shapes:
+        for move in order:
+            chosen = [
+                r for r in rows if r["shape"] == shape and (move == "all" or r["move"] == move)
+            ]
+            if not chosen:
+                continue
+            same = sum(r["identical"] for r in chosen)
+            first = sum(r["firstLine"] for r in chosen)
+            print(
+                f"| {shape} | {move} | {len(chosen)} | {same} ({100 * same / len(chosen):.0f}%) | "
+                f"{first} ({100 * first / len(chosen):.0f}%) | "
+                f"{statistics.median(r['evaluated'] for r in chosen):.0f} | "
+                f"{statistics.median(r['fullEvaluated'] for r in chosen):.0f} |"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
