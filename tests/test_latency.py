@@ -15,7 +15,7 @@ import llama_cpp
 import numpy as np
 import pytest
 from conftest import status
-from lsprotocol import types
+from test_server import inline, open_doc
 
 from cl_lsp.completion.pipeline import plan_within
 from cl_lsp.config import CompletionSettings, ModelSettings
@@ -310,31 +310,6 @@ async def test_a_warm_up_waits_for_requests_and_actions(engine, x_model):
     # What the warm-up evaluated, the request keeps.
     answer = await engine.generate(GenerationRequest(tokens, 2))
     assert answer.evaluated_tokens == 1
-
-
-def open_doc(client, uri: str, text: str) -> None:
-    client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(
-                uri=uri, language_id="python", version=1, text=text
-            )
-        )
-    )
-
-
-async def inline(client, uri: str, line: int, character: int):
-    return await asyncio.wait_for(
-        client.text_document_inline_completion_async(
-            types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=types.Position(line=line, character=character),
-                context=types.InlineCompletionContext(
-                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
-                ),
-            )
-        ),
-        60,
-    )
 
 
 async def test_an_opened_document_is_warmed_so_the_first_request_is_cheap(

@@ -225,8 +225,8 @@ def choose_end(
         and offset < anchor <= n
         and anchor - offset <= cap
         and (anchor == n or text[anchor - 1] == "\n")
-        and (anchor == n or budget * SHORT_ANCHOR <= cost(offset, anchor) <= budget)
         and cost(offset, anchor) <= budget
+        and (anchor == n or cost(offset, anchor) >= budget * SHORT_ANCHOR)
     ):
         return anchor, False
     if n - offset <= cap and cost(offset, n) <= budget:

@@ -243,6 +243,7 @@ class CompletionModel:
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
         self._held: list[int] = []
         self._aside: list[Run] = []
+        self._aside_tokens: dict[int, list[int]] = {}  # a run's tokens, by its target
         self._shift_pending = False
         self._stop: threading.Event | None = None
         self._abortable = True
@@ -313,7 +314,7 @@ class CompletionModel:
             llama_cpp.llama_memory_seq_cp(memory, main, self.ASIDE, reuse.kept, -1)
             llama_cpp.llama_memory_seq_rm(memory, main, reuse.kept, -1)
         tokens = self._held
-        self._aside = [Run(run.source, run.target, run.length) for run in reuse.runs]
+        self._aside = list(reuse.runs)
         self._aside_tokens = {
             run.target: tokens[run.source : run.source + run.length] for run in reuse.runs
         }
