@@ -210,6 +210,24 @@ def load_llama(path: Path | str, *, repack: bool, **kwargs: Any) -> Any:
         return llama_cpp.Llama(model_path=str(path), **kwargs)
 
 
+def context_params(n_ctx: int, n_batch: int, threads: int) -> Any:
+    """llama.cpp context parameters for a CPU-first context.
+
+    Flash attention stays off (llama.cpp's default is "auto", which turns it on): on the
+    7B-shaped Q4_K model (8 layers) on 2 cores it made a 1,500-token prompt in 32-token chunks
+    27% slower (46.7 s against 36.7) and one-token steps after it 25% slower (BENCHMARKS.md),
+    which is what llama_cpp.Llama, the engine before this class, never enabled.
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = params.n_ubatch = n_batch
+    params.n_threads = params.n_threads_batch = threads
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    return params
+
+
 class CompletionModel:
     """The completion model in this process: one context, and a record of its KV cache.
 
@@ -227,10 +245,7 @@ class CompletionModel:
         import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx or weights.n_ctx_train()
-        params.n_batch = params.n_ubatch = n_batch
-        params.n_threads = params.n_threads_batch = threads
+        params = context_params(n_ctx or weights.n_ctx_train(), n_batch, threads)
         params.n_seq_max = 2
         params.kv_unified = True  # one set of cells: moving between sequences copies nothing
         self.weights = weights
@@ -483,13 +498,9 @@ class WriterContext:
     def __init__(
         self, weights: Weights, *, n_ctx: int, n_batch: int, threads: int, sampling: Sampling
     ) -> None:
-        import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = n_batch
-        params.n_threads = params.n_threads_batch = threads
+        params = context_params(n_ctx, n_batch, threads)
         self._ctx = LlamaContext(model=weights._model, params=params, verbose=True)
         self._batch = LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=True)
         try:
