@@ -108,6 +108,13 @@ def empty(engine: LocalEngine) -> None:
     engine.generate_blocking(GenerationRequest((engine.vocab.eos, engine.vocab.eos), 1))
 
 
+def control(rows: list[dict[str, Any]]) -> str:
+    if "controlIdentical" not in rows[0]:
+        return ""
+    same = sum(r["controlIdentical"] for r in rows)
+    return f" {same} ({100 * same / len(rows):.0f}%) |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model")
@@ -116,51 +123,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--shapes", default="prefix,suffix-first")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also answer with the common prefix only (today's reuse) against the full run: "
+        "how often the answer changes from batching alone",
+    )
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     model = Path(args.model) if args.model else assets.smollm2_path()
     engine = LocalEngine()
     engine.load_blocking(model, ModelSettings(n_ctx=4096))
-    rng = random.Random(args.seed)
     shapes = args.shapes.split(",")
     rows: list[dict[str, Any]] = []
     paths = files()
     per_file = max(1, args.moves // len(paths))
-    done = 0
-    for path in paths:
-        walk = Walk(path, rng)
-        previous = walk.prompts(engine)
-        for _ in range(per_file):
+    for shape in shapes:
+        rng = random.Random(args.seed)  # the same walk for every shape
+        done = 0
+        for path in paths:
             if done >= args.moves:
                 break
-            distance = rng.choice(MOVES)
-            walk.move(distance)
-            current = walk.prompts(engine)
-            for shape in shapes:
+            walk = Walk(path, rng)
+            previous = walk.prompts(engine)[shape]
+            empty(engine)
+            answer(engine, previous, args, 0)
+            for _ in range(per_file):
+                if done >= args.moves:
+                    break
+                distance = rng.choice(MOVES)
+                walk.move(distance)
+                current = walk.prompts(engine)[shape]
+                # The cache holds the previous place's prompt (evaluated in full) and answer.
+                reused, evaluated, text_a = answer(engine, current, args, args.min_run)
+                row: dict[str, Any] = {"shape": shape}
+                if args.control:
+                    empty(engine)
+                    answer(engine, previous, args, 0)
+                    prefix_only, _, _ = answer(engine, current, args, 0)
+                    row["controlIdentical"] = prefix_only
                 empty(engine)
-                answer(engine, previous[shape], args, 0)  # the cache: the previous place
-                reused, evaluated, text_a = answer(engine, current[shape], args, args.min_run)
-                empty(engine)
-                full, full_evaluated, text_b = answer(engine, current[shape], args, 0)
-                rows.append(
-                    {
-                        "shape": shape,
-                        "move": "jump" if distance is None else f"{distance:+d}",
-                        "identical": reused == full,
-                        "firstLine": text_a.split("\n")[0] == text_b.split("\n")[0],
-                        "evaluated": evaluated,
-                        "fullEvaluated": full_evaluated,
-                    }
+                full, full_evaluated, text_b = answer(engine, current, args, 0)
+                if args.control:
+                    row["controlIdentical"] = row["controlIdentical"] == full
+                row.update(
+                    move="jump" if distance is None else f"{distance:+d}",
+                    identical=reused == full,
+                    firstLine=text_a.split("\n")[0] == text_b.split("\n")[0],
+                    evaluated=evaluated,
+                    fullEvaluated=full_evaluated,
+                    prompt=len(current),
                 )
-            previous = current
-            done += 1
-        replay.log(f"{path.name}: {done} moves")
-    print(f"\nModel {model.name}, min run {args.min_run}, {done} moves, {args.max_tokens} tokens")
+                rows.append(row)
+                previous = current
+                done += 1
+            replay.log(f"{shape} {path.name}: {done} moves")
+    print(
+        f"\nModel {model.name}, min run {args.min_run}, {args.moves} moves, {args.max_tokens} tokens"
+    )
     print(
         "\n| shape | move | moves | identical answers | identical first line | "
         "evaluated with reuse (median) | without (median) |"
+        + (" prefix only identical |" if args.control else "")
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if args.control else ""))
     order = ["+1", "-1", "+10", "-10", "+50", "-50", "+200", "-200", "jump", "all"]
     for shape in shapes:
         for move in order:
@@ -175,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {shape} | {move} | {len(chosen)} | {same} ({100 * same / len(chosen):.0f}%) | "
                 f"{first} ({100 * first / len(chosen):.0f}%) | "
                 f"{statistics.median(r['evaluated'] for r in chosen):.0f} | "
-                f"{statistics.median(r['fullEvaluated'] for r in chosen):.0f} |"
+                f"{statistics.median(r['fullEvaluated'] for r in chosen):.0f} |" + control(chosen)
             )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
