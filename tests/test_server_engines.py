@@ -16,6 +16,8 @@ from conftest import complete_json, status
 from http_servers import llama_server, openai_server
 from test_server import X48, change, inline, open_doc
 
+from cl_lsp.engine import Vocabulary
+
 SOURCE = "def f(y):\n    return y\n\nvalue = "
 
 
@@ -99,6 +101,40 @@ async def test_the_editor_gets_llama_servers_answers_and_its_cache_holds(
     evaluated = after["evaluatedTokens"] - after_first["evaluatedTokens"]
     received = after["promptTokens"] - after_first["promptTokens"]
     assert received > 10 and evaluated <= 3, after
+
+
+@pytest.mark.parametrize("reuse", [64, 0])
+async def test_after_a_cursor_move_llama_server_shifts_the_cached_suffix(
+    start_server, x_model, llama_x, tmp_path, reuse
+):
+    """Moving down 10 lines drops them from the suffix's start: with completion.cacheReuse the
+    server moves the rest of the cached prompt left (its n_cache_reuse) and evaluates only the
+    lines passed over; without it, everything after the suffix's first tokens again."""
+    client = await start_server(
+        model=x_model,
+        options={
+            "engine": {"kind": "llama-server", "url": llama_x},
+            "completion": {"cacheReuse": reuse},
+        },
+    )
+    text = "".join(f"def f{i}(a, b):\n    return a * {i} + b\n" for i in range(40))
+    uri = (tmp_path / "a.txt").as_uri()
+    open_doc(client, uri, text, language="plaintext")
+    lines = text.split("\n")
+    await inline(client, uri, 40, len(lines[40]))
+    before = (await status(client))["server"]
+    await inline(client, uri, 50, len(lines[50]))
+    after = (await status(client))["server"]
+    received = after["promptTokens"] - before["promptTokens"]
+    evaluated = after["evaluatedTokens"] - before["evaluatedTokens"]
+    vocab = Vocabulary(x_model)
+    passed_over = vocab.count("\n".join(lines[40:50]))
+    vocab.close()
+    assert received > 400, after
+    if reuse:
+        assert evaluated <= passed_over + 16, (evaluated, passed_over, received)
+    else:
+        assert evaluated > received // 2, (evaluated, received)
 
 
 async def test_a_superseded_generation_stops_on_the_server(start_server, slow_x_model, tmp_path):

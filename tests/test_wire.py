@@ -19,6 +19,16 @@ def test_llama_server_body_sends_token_ids_with_the_cache_and_a_fixed_slot():
     assert body["n_predict"] == 8 and body["stream"] is True
     assert body["cache_prompt"] is True and body["id_slot"] == 2
     assert body["top_k"] == 1  # greedy at temperature 0, as the local engine samples
+    assert "n_cache_reuse" not in body  # the server's own default unless asked
+
+
+def test_llama_server_body_asks_for_cache_reuse_only_with_the_cache():
+    def body(**options):
+        return wire.completion_body(LLAMA, (1, 5), max_tokens=8, temperature=0.0, **options)
+
+    assert body(cache_reuse=64)["n_cache_reuse"] == 64
+    assert "n_cache_reuse" not in body(cache_reuse=64, cache_prompt=False)
+    assert "n_cache_reuse" not in body(cache_reuse=0)
 
 
 def test_openai_body_names_the_model_and_asks_for_usage():

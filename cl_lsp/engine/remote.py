@@ -375,6 +375,7 @@ class RemoteEngine:
             model=self.endpoint.model,
             slot=self.slot,
             cache_prompt=self.endpoint.cache_prompt,
+            cache_reuse=request.reuse_min_run,
         )
         stream = _Stream(request)
         self.counters.generations_started += 1

@@ -81,8 +81,10 @@ def completion_body(
     model: str | None = None,
     slot: int | None = None,
     cache_prompt: bool = True,
+    cache_reuse: int = 0,
 ) -> dict[str, Any]:
-    """The JSON body of a streamed completion request."""
+    """The JSON body of a streamed completion request. `cache_reuse` > 0 asks llama-server to
+    keep cached runs of that many tokens at new positions (its `n_cache_reuse`)."""
     greedy = temperature <= 0
     if kind is EngineKind.LLAMA_SERVER:
         body: dict[str, Any] = {
@@ -96,6 +98,8 @@ def completion_body(
         }
         if greedy:
             body["top_k"] = 1
+        if cache_prompt and cache_reuse > 0:
+            body["n_cache_reuse"] = cache_reuse
         if slot is not None:
             body["id_slot"] = slot
         return body
