@@ -157,6 +157,17 @@ def test_a_prompt_longer_than_the_window_is_refused_clearly(engine, x_model):
         engine.generate_blocking(GenerationRequest(tuple([1] * 2000), 10))
 
 
+def test_an_empty_prompt_is_answered_empty_not_from_the_last_scores(engine, smollm2_model):
+    # SmolLM2 adds no BOS: at a document's start its prompt is empty. Sampling anyway would
+    # continue whatever the model evaluated last.
+    load(engine, smollm2_model)
+    engine.generate_blocking(GenerationRequest(tuple(engine.vocab.encode("def main():")), 4))
+    empty = engine.generate_blocking(GenerationRequest((), 8))
+    assert (empty.text, empty.token_ids, empty.stop_reason) == ("", (), "empty_prompt")
+    again = engine.generate_blocking(GenerationRequest(tuple(engine.vocab.encode("x = 1")), 4))
+    assert again.token_ids
+
+
 def test_a_corrupt_model_fails_with_a_clear_error(engine, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + bytes(range(256)) * 8)

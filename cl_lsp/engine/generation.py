@@ -81,6 +81,8 @@ class Completion:
         tokens = list(request.tokens)
         if request.cancel.is_set():
             return Generation("", (), len(tokens), 0, "cancelled", 0.0, time.monotonic())
+        if not tokens:  # nothing to continue (a model without BOS, at a document's start)
+            return Generation("", (), 0, 0, "empty_prompt", 0.0, time.monotonic())
         n_ctx = self._session.n_ctx
         room = n_ctx - len(tokens)
         if room <= 0:

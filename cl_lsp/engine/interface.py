@@ -80,7 +80,8 @@ class Generation:
     token_ids: tuple[int, ...]
     prompt_tokens: int
     evaluated_tokens: int  # prompt tokens actually run through the model (not in the KV cache)
-    # "eot", "max_tokens", "newline", "end_of_block", "timeout", "cancelled", "context_full"
+    # "eot", "max_tokens", "newline", "end_of_block", "timeout", "cancelled", "context_full",
+    # "empty_prompt"
     stop_reason: str
     seconds: float
     stopped_at: float = 0.0  # time.monotonic() when generation ended
