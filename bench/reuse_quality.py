@@ -1,7 +1,8 @@
 """How often cache reuse across cursor moves changes the greedy answer (completion.cacheReuse).
 
     python bench/reuse_quality.py [--model PATH] [--moves 120] [--min-run 64] [--max-tokens 24]
-                                  [--shapes prefix,suffix-first] [--seed 0] [--json OUT]
+                                  [--shapes prefix,suffix-first] [--seed 0] [--control]
+                                  [--json OUT | --report OUT]
 
 Runs moved to new positions keep keys and values computed with other text before them, so the
 model sees an approximation of the new prompt. This measures its effect on a real model
@@ -44,6 +45,7 @@ from cl_lsp.config import CompletionSettings, ModelSettings
 from cl_lsp.engine import GenerationRequest, LocalEngine
 
 MOVES = (1, -1, 10, -10, 50, -50, 200, -200, None)  # None: a random line
+MIN_PROMPT = 16  # places with fewer prompt tokens (a file's first lines) are left out
 STDLIB = ("argparse.py", "inspect.py", "typing.py", "pathlib.py", "subprocess.py")
 
 
@@ -108,11 +110,45 @@ def empty(engine: LocalEngine) -> None:
     engine.generate_blocking(GenerationRequest((engine.vocab.eos, engine.vocab.eos), 1))
 
 
-def control(rows: list[dict[str, Any]]) -> str:
-    if "controlIdentical" not in rows[0]:
-        return ""
-    same = sum(r["controlIdentical"] for r in rows)
-    return f" {same} ({100 * same / len(rows):.0f}%) |"
+def share(rows: list[dict[str, Any]], key: str) -> str:
+    same = sum(r[key] for r in rows)
+    return f"{same} ({100 * same / len(rows):.0f}%)"
+
+
+def report(rows: list[dict[str, Any]], model: str, args: dict[str, Any]) -> None:
+    control = any("controlIdentical" in r for r in rows)
+    print(
+        f"\nModel {model}, min run {args['min_run']}, {args['moves']} moves per shape, "
+        f"{args['max_tokens']} tokens; places with fewer than {MIN_PROMPT} prompt tokens left out"
+    )
+    print(
+        "\n| shape | moves | places | identical answers | identical first line | "
+        "evaluated with reuse (median) | without (median) |"
+        + (" common prefix only: identical |" if control else "")
+    )
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if control else ""))
+    groups: list[tuple[str, Any]] = [
+        (move, lambda r, move=move: r["move"] == move)
+        for move in ("+1", "-1", "+10", "-10", "+50", "-50", "+200", "-200", "jump")
+    ]
+    groups += [
+        ("runs moved", lambda r: r.get("moved", 0) > 0),
+        ("common prefix only", lambda r: r.get("moved", 0) == 0),
+        ("all", lambda r: True),
+    ]
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        for name, test in groups:
+            chosen = [r for r in rows if r["shape"] == shape and r["prompt"] >= MIN_PROMPT]
+            chosen = [r for r in chosen if test(r)]
+            if not chosen:
+                continue
+            print(
+                f"| {shape} | {name} | {len(chosen)} | {share(chosen, 'identical')} | "
+                f"{share(chosen, 'firstLine')} | "
+                f"{statistics.median(r['evaluated'] for r in chosen):.0f} | "
+                f"{statistics.median(r['fullEvaluated'] for r in chosen):.0f} |"
+                + (f" {share(chosen, 'controlIdentical')} |" if control else "")
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,14 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         "how often the answer changes from batching alone",
     )
     parser.add_argument("--json")
+    parser.add_argument("--report", help="print the tables of a --json file, run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        report(saved["rows"], saved.get("model", "?"), saved["args"])
+        return 0
     model = Path(args.model) if args.model else assets.smollm2_path()
     engine = LocalEngine()
     engine.load_blocking(model, ModelSettings(n_ctx=4096))
     shapes = args.shapes.split(",")
     rows: list[dict[str, Any]] = []
     paths = files()
-    per_file = max(1, args.moves // len(paths))
+    per_file = max(1, -(-args.moves // len(paths)))
     for shape in shapes:
         rng = random.Random(args.seed)  # the same walk for every shape
         done = 0
@@ -155,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
                 walk.move(distance)
                 current = walk.prompts(engine)[shape]
                 # The cache holds the previous place's prompt (evaluated in full) and answer.
+                if len(current) < MIN_PROMPT:  # the file's start, nothing to compare
+                    previous = current
+                    continue
+                moved_before = engine.counters.reused_tokens
                 reused, evaluated, text_a = answer(engine, current, args, args.min_run)
+                moved = engine.counters.reused_tokens - moved_before
                 row: dict[str, Any] = {"shape": shape}
                 if args.control:
                     empty(engine)
@@ -171,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     identical=reused == full,
                     firstLine=text_a.split("\n")[0] == text_b.split("\n")[0],
                     evaluated=evaluated,
+                    moved=moved,
                     fullEvaluated=full_evaluated,
                     prompt=len(current),
                 )
@@ -178,33 +225,11 @@ def main(argv: list[str] | None = None) -> int:
                 previous = current
                 done += 1
             replay.log(f"{shape} {path.name}: {done} moves")
-    print(
-        f"\nModel {model.name}, min run {args.min_run}, {args.moves} moves, {args.max_tokens} tokens"
-    )
-    print(
-        "\n| shape | move | moves | identical answers | identical first line | "
-        "evaluated with reuse (median) | without (median) |"
-        + (" prefix only identical |" if args.control else "")
-    )
-    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if args.control else ""))
-    order = ["+1", "-1", "+10", "-10", "+50", "-50", "+200", "-200", "jump", "all"]
-    for shape in shapes:
-        for move in order:
-            chosen = [
-                r for r in rows if r["shape"] == shape and (move == "all" or r["move"] == move)
-            ]
-            if not chosen:
-                continue
-            same = sum(r["identical"] for r in chosen)
-            first = sum(r["firstLine"] for r in chosen)
-            print(
-                f"| {shape} | {move} | {len(chosen)} | {same} ({100 * same / len(chosen):.0f}%) | "
-                f"{first} ({100 * first / len(chosen):.0f}%) | "
-                f"{statistics.median(r['evaluated'] for r in chosen):.0f} | "
-                f"{statistics.median(r['fullEvaluated'] for r in chosen):.0f} |" + control(chosen)
-            )
+    report(rows, model.name, vars(args))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"model": model.name, "args": vars(args), "rows": rows}, indent=1)
+        )
     engine.close()
     return 0
 
