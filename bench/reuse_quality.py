@@ -18,8 +18,12 @@ carries them), in two shapes:
 
 Per place: with the cache holding the previous place's prompt (evaluated in full), the new
 prompt runs with cache reuse (answer A, evaluated tokens), then from an empty cache without it
-(answer B). Figures per shape and move: identical answers (A == B, token for token), identical
-first lines, median evaluated tokens with and without reuse.
+(answer B). Figures per shape and move, and split by whether runs were moved at all: identical
+answers (A == B, token for token), identical first lines, median evaluated tokens with and
+without reuse, and the change in the mean log-probability of the file's real text after the
+cursor (its next 24 tokens, scored after each prompt): a measure of quality that does not
+hang on near ties. `--control` also answers with the common prefix only (what the cache gave
+before this setting) to show how much batching alone changes.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from cl_lsp.config import CompletionSettings, ModelSettings
 from cl_lsp.engine import GenerationRequest, LocalEngine
 
 MOVES = (1, -1, 10, -10, 50, -50, 200, -200, None)  # None: a random line
+TRUTH_TOKENS = 24  # the file's own text after the cursor, scored after each prompt
 MIN_PROMPT = 16  # places with fewer prompt tokens (a file's first lines) are left out
 STDLIB = ("argparse.py", "inspect.py", "typing.py", "pathlib.py", "subprocess.py")
 
@@ -67,6 +72,7 @@ class Walk:
         self.anchor: int | None = None
         self.suffix: str | None = None
         self.tail: int | None = None
+        self.truth: list[int] = []
 
     def move(self, distance: int | None) -> None:
         target = self.rng.randrange(len(self.lines)) if distance is None else self.line + distance
@@ -89,6 +95,7 @@ class Walk:
             end_anchor=None if self.tail is None else len(self.text) - self.tail,
         )
         context = plan.context
+        self.truth = vocab.encode(self.text[offset : offset + 400])[:TRUTH_TOKENS]
         self.anchor, self.suffix = context.window_start, context.suffix
         self.tail = len(self.text) - context.window_end
         bos = [vocab.bos] if vocab.add_bos else []
@@ -106,6 +113,25 @@ def answer(engine: LocalEngine, tokens: tuple[int, ...], args: argparse.Namespac
     return result.token_ids, result.evaluated_tokens, result.text
 
 
+def truth_logprob(engine: LocalEngine, prompt: tuple[int, ...], truth: list[int]) -> float:
+    """Mean log-probability per token of the file's real text after the cursor, given the
+    prompt as the cache now holds it (the answer just generated is dropped first)."""
+    import numpy as np
+
+    model = engine._model
+    assert model is not None and model.held[: len(prompt)] == prompt
+    model.keep(len(prompt) - 1)
+    model.evaluate(prompt[-1:], outputs=True)
+    rows = [np.array(model.logits(-1), dtype=np.float64)]
+    model.evaluate(truth[:-1], outputs=True)
+    rows += [np.array(model.logits(i), dtype=np.float64) for i in range(len(truth) - 1)]
+    total = 0.0
+    for row, token in zip(rows, truth):
+        top = row.max()
+        total += row[token] - top - np.log(np.exp(row - top).sum())
+    return total / len(truth)
+
+
 def empty(engine: LocalEngine) -> None:
     engine.generate_blocking(GenerationRequest((engine.vocab.eos, engine.vocab.eos), 1))
 
@@ -113,6 +139,16 @@ def empty(engine: LocalEngine) -> None:
 def share(rows: list[dict[str, Any]], key: str) -> str:
     same = sum(r[key] for r in rows)
     return f"{same} ({100 * same / len(rows):.0f}%)"
+
+
+def drift(rows: list[dict[str, Any]], key: str) -> str:
+    """The change of the real text's log-probability against the full run: median of its size,
+    mean, in nats per token."""
+    changes = [r[key] - r["fullScore"] for r in rows if key in r]
+    if not changes:
+        return "-"
+    size = statistics.median(abs(c) for c in changes)
+    return f"{size:.3f} / {statistics.fmean(changes):+.3f}"
 
 
 def report(rows: list[dict[str, Any]], model: str, args: dict[str, Any]) -> None:
@@ -123,10 +159,11 @@ def report(rows: list[dict[str, Any]], model: str, args: dict[str, Any]) -> None
     )
     print(
         "\n| shape | moves | places | identical answers | identical first line | "
+        "real text's log-prob change, median size / mean (nats/token) | "
         "evaluated with reuse (median) | without (median) |"
-        + (" common prefix only: identical |" if control else "")
+        + (" common prefix only: identical answers | its log-prob change |" if control else "")
     )
-    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if control else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if control else ""))
     groups: list[tuple[str, Any]] = [
         (move, lambda r, move=move: r["move"] == move)
         for move in ("+1", "-1", "+10", "-10", "+50", "-50", "+200", "-200", "jump")
@@ -144,10 +181,14 @@ def report(rows: list[dict[str, Any]], model: str, args: dict[str, Any]) -> None
                 continue
             print(
                 f"| {shape} | {name} | {len(chosen)} | {share(chosen, 'identical')} | "
-                f"{share(chosen, 'firstLine')} | "
+                f"{share(chosen, 'firstLine')} | {drift(chosen, 'score')} | "
                 f"{statistics.median(r['evaluated'] for r in chosen):.0f} | "
                 f"{statistics.median(r['fullEvaluated'] for r in chosen):.0f} |"
-                + (f" {share(chosen, 'controlIdentical')} |" if control else "")
+                + (
+                    f" {share(chosen, 'controlIdentical')} | {drift(chosen, 'controlScore')} |"
+                    if control
+                    else ""
+                )
             )
 
 
@@ -196,20 +237,23 @@ def main(argv: list[str] | None = None) -> int:
                 walk.move(distance)
                 current = walk.prompts(engine)[shape]
                 # The cache holds the previous place's prompt (evaluated in full) and answer.
-                if len(current) < MIN_PROMPT:  # the file's start, nothing to compare
+                if len(current) < MIN_PROMPT or len(walk.truth) < 2:  # nothing to compare
                     previous = current
                     continue
                 moved_before = engine.counters.reused_tokens
                 reused, evaluated, text_a = answer(engine, current, args, args.min_run)
                 moved = engine.counters.reused_tokens - moved_before
+                score_a = truth_logprob(engine, current, walk.truth)
                 row: dict[str, Any] = {"shape": shape}
                 if args.control:
                     empty(engine)
                     answer(engine, previous, args, 0)
                     prefix_only, _, _ = answer(engine, current, args, 0)
                     row["controlIdentical"] = prefix_only
+                    row["controlScore"] = truth_logprob(engine, current, walk.truth)
                 empty(engine)
                 full, full_evaluated, text_b = answer(engine, current, args, 0)
+                score_b = truth_logprob(engine, current, walk.truth)
                 if args.control:
                     row["controlIdentical"] = row["controlIdentical"] == full
                 row.update(
@@ -218,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     firstLine=text_a.split("\n")[0] == text_b.split("\n")[0],
                     evaluated=evaluated,
                     moved=moved,
+                    score=score_a,
+                    fullScore=score_b,
                     fullEvaluated=full_evaluated,
                     prompt=len(current),
                 )
