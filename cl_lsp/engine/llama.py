@@ -213,10 +213,10 @@ def load_llama(path: Path | str, *, repack: bool, **kwargs: Any) -> Any:
 def context_params(n_ctx: int, n_batch: int, threads: int) -> Any:
     """llama.cpp context parameters for a CPU-first context.
 
-    Flash attention stays off (llama.cpp's default is "auto", which turns it on): on the
-    7B-shaped Q4_K model (8 layers) on 2 cores it made a 1,500-token prompt in 32-token chunks
-    27% slower (46.7 s against 36.7) and one-token steps after it 25% slower (BENCHMARKS.md),
-    which is what llama_cpp.Llama, the engine before this class, never enabled.
+    Flash attention stays off (llama.cpp's default is "auto", which turns it on), as
+    llama_cpp.Llama, the engine before this class, had it: on the 7B-shaped Q4_K model
+    (8 layers) on 2 cores, a 1,500-token prompt in 32-token chunks took 1.38x as long with it
+    (47.3 s against 34.3) and one-token steps after it 1.2x (bench/flash_attention.py).
     """
     import llama_cpp
 
