@@ -508,20 +508,27 @@ def language_for(language_id: str | None, path: str | None) -> str | None:
     if language_id:
         name = _BY_LSP_ID.get(language_id.strip().lower())
     if name is None and path:
-        base = re.split(r"[/\\]", path.split("?", 1)[0].split("#", 1)[0])[-1]
-        lowered = base.lower()
-        name = _BY_FILENAME.get(lowered)
-        if name is None:
-            name = _BY_EXTENSION.get(os.path.splitext(lowered)[1])
-        if name is None:
-            name = next(
-                (
-                    lang.grammar
-                    for lang in LANGUAGES
-                    if any(lowered.startswith(p) for p in lang.filename_prefixes)
-                ),
-                None,
-            )
+        name = grammar_named_by(path)
     if name is None:
         return None
     return name if parser_for(name) is not None else None
+
+
+def grammar_named_by(path: str) -> str | None:
+    """The grammar a file's name or extension names (a path or a ``file:`` URI), without
+    loading it; None for names no language claims."""
+    base = re.split(r"[/\\]", path.split("?", 1)[0].split("#", 1)[0])[-1]
+    lowered = base.lower()
+    name = _BY_FILENAME.get(lowered)
+    if name is None:
+        name = _BY_EXTENSION.get(os.path.splitext(lowered)[1])
+    if name is None:
+        name = next(
+            (
+                lang.grammar
+                for lang in LANGUAGES
+                if any(lowered.startswith(p) for p in lang.filename_prefixes)
+            ),
+            None,
+        )
+    return name
