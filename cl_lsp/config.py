@@ -206,8 +206,8 @@ class CompletionSettings:
     draft_tokens: int = field(default=0, metadata=_range(0, 64))
     """At temperature 0, check up to this many tokens guessed from the prompt (what followed
     the last few tokens where they occurred before) in one batch with each token chosen; the
-    answer is the same, in fewer model passes (0: one token per pass; off until its gain on a
-    7B model is measured)."""
+    same answer where llama.cpp's batch and one-token kernels agree, in fewer model passes
+    (0: one token per pass; off by default: no faster on a 2-core CPU, BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)

@@ -177,12 +177,10 @@ def source_files(roots: Sequence[Path], rules: FileRules) -> Iterator[Path]:
     for root in roots:
         root = root.resolve()
         if root.is_dir():
-            yield from _walk(root, root, Ignores().under(root), rules, [root])
+            yield from _walk(root, root, Ignores().under(root), rules)
 
 
-def _walk(
-    root: Path, folder: Path, ignores: Ignores, rules: FileRules, roots: list[Path]
-) -> Iterator[Path]:
+def _walk(root: Path, folder: Path, ignores: Ignores, rules: FileRules) -> Iterator[Path]:
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError:
@@ -196,33 +194,33 @@ def _walk(
         if is_dir:
             if entry.name in SKIPPED_DIRS or entry.is_symlink():
                 continue
-            yield from _walk(root, path, ignores.under(path), rules, roots)
-        elif entry.is_file() and may_read(path, rules, roots, stat=entry.stat()):
-            yield path
+            yield from _walk(root, path, ignores.under(path), rules)
+        elif entry.is_file():
+            # Only a symlink can lead out of the folder the walk is in.
+            if entry.is_symlink() and inside(path, [root]) is None:
+                continue
+            if _permitted(entry.name, entry.stat().st_size, rules):
+                yield path
 
 
-def may_read(
-    path: Path, rules: FileRules, roots: Sequence[Path], stat: os.stat_result | None = None
-) -> bool:
-    """Whether a file passes the rules that need no reading: inside a workspace folder, not
-    a secret's name, a known language's, within the size limit. (`.gitignore` and excludes
-    are the walk's: see `allowed` for one file.)"""
-    if inside(path, roots) is None or secret_name(path.name):
-        return False
-    if grammar_named_by(path.name) is None:
-        return False
-    try:
-        size = (stat or path.stat()).st_size
-    except OSError:
-        return False
-    return size <= rules.max_bytes
+def _permitted(name: str, size: int, rules: FileRules) -> bool:
+    """The rules a file's name and size decide: not a secret's name, a known language's,
+    within the size limit."""
+    return not secret_name(name) and grammar_named_by(name) is not None and size <= rules.max_bytes
 
 
 def allowed(path: Path, rules: FileRules, roots: Sequence[Path]) -> bool:
     """All the rules for one file (an open document's, a watched file's change): inside a
-    workspace folder and not ignored by any `.gitignore` from that folder down to it."""
+    workspace folder, permitted by name and size, not excluded, and not ignored by any
+    `.gitignore` from that folder down to it."""
     root = inside(path, roots)
-    if root is None or not may_read(path, rules, roots):
+    if root is None:
+        return False
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if not _permitted(path.name, size, rules):
         return False
     real = path.resolve()
     relative = real.relative_to(root)
