@@ -321,25 +321,54 @@ def _engine_for(args: argparse.Namespace, settings: Settings) -> tuple[Engine, P
     return engine, vocabulary
 
 
+def project_root(file: Path) -> Path:
+    """The git repository `file` is in, else the current directory (the file's own folder
+    when it is not under it): the workspace whose files `complete` may show the model."""
+    file = file.resolve()
+    for folder in file.parents:
+        if (folder / ".git").exists():
+            return folder
+    cwd = Path.cwd().resolve()
+    return cwd if file.is_relative_to(cwd) else file.parent
+
+
 async def _complete(
     engine: Engine, model: Path | None, settings: Settings, text: str, offset: int, path: str
 ) -> tuple[CompletionPlan, Generation | None]:
+    from .completion.context import CursorContext
     from .completion.pipeline import plan_completion
     from .engine import EngineError
     from .engine.remote import RemoteEngine
+    from .repository.selection import ContextBlock
+    from .repository.service import RepositoryContext
+
+    uri = Path(path).resolve().as_uri()
 
     await engine.load(model, settings.model)  # type: ignore[arg-type]
     if isinstance(engine, RemoteEngine) and engine.health.state == "down":
         raise EngineError(engine.health.error or "the server is down")
     assert engine.vocab is not None
+    vocab = engine.vocab
+    repository = RepositoryContext(settings.context, {uri: text}.get)
+    repository.build_now([project_root(Path(path))])
+    repository.opened(uri, 0, text)
+
+    def block(context: CursorContext, budget: int) -> ContextBlock:
+        window = (context.window_start, context.window_end)
+        return repository.block_for(
+            uri, text, offset, window, context.language, vocab.count, budget
+        )
+
     plan = plan_completion(
         text,
         offset,
-        vocab=engine.vocab,
+        vocab=vocab,
         settings=settings.completion,
         n_ctx=engine.n_ctx,
         path=path,
         healing=engine.heals,
+        repository=block if settings.context.enabled else None,
+        repo_tokens=settings.context.repo_tokens,
     )
     generation = await engine.generate(plan.request) if plan.request else None
     return plan, generation
@@ -396,6 +425,8 @@ def _print_completion(
                     "generated_tokens": list(generation.token_ids) if generation else [],
                     "stop_reason": generation.stop_reason if generation else None,
                     "seconds": round(generation.seconds, 3) if generation else 0.0,
+                    # The code from other files in the prompt: each snippet, where from, why.
+                    "context": plan.repository.describe() if plan.repository else None,
                     **extra,
                 },
                 ensure_ascii=False,

@@ -229,11 +229,37 @@ class ActionSettings:
 
 
 @dataclass(frozen=True)
+class ContextSettings:
+    enabled: bool = True
+    """Show the model code from the workspace's other files (and other parts of this one):
+    definitions of the names used around the cursor, similar code in open documents, recent
+    edits. Only files inside the workspace folders, not ignored by .gitignore or `exclude`,
+    not secrets, are read."""
+    repo_tokens: int = field(default=512, metadata=_range(0, 32768))
+    """Budget for that code in the prompt, in model tokens (counted with the model's
+    tokenizer; 0: none)."""
+    definitions: bool = True
+    """Definitions of the names used around the cursor and of what the file imports."""
+    similar: bool = True
+    """The open documents' chunks most similar to the code around the cursor."""
+    edits: bool = True
+    """Recently edited lines in any open document."""
+    exclude: tuple[str, ...] = ()
+    """Glob patterns of files never read, matched against the path relative to its workspace
+    folder and against the file name ("*.min.js", "vendor/**")."""
+    max_file_kb: int = field(default=256, metadata=_range(1, 65536))
+    """Files larger than this are not read."""
+    index_mb: int = field(default=64, metadata=_range(1, 4096))
+    """Memory the definitions index may take; files beyond it are left out."""
+
+
+@dataclass(frozen=True)
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
+    context: ContextSettings = field(default_factory=ContextSettings)
 
 
 def camel(name: str) -> str:
@@ -314,6 +340,10 @@ def _coerce(value: Any, kind: Any, bounds: tuple[float | None, float | None] | N
         if value not in allowed:
             raise ValueError(f"{value!r} is not one of {', '.join(map(repr, allowed))}")
         return kind(value)
+    if get_origin(kind) is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        return tuple(value)
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")

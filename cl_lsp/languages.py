@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,6 +66,20 @@ _PACKAGE_IMPORT = r"(package|import)\b"
 
 
 @dataclass(frozen=True)
+class TagRules:
+    """How repository context reads a file's definitions and imports (`repository/tags.py`):
+    the definition node types (type -> kind), the definitions whose body holds members, the
+    nodes walked through to reach definitions (`export`, decorators, `const`), the body nodes
+    whose children are members, and the import syntax."""
+
+    definitions: Mapping[str, str]
+    containers: frozenset[str]
+    wrappers: frozenset[str]
+    bodies: frozenset[str]
+    imports: Literal["from-import", "ecmascript", "go-import", "use-tree"]
+
+
+@dataclass(frozen=True)
 class Language:
     """Everything cl-lsp knows about one language; every field has the default of a language
     nothing special is known about (C-like comments and strings)."""
@@ -106,6 +121,8 @@ class Language:
     blank_lines_between_definitions: int = 1
     #: Text a window cut from a file needs in front to parse as in the file (PHP's tag).
     prelude: str = ""
+    #: How its definitions and imports are read for repository context (None: not read).
+    tags: TagRules | None = None
 
     @property
     def name(self) -> str:
@@ -152,7 +169,34 @@ _JEST = "Jest (describe, test and expect)"  # globals: nothing to import in the 
 _XML_COMMENT = ("<!--", "-->")
 #: What JavaScript, TypeScript and TSX share: comments, strings and template literals, JSDoc,
 #: Jest.
-_JS_FAMILY: dict[str, Any] = {"lexicon": _JS, "doc_comment": "javadoc", "test_framework": _JEST}
+_JS_TAGS = TagRules(
+    {
+        "function_declaration": "function",
+        "generator_function_declaration": "function",
+        "class_declaration": "class",
+        "abstract_class_declaration": "class",
+        "method_definition": "method",
+        "variable_declarator": "variable",
+        "interface_declaration": "type",
+        "type_alias_declaration": "type",
+        "enum_declaration": "type",
+        "method_signature": "method",
+        "abstract_method_signature": "method",
+        "public_field_definition": "variable",
+    },
+    containers=frozenset(
+        {"class_declaration", "abstract_class_declaration", "interface_declaration"}
+    ),
+    wrappers=frozenset({"export_statement", "lexical_declaration", "variable_declaration"}),
+    bodies=frozenset({"class_body", "interface_body", "object_type"}),
+    imports="ecmascript",
+)
+_JS_FAMILY: dict[str, Any] = {
+    "lexicon": _JS,
+    "doc_comment": "javadoc",
+    "test_framework": _JEST,
+    "tags": _JS_TAGS,
+}
 
 LANGUAGES: tuple[Language, ...] = (
     Language(
@@ -165,6 +209,17 @@ LANGUAGES: tuple[Language, ...] = (
         doc_comment="docstring",
         test_framework="pytest (plain test_ functions with assert statements)",
         blank_lines_between_definitions=2,
+        tags=TagRules(
+            {
+                "function_definition": "function",
+                "class_definition": "class",
+                "assignment": "variable",
+            },
+            containers=frozenset({"class_definition"}),
+            wrappers=frozenset({"decorated_definition", "expression_statement"}),
+            bodies=frozenset({"block"}),
+            imports="from-import",
+        ),
         **_NO_SLASH_STAR,
     ),
     Language(
@@ -234,6 +289,20 @@ LANGUAGES: tuple[Language, ...] = (
         doc_comment="go",
         test_framework="Go's testing package (func TestXxx(t *testing.T)); no package clause or imports",
         header_only=_PACKAGE_IMPORT,
+        tags=TagRules(
+            {
+                "function_declaration": "function",
+                "method_declaration": "method",
+                "type_spec": "type",
+                "const_spec": "constant",
+                "var_spec": "variable",
+                "method_elem": "method",
+            },
+            containers=frozenset({"type_spec"}),
+            wrappers=frozenset({"type_declaration", "const_declaration", "var_declaration"}),
+            bodies=frozenset({"interface_type"}),
+            imports="go-import",
+        ),
     ),
     Language(
         "rust",
@@ -243,6 +312,26 @@ LANGUAGES: tuple[Language, ...] = (
         lexicon=Lexicon(("//",), ("/*", "*/"), (), ('"',), char_literals=True),
         doc_comment="triple-slash",
         test_framework="a #[cfg(test)] mod tests module with use super::*; and #[test] functions",
+        tags=TagRules(
+            {
+                "function_item": "function",
+                "function_signature_item": "function",
+                "struct_item": "type",
+                "enum_item": "type",
+                "union_item": "type",
+                "trait_item": "type",
+                "type_item": "type",
+                "const_item": "constant",
+                "static_item": "constant",
+                "macro_definition": "macro",
+                "impl_item": "impl",
+                "mod_item": "module",
+            },
+            containers=frozenset({"trait_item", "impl_item", "mod_item"}),
+            wrappers=frozenset(),
+            bodies=frozenset({"declaration_list"}),
+            imports="use-tree",
+        ),
     ),
     Language(
         "php",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import CompletionSettings
 from ..engine import Generation, GenerationRequest, Tokenizer, kv_cache
+from ..repository.selection import ContextBlock
 from .context import CompletionMode, CursorContext, extract_context
 from .families import FimFormat, Layout, TemplateError, fim_format
 from .postprocess import (
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 # Room kept free in the context window besides prompt and generation (control tokens etc.).
 CONTEXT_MARGIN = 8
 
+#: The context block from other files for a cursor context, within a token budget
+#: (`repository.service.RepositoryContext.block_for`, bound to the document).
+RepositoryBlock = Callable[[CursorContext, int], ContextBlock]
+
 
 @dataclass(frozen=True)
 class CompletionPlan:
@@ -40,6 +45,7 @@ class CompletionPlan:
     request: GenerationRequest | None
     fim: FimFormat | None = None  # the model's FIM family (None: not a FIM model)
     cold: bool = False  # the window was cut to completion.coldBudgetMs (see `plan_within`)
+    repository: ContextBlock | None = None  # code from elsewhere, before the prefix
 
     def describe_format(self) -> dict[str, str | None]:
         """The family and the template the prompt followed (for `complete --json`)."""
@@ -66,10 +72,13 @@ class Suggestion:
     dropped_by: str | None = None  # the filter that emptied the suggestion, if one did
 
 
-def budgets(settings: CompletionSettings, n_ctx: int, max_tokens: int) -> tuple[int, int]:
-    """Prefix and suffix budgets, shrunk proportionally if they would overflow the window."""
+def budgets(
+    settings: CompletionSettings, n_ctx: int, max_tokens: int, repo_tokens: int = 0
+) -> tuple[int, int]:
+    """Prefix and suffix budgets, shrunk proportionally if they would overflow the window
+    (with `repo_tokens` of context from other files in it too)."""
     prefix, suffix = settings.prefix_tokens, settings.suffix_tokens
-    room = max(16, n_ctx - max_tokens - CONTEXT_MARGIN)
+    room = max(16, n_ctx - max_tokens - CONTEXT_MARGIN - repo_tokens)
     if prefix + suffix > room:
         scale = room / (prefix + suffix)
         prefix, suffix = max(8, int(prefix * scale)), int(suffix * scale)
@@ -89,9 +98,16 @@ def plan_completion(
     suffix_anchor: str | None = None,
     end_anchor: int | None = None,
     healing: bool = True,
+    repository: RepositoryBlock | None = None,
+    repo_tokens: int = 0,
 ) -> CompletionPlan:
+    """The plan for a completion at `offset`; `repository` (with `repo_tokens` of the window
+    kept for it) gives the context block that goes before the prefix: code from other files,
+    as the prefix's first lines, so it is where the model expects a file's start and a
+    keystroke at the cursor, which changes the prompt after it, leaves it in the cache."""
     multi_line_tokens = settings.max_tokens
-    prefix_budget, suffix_budget = budgets(settings, n_ctx, multi_line_tokens)
+    repo_tokens = repo_tokens if repository is not None else 0
+    prefix_budget, suffix_budget = budgets(settings, n_ctx, multi_line_tokens, repo_tokens)
     fim = model_format(vocab, settings.template.value)
     if fim is not None and fim.default_layout is Layout.PSM:
         # Each keystroke re-evaluates a PSM prompt's suffix: keep it short.
@@ -120,9 +136,10 @@ def plan_completion(
         context = replace(context, suffix=suffix_anchor, window_end=offset + len(suffix_anchor))
     if context.mode is CompletionMode.NONE:
         return CompletionPlan(context, None, None, fim)
+    block = repository(context, repo_tokens) if repository is not None and repo_tokens else None
     prompt = build_prompt(
         settings.prompt_format,
-        context.prefix,
+        block.text + context.prefix if block is not None else context.prefix,
         context.suffix,
         vocab.encode,
         fim,
@@ -145,7 +162,7 @@ def plan_completion(
         if single
         else functools.partial(end_of_block_cut, prefix=context.prefix, suffix=context.suffix),
     )
-    return CompletionPlan(context, prompt, request, fim)
+    return CompletionPlan(context, prompt, request, fim, repository=block)
 
 
 #: Window sizes tried, largest first, when the whole window would take too long to evaluate.
@@ -179,7 +196,8 @@ def plan_within(
 
     if cost(plan) <= allowed:
         return plan
-    kwargs.update(anchor=None, suffix_anchor=None, end_anchor=None)  # not last time's edges
+    # Not last time's edges; no code from other files (the next request adds it back).
+    kwargs.update(anchor=None, suffix_anchor=None, end_anchor=None, repo_tokens=0)
     smaller = plan
     for scale in COLD_SCALES:
         cut = replace(

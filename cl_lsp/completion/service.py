@@ -18,10 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from ..config import CompletionSettings, camel_dict
-from ..engine import Engine, EngineError, Generation
+from ..engine import Engine, EngineError, Generation, Tokenizer
+from ..repository.selection import ContextBlock
+from ..repository.service import RepositoryContext
+from .context import CursorContext
 from .families import FimFormat
 from .pipeline import (
     CompletionPlan,
+    RepositoryBlock,
     finish_completion,
     model_format,
     plan_completion,
@@ -139,10 +143,12 @@ class Completions:
         engine: Engine,
         settings: Callable[[], CompletionSettings],
         source: Callable[[str], tuple[str, str | None] | None] = lambda uri: None,
+        repository: Callable[[], RepositoryContext | None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.source = source  # an open document's text and language id, for warm-ups
+        self.repository = repository  # code from other files, when the server has a workspace
         self._warm_up: asyncio.Task[None] | None = None
         self.scheduler = Scheduler()
         self.cache = ResultCache()
@@ -215,6 +221,7 @@ class Completions:
                 suffix_anchor=state.suffix if stable else None,
                 end_anchor=state.end_in(text) if stable else None,
                 healing=self.engine.heals,
+                **self._repository(uri, text, vocab),
             ),
         )
         if plan.request is None:
@@ -347,8 +354,24 @@ class Completions:
                 suffix_anchor=pending.state.suffix if stable else None,
                 end_anchor=pending.state.end_in(pending.text) if stable else None,
                 healing=self.engine.heals,
+                **self._repository(pending.record.uri, pending.text, vocab),
             ),
         )
+
+    def _repository(self, uri: str, text: str, vocab: Tokenizer) -> dict[str, object]:
+        """`plan_completion`'s arguments for the context block of `uri`, if there is one."""
+        repository = self.repository()
+        if repository is None or not repository.settings.enabled:
+            return {}
+
+        def block(context: CursorContext, budget: int) -> ContextBlock:
+            window = (context.window_start, context.window_end)
+            return repository.block_for(
+                uri, text, context.offset, window, context.language, vocab.count, budget
+            )
+
+        chosen: RepositoryBlock = block
+        return {"repository": chosen, "repo_tokens": repository.settings.repo_tokens}
 
     async def _debounce(self, pending: Pending) -> bool:
         """Wait out the debounce; False (and why, in the record) if the request is superseded

@@ -185,5 +185,8 @@ class DocumentStore:
     def __contains__(self, uri: str) -> bool:
         return uri in self._documents
 
+    def uris(self) -> list[str]:
+        return list(self._documents)
+
     def __len__(self) -> int:
         return len(self._documents)

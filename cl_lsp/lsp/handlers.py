@@ -11,13 +11,16 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from ..config import Settings, parse_settings
 from ..engine import EngineError
 from ..engine.endpoint import EngineUnavailable
+from ..repository.service import uri_path
 from ..syntax import is_identifier_char
 from .code_actions import (
     ACTION_KINDS,
@@ -63,6 +66,20 @@ def initialize(ls: ClLanguageServer, params: types.InitializeParams) -> None:
     new, problems = parse_settings(params.initialization_options, ls.settings)
     ls.settings = new
     ls.pending_problems = problems
+    ls.workspace_roots = workspace_roots(params)
+    watched = workspace and workspace.did_change_watched_files
+    ls.watch_files = bool(watched and watched.dynamic_registration)
+
+
+def workspace_roots(params: types.InitializeParams) -> list[Path]:
+    """The workspace folders the editor names, else its rootUri (or the older rootPath)."""
+    uris = [folder.uri for folder in params.workspace_folders or ()]
+    if not uris and params.root_uri:
+        uris = [params.root_uri]
+    roots = [path for uri in uris if (path := uri_path(uri)) is not None]
+    if not roots and params.root_path:
+        roots = [Path(params.root_path)]
+    return roots
 
 
 def initialized(ls: ClLanguageServer, params: types.InitializedParams) -> None:
@@ -72,6 +89,26 @@ def initialized(ls: ClLanguageServer, params: types.InitializedParams) -> None:
     if ls.log_handler is not None:
         ls.log_handler.loop = asyncio.get_running_loop()
     ls.start_loading()
+    ls.start_repository()
+    if ls.watch_files and ls.workspace_roots:
+        ls.track(watch_files(ls))
+
+
+async def watch_files(ls: ClLanguageServer) -> None:
+    """Ask the editor to report files changed on disk (`workspace/didChangeWatchedFiles`)."""
+    registration = types.Registration(
+        id="cl-lsp-watched-files",
+        method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+        register_options=types.DidChangeWatchedFilesRegistrationOptions(
+            watchers=[types.FileSystemWatcher(glob_pattern="**/*")]
+        ),
+    )
+    try:
+        await ls.client_register_capability_async(
+            types.RegistrationParams(registrations=[registration])
+        )
+    except JsonRpcException as error:  # the index still follows open documents and saves
+        log.info("the editor did not register file watching: %s", error)
 
 
 def did_change_configuration(
@@ -90,8 +127,10 @@ def did_change_configuration(
 def did_open(ls: ClLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
     ls.completions.forget(item.uri)
-    ls.documents.open(item.uri, item.text, item.version, item.language_id)
+    document = ls.documents.open(item.uri, item.text, item.version, item.language_id)
     ls.completions.opened(item.uri)
+    if ls.repository is not None:
+        ls.repository.opened(item.uri, item.version, document.text)
 
 
 def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -101,6 +140,7 @@ def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) 
         log.warning("change for %s, which is not open; ignored", uri)
         return
     cursor: int | None = None
+    lines: list[tuple[int, int, int]] = []  # each change's first, old last and new last line
     for change in params.content_changes:
         if isinstance(change, types.TextDocumentContentChangePartial):
             start, end = change.range.start, change.range.end
@@ -110,16 +150,34 @@ def did_change(ls: ClLanguageServer, params: types.DidChangeTextDocumentParams) 
                 change.text,
                 ls.position_encoding,
             )
+            new_end = document.position_at(cursor, ls.position_encoding)[0]
+            lines.append((min(start.line, end.line), max(start.line, end.line), new_end))
         else:
             document.apply_change(None, None, change.text)
     document.version = params.text_document.version
     ls.completions.changed(uri, cursor)
+    if ls.repository is not None:
+        ls.repository.changed(uri, document.version, document.text, lines)
+
+
+def did_save(ls: ClLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+    if ls.repository is not None:
+        ls.repository.saved(params.text_document.uri)
+
+
+def did_change_watched_files(
+    ls: ClLanguageServer, params: types.DidChangeWatchedFilesParams
+) -> None:
+    if ls.repository is not None:
+        ls.repository.files_changed(change.uri for change in params.changes)
 
 
 def did_close(ls: ClLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     ls.documents.close(uri)
     ls.completions.forget(uri)
+    if ls.repository is not None:
+        ls.repository.closed(uri)
 
 
 async def suggestion_at(
@@ -313,6 +371,10 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
         "warmUpPending": completions.warm_up_pending,
         "threads": threading.active_count(),
     }
+    repository = ls.repository
+    if repository is not None:
+        status["tables"].update(repository.table_sizes())
+    status["repository"] = repository.status() if repository is not None else None
     # Memory blocks Python has allocated: RSS growth without these growing is native.
     status["pythonBlocks"] = sys.getallocatedblocks()
     return status
@@ -321,6 +383,8 @@ def execute_status(ls: ClLanguageServer, *args: Any) -> dict[str, Any]:
 def shutdown(ls: ClLanguageServer, params: None) -> None:
     ls.completions.scheduler.cancel_all()
     ls.completions.stop_warm_up()
+    if ls.repository is not None:
+        ls.repository.stop()
     for task in list(ls.background):
         task.cancel()
     if ls.load_task and not ls.load_task.done():
@@ -336,6 +400,8 @@ def build_server(cli_model: str | None = None, base: Settings | None = None) -> 
     ls.feature(types.TEXT_DOCUMENT_DID_OPEN)(did_open)
     ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(did_change)
     ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
+    ls.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))(did_save)
+    ls.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)(did_change_watched_files)
     ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(
         inline_completion
     )

@@ -42,6 +42,7 @@ from ..models import (
     locate_vocabulary,
     parse_model_ref,
 )
+from ..repository.service import RepositoryContext
 from .documents import UTF16, Document, DocumentStore, PositionError
 from .progress import Progress
 from .protocol import ClProtocol
@@ -77,8 +78,14 @@ class ClLanguageServer(LanguageServer):
         self.outage: tuple[asyncio.Future[None], Progress] | None = None
         self.position_encoding = UTF16
         self.completions = Completions(
-            self.engine, lambda: self.settings.completion, self._document_source
+            self.engine,
+            lambda: self.settings.completion,
+            self._document_source,
+            lambda: self.repository,
         )
+        self.workspace_roots: list[Path] = []  # the editor's workspace folders (or rootUri)
+        self.repository: RepositoryContext | None = None  # code from other files
+        self.watch_files = False  # the client registers file watchers on request
         self.pending_problems: list[str] = []
         self.load_task: asyncio.Task[None] | None = None
         self.progress_supported = False
@@ -111,8 +118,29 @@ class ClLanguageServer(LanguageServer):
             self._drop_actions_engine()
         if new != self.settings:
             self.completions.clear()
+        context_changed = new.context != self.settings.context
         self.settings = new
+        if context_changed and self.repository is not None:
+            self.start_repository()
         return reload
+
+    # -- repository context ------------------------------------------------------------------
+
+    def start_repository(self) -> None:
+        """(Re)start repository context for the workspace folders: the index builds on its own
+        thread; the open documents are its first chunks."""
+        if self.repository is not None:
+            self.repository.stop()
+        self.repository = RepositoryContext(self.settings.context, self._open_text)
+        for uri in self.documents.uris():
+            document = self.documents.get(uri)
+            if document is not None:
+                self.repository.opened(uri, document.version, document.text)
+        self.repository.start(self.workspace_roots)
+
+    def _open_text(self, uri: str) -> str | None:
+        document = self.documents.get(uri)
+        return document.text if document is not None else None
 
     # -- the model ---------------------------------------------------------------------------
 

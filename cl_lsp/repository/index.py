@@ -1,0 +1,264 @@
+"""The workspace's definitions, by name: built once off the event loop, then kept current file
+by file (an open document's text as it is typed, a saved or watched file from disk).
+
+Only `files.read_source` reads, and only files `files` permits. The index holds each file's
+`FileTags`, never its text, and stops taking new files at a memory cap (estimated from what it
+holds), so a huge workspace costs a bounded amount: the files indexed first (the walk's order,
+open documents always) are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .. import languages
+from ..languages import grammar_named_by
+from .files import FileRules, allowed, read_source, source_files
+from .tags import Definition, FileTags, Import, file_tags
+
+log = logging.getLogger(__name__)
+
+#: Bytes counted per definition besides its texts (the objects, the name table's entry).
+DEFINITION_OVERHEAD = 400
+FILE_OVERHEAD = 600
+
+
+@dataclass
+class IndexStats:
+    files: int = 0
+    definitions: int = 0
+    bytes: int = 0  # the estimate the cap is checked against
+    full: bool = False  # the cap was reached: files were left out
+    seconds: float = 0.0  # the last full build
+
+
+#: A line longer than this marks generated code (minified scripts): no definitions from it.
+MINIFIED_LINE = 2000
+
+
+def _minified(text: str) -> bool:
+    return any(len(line) > MINIFIED_LINE for line in text.split("\n"))
+
+
+def _cost(tags: FileTags) -> int:
+    return FILE_OVERHEAD + sum(
+        DEFINITION_OVERHEAD + len(d.snippet) + len(d.name) + len(d.path) for d in tags.definitions
+    )
+
+
+class RepositoryIndex:
+    """Definitions of the files of some workspace folders, by name; thread-safe."""
+
+    def __init__(
+        self, roots: Sequence[Path], rules: FileRules, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
+        self.roots = [root.resolve() for root in roots]
+        self.rules = rules
+        self.max_bytes = max_bytes
+        self.stats = IndexStats()
+        self._files: dict[str, FileTags] = {}
+        self._by_name: dict[str, list[Definition]] = {}
+        self._lock = threading.Lock()
+        self._parsers: dict[str, object] = {}  # the indexing thread's own (parsers are per thread)
+
+    # -- building ----------------------------------------------------------------------------
+
+    def build(self, stop: threading.Event | None = None) -> None:
+        """Index every permitted file of the workspace folders (call off the event loop)."""
+        started = time.monotonic()
+        for path in source_files(self.roots, self.rules):
+            if stop is not None and stop.is_set():
+                return
+            if self.stats.full:
+                break
+            key = path.as_posix()
+            if key in self._files:
+                continue  # an open document indexed meanwhile is newer than the disk
+            text = read_source(path, self.rules)
+            if text is not None:
+                self._put(key, text, open_document=False)
+        self.stats.seconds = time.monotonic() - started
+        log.info(
+            "repository index: %d files, %d definitions, ~%.1f MB in %.1f s%s",
+            self.stats.files,
+            self.stats.definitions,
+            self.stats.bytes / 1e6,
+            self.stats.seconds,
+            " (memory cap reached: files left out)" if self.stats.full else "",
+        )
+
+    def update_text(self, path: Path, text: str) -> bool:
+        """An open document's text (as typed): indexed if the rules permit the file."""
+        if not allowed(path, self.rules, self.roots):
+            return False
+        self._put(path.resolve().as_posix(), text, open_document=True)
+        return True
+
+    def update_file(self, path: Path) -> None:
+        """A file changed on disk (saved, or a watched file): read it again, or drop it."""
+        key = path.resolve().as_posix() if path.exists() else path.as_posix()
+        text = read_source(path, self.rules) if allowed(path, self.rules, self.roots) else None
+        if text is None:
+            self.remove(Path(key))
+        else:
+            self._put(key, text, open_document=False)
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            old = self._files.pop(path.as_posix(), None)
+            if old is not None:
+                self._unlink(old)
+                self.stats.files -= 1
+
+    def _put(self, key: str, text: str, *, open_document: bool) -> None:
+        grammar = grammar_named_by(key)
+        if grammar is None:
+            return
+        tags = FileTags()
+        if languages.get(grammar).tags is not None and not _minified(text):
+            parser = self._parser(grammar)
+            if parser is not None:
+                try:
+                    tags = file_tags(key, text.encode("utf-8", errors="replace"), grammar, parser)
+                except Exception:  # a grammar's oddity must not stop the index
+                    log.debug("could not read definitions of %s", key, exc_info=True)
+        cost = _cost(tags)
+        with self._lock:
+            old = self._files.get(key)
+            room = self.max_bytes - self.stats.bytes + (_cost(old) if old else 0)
+            if cost > room and not open_document:
+                self.stats.full = True
+                return
+            if old is not None:
+                self._unlink(old)
+            else:
+                self.stats.files += 1
+            self._files[key] = tags
+            for definition in tags.definitions:
+                self._by_name.setdefault(definition.name, []).append(definition)
+            self.stats.definitions += len(tags.definitions)
+            self.stats.bytes += cost
+
+    def _unlink(self, tags: FileTags) -> None:
+        for definition in tags.definitions:
+            same = self._by_name.get(definition.name)
+            if same is not None:
+                same[:] = [d for d in same if d is not definition]
+                if not same:
+                    del self._by_name[definition.name]
+        self.stats.definitions -= len(tags.definitions)
+        self.stats.bytes -= _cost(tags)
+
+    def _parser(self, grammar: str) -> object | None:
+        if grammar not in self._parsers:
+            try:
+                from tree_sitter_language_pack import get_parser
+
+                self._parsers[grammar] = get_parser(grammar)  # type: ignore[arg-type]
+            except Exception:
+                log.debug("no tree-sitter grammar %r for the index", grammar, exc_info=True)
+                self._parsers[grammar] = None
+        return self._parsers[grammar]
+
+    # -- asking --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._files
+
+    def tags(self, path: str) -> FileTags | None:
+        return self._files.get(path)
+
+    def named(self, name: str) -> list[Definition]:
+        with self._lock:
+            return list(self._by_name.get(name, ()))
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return list(self._files)
+
+    def module_files(self, importer: str, imported: Import) -> list[str]:
+        """The indexed files `imported` names, seen from the file `importer`."""
+        candidates = list(_module_paths(importer, imported))
+        with self._lock:
+            found = [c for c in candidates if c in self._files]
+            if found or not any(c.startswith("*/") for c in candidates):
+                return found
+            tails = [c[1:] for c in candidates if c.startswith("*/")]
+            return [path for path in self._files if any(_ends_with(path, t) for t in tails)]
+
+    def relative(self, path: str) -> str:
+        """`path` relative to its workspace folder (as the prompt names it)."""
+        for root in self.roots:
+            try:
+                return PurePosixPath(path).relative_to(root.as_posix()).as_posix()
+            except ValueError:
+                continue
+        return os.path.basename(path)
+
+
+def _ends_with(path: str, tail: str) -> bool:
+    """`path` ends with `tail`; a tail ending with `/` names a folder the file is right in."""
+    if tail.endswith("/"):
+        return (path.rsplit("/", 1)[0] + "/").endswith(tail)
+    return path.endswith(tail)
+
+
+_SCRIPT_EXTENSIONS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".d.ts")
+
+
+def _module_paths(importer: str, imported: Import) -> Iterable[str]:
+    """Where the module an import names may be: exact paths, or "*/tail" for a tail to look
+    for anywhere (an absolute module name, a package path)."""
+    module, grammar = imported.module, grammar_named_by(importer)
+    here = PurePosixPath(importer).parent
+    if grammar == "python":
+        dots = len(module) - len(module.lstrip("."))
+        parts = [p for p in module.lstrip(".").split(".") if p]
+        if imported.name is not None:
+            member = [*parts, imported.name]  # `from pkg import module` imports a module too
+        else:
+            member = parts
+        if dots:
+            base = here
+            for _ in range(dots - 1):
+                base = base.parent
+            for names in (parts, member):
+                if names:
+                    yield (base.joinpath(*names)).as_posix() + ".py"
+                    yield (base.joinpath(*names, "__init__.py")).as_posix()
+            if not parts:
+                yield (base / "__init__.py").as_posix()
+        else:
+            for names in (parts, member):
+                if names:
+                    yield "*/" + "/".join(names) + ".py"
+                    yield "*/" + "/".join(names) + "/__init__.py"
+    elif grammar in ("javascript", "typescript", "tsx"):
+        if not module.startswith("."):
+            return
+        target = os.path.normpath((here / module).as_posix())
+        yield target
+        for extension in _SCRIPT_EXTENSIONS:
+            yield target + extension
+            yield f"{target}/index{extension}"
+    elif grammar == "go":
+        yield "*/" + module.rsplit("/", 1)[-1] + "/"
+    elif grammar == "rust":
+        parts = [p for p in module.split("::") if p not in ("crate", "self", "super", "")]
+        if imported.name:
+            parts_with = [*parts, imported.name]
+        else:
+            parts_with = parts
+        for names in (parts_with, parts):
+            if names:
+                yield "*/" + "/".join(names) + ".rs"
+                yield "*/" + "/".join(names) + "/mod.rs"

@@ -1,0 +1,277 @@
+"""Repository context for a running server: the index kept current, the open documents'
+chunks and recent edits, and each document's context block kept stable while the user types.
+
+The event loop only records what happened (`opened`, `changed`, `saved`, `closed`,
+`files_changed`): reading and parsing files happen on the index's own thread, which builds the
+index once and then re-reads what changed after a short pause. `block_for` runs on the
+completion planner's thread.
+
+**Stability.** A document's block is chosen again only when the cursor moves to another unit
+(the definition it is in, by the index's last reading of the file) or a name used near the
+cursor now resolves to a definition the block lacks. Otherwise the previous block is used as
+it was, so the prompt before the code does not change while the user types and the model's
+cache holds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from ..config import ContextSettings
+from .chunks import ChunkPool
+from .edits import RecentEdits
+from .files import FileRules
+from .index import RepositoryIndex
+from .selection import (
+    ContextBlock,
+    Cursor,
+    Snippet,
+    Sources,
+    definition_snippets,
+    edit_snippets,
+    fit,
+    similar_snippets,
+)
+
+log = logging.getLogger(__name__)
+
+#: An open document is read into the index again after this long without another change.
+REINDEX_PAUSE = 0.5
+
+
+def file_rules(settings: ContextSettings) -> FileRules:
+    return FileRules(exclude=settings.exclude, max_bytes=settings.max_file_kb * 1024)
+
+
+def uri_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return Path(unquote(parsed.path))
+
+
+class RepositoryContext:
+    def __init__(self, settings: ContextSettings, text_of: Callable[[str], str | None]) -> None:
+        self.settings = settings
+        self.text_of = text_of  # an open document's current text
+        self.index: RepositoryIndex | None = None
+        self.chunks = ChunkPool()
+        self.edits = RecentEdits()
+        self._blocks: dict[str, ContextBlock] = {}
+        self._dirty: dict[str, float] = {}  # open documents to read again, and when changed
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._roots: list[Path] = []
+        self.ready = threading.Event()  # the first build finished
+
+    # -- the index's thread ------------------------------------------------------------------
+
+    def start(self, roots: Iterable[Path]) -> None:
+        """Index `roots` (the workspace folders) in the background, then keep it current."""
+        self._roots = [root for root in roots if root.is_dir()]
+        if not self.settings.enabled or not self._roots or self._thread is not None:
+            self.ready.set()
+            return
+        self.index = RepositoryIndex(
+            self._roots, file_rules(self.settings), self.settings.index_mb << 20
+        )
+        self._thread = threading.Thread(target=self._run, name="cl-lsp-index", daemon=True)
+        self._thread.start()
+
+    def build_now(self, roots: Iterable[Path]) -> None:
+        """Index `roots` on this thread (`cl-lsp complete`)."""
+        self._roots = [root for root in roots if root.is_dir()]
+        if self.settings.enabled and self._roots:
+            self.index = RepositoryIndex(
+                self._roots, file_rules(self.settings), self.settings.index_mb << 20
+            )
+            self.index.build()
+        self.ready.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def _run(self) -> None:
+        assert self.index is not None
+        try:
+            self.index.build(self._stop)
+        except Exception:  # the index is a help: without it completion goes on
+            log.exception("repository index failed")
+        self.ready.set()
+        while not self._stop.is_set():
+            with self._wake:
+                while not self._dirty and not self._stop.is_set():
+                    self._wake.wait()
+                if self._stop.is_set():
+                    return
+                wait = min(self._dirty.values()) + REINDEX_PAUSE - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                now = time.monotonic()
+                due = [uri for uri, at in self._dirty.items() if now - at >= REINDEX_PAUSE]
+                for uri in due:
+                    del self._dirty[uri]
+            for uri in due:
+                self._reindex(uri)
+
+    def _reindex(self, uri: str) -> None:
+        path, index = uri_path(uri), self.index
+        if path is None or index is None:
+            return
+        text = self.text_of(uri)
+        try:
+            if text is not None:
+                index.update_text(path, text)
+            else:
+                index.update_file(path)
+        except Exception:
+            log.debug("could not index %s", uri, exc_info=True)
+
+    def _mark(self, uri: str) -> None:
+        if self._thread is None:
+            return
+        with self._wake:
+            self._dirty[uri] = time.monotonic()
+            self._wake.notify_all()
+
+    # -- what the editor did -----------------------------------------------------------------
+
+    def opened(self, uri: str, version: int, text: str) -> None:
+        self.chunks.update(uri, version, text)
+        self._mark(uri)
+
+    def changed(
+        self, uri: str, version: int, text: str, lines: Iterable[tuple[int, int, int]]
+    ) -> None:
+        """`lines`: each incremental change's (first line, old last line, new last line)."""
+        self.chunks.update(uri, version, text)
+        for start, old_end, new_end in lines:
+            self.edits.record(uri, start, old_end, new_end)
+        self._mark(uri)
+
+    def saved(self, uri: str) -> None:
+        self._mark(uri)
+
+    def closed(self, uri: str) -> None:
+        self.chunks.forget(uri)
+        self.edits.forget(uri)
+        self._blocks.pop(uri, None)
+        self._mark(uri)  # the file on disk replaces the text as typed
+
+    def files_changed(self, uris: Iterable[str]) -> None:
+        """Files changed, created or deleted on disk (`workspace/didChangeWatchedFiles`)."""
+        for uri in uris:
+            if self.text_of(uri) is None:  # an open document's text wins over the disk
+                self._mark(uri)
+
+    # -- the block -----------------------------------------------------------------------------
+
+    def path_of(self, uri: str) -> str:
+        path = uri_path(uri)
+        if path is None:
+            return uri
+        if self.index is not None:
+            return self.index.relative(path.resolve().as_posix())
+        return path.name
+
+    def block_for(
+        self,
+        uri: str,
+        text: str,
+        offset: int,
+        window: tuple[int, int],
+        grammar: str | None,
+        count: Callable[[str], int],
+        budget: int | None = None,
+    ) -> ContextBlock:
+        """The context block for a prompt at `offset` whose window is `window` (character
+        offsets): the previous one while it stands (module docstring), else chosen anew."""
+        budget = self.settings.repo_tokens if budget is None else budget
+        if not self.settings.enabled or budget <= 0:
+            return ContextBlock(budget=budget)
+        path = uri_path(uri)
+        cursor = Cursor(
+            uri,
+            path.resolve().as_posix() if path is not None else "",
+            text,
+            offset,
+            (text.count("\n", 0, window[0]), text.count("\n", 0, window[1]) + 1),
+            grammar,
+        )
+        unit = self._unit(cursor)
+        definitions = self.definitions(cursor)
+        near = frozenset(s.key for s in definitions if s.near)
+        previous = self._blocks.get(uri)
+        if (
+            previous is not None
+            and previous.unit == unit
+            and previous.budget == budget
+            and near <= previous.considered
+        ):
+            return replace(previous, kept=True)
+        candidates = {"definition": definitions, **self.others(cursor)}
+        block = replace(fit(candidates, budget, count, grammar), unit=unit, considered=near)
+        self._blocks[uri] = block
+        return block
+
+    def definitions(self, cursor: Cursor) -> list[Snippet]:
+        if not self.settings.definitions or self.index is None or not cursor.path:
+            return []
+        return definition_snippets(cursor, self.index)
+
+    def others(self, cursor: Cursor) -> dict[str, list[Snippet]]:
+        """The similar chunks and recent edits (computed only when the block is chosen)."""
+        sources = Sources(self.index, self.chunks, self.edits, self.text_of, self.path_of)
+        found: dict[str, list[Snippet]] = {}
+        if self.settings.edits:
+            found["edit"] = edit_snippets(cursor, sources)
+        if self.settings.similar:
+            found["similar"] = similar_snippets(cursor, sources)
+        return found
+
+    def _unit(self, cursor: Cursor) -> object:
+        """The top-level definition the cursor is in (by the index's last reading of the
+        file), or the gap after one."""
+        tags = self.index.tags(cursor.path) if self.index is not None else None
+        line = cursor.text.count("\n", 0, cursor.offset)
+        if not tags:
+            return (cursor.uri, None)
+        tops = [d for d in tags.definitions if d.container is None]
+        starts = [d.line for d in tops]
+        at = bisect.bisect_right(starts, line) - 1
+        if at >= 0 and tops[at].line <= line < tops[at].end_line:
+            return (cursor.uri, tops[at].name, tops[at].line)
+        return (cursor.uri, "after", at)
+
+    def table_sizes(self) -> dict[str, int]:
+        """Tables that live as long as the server (each bounded by the open documents)."""
+        return {
+            "contextBlocks": len(self._blocks),
+            "chunkDocuments": len(self.chunks),
+            "recentEdits": len(self.edits),
+            "reindexQueue": len(self._dirty),
+        }
+
+    def status(self) -> dict[str, object]:
+        stats = self.index.stats if self.index is not None else None
+        return {
+            "enabled": self.settings.enabled,
+            "roots": [root.as_posix() for root in self._roots],
+            "ready": self.ready.is_set(),
+            "files": stats.files if stats else 0,
+            "definitions": stats.definitions if stats else 0,
+            "indexBytes": stats.bytes if stats else 0,
+            "indexFull": stats.full if stats else False,
+            "indexSeconds": round(stats.seconds, 3) if stats else 0.0,
+        }

@@ -1,0 +1,416 @@
+"""Repository context: definitions read with tree-sitter, the workspace index kept current, the
+snippets chosen for a cursor within one budget (counted with the model's tokenizer), and the
+block kept stable while the user types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_repository_files import RULES, opened, workspace, write  # noqa: F401 (fixtures)
+from tree_sitter_language_pack import get_parser
+
+from cl_lsp.config import ContextSettings
+from cl_lsp.repository.files import FileRules, allowed
+from cl_lsp.repository.index import RepositoryIndex
+from cl_lsp.repository.selection import SHARES, Cursor, Snippet, definition_snippets, fit, render
+from cl_lsp.repository.service import RepositoryContext
+from cl_lsp.repository.tags import Import, file_tags
+
+
+def tags_of(grammar: str, source: str):
+    return file_tags("f", source.encode(), grammar, get_parser(grammar))
+
+
+# --------------------------------------------------------------------------- definitions
+
+PYTHON = '''\
+import os.path
+from .parser import FeedParser, Policy as P
+from . import utils
+
+@cached
+def parse(text, *, strict=False):
+    """Parse text."""
+    lines = text.split()
+    total = 0
+    for line in lines:
+        total += len(line)
+    return total
+
+class Message(Base):
+    """A message."""
+    kind = "text"
+
+    def get_payload(self, i=None):
+        return self._payload[i]
+
+    def set_payload(self, payload):
+        self._payload = payload
+
+LIMIT = 10
+'''
+
+
+def test_python_definitions_imports_and_snippets():
+    tags = tags_of("python", PYTHON)
+    found = {(d.name, d.kind, d.container) for d in tags.definitions}
+    assert found == {
+        ("parse", "function", None),
+        ("Message", "class", None),
+        ("get_payload", "method", "Message"),
+        ("set_payload", "method", "Message"),
+        ("LIMIT", "variable", None),
+    }
+    by_name = {d.name: d for d in tags.definitions}
+    # A long function: decorator and signature, its body left out; locals are no definitions.
+    assert by_name["parse"].snippet == "@cached\ndef parse(text, *, strict=False):\n    ...\n"
+    assert (by_name["parse"].line, by_name["parse"].end_line) == (4, 12)
+    # A class: its header and its members' first lines (not the docstring).
+    assert by_name["Message"].snippet.split("\n")[:4] == [
+        "class Message(Base):",
+        '    kind = "text"',
+        "    def get_payload(self, i=None):",
+        "    def set_payload(self, payload):",
+    ]
+    # A member under its class's header line.
+    assert by_name["get_payload"].snippet == (
+        "class Message(Base):\n    def get_payload(self, i=None):\n        return self._payload[i]\n"
+    )
+    assert tags.imports == (
+        Import("os", "os.path", None),
+        Import("FeedParser", ".parser", "FeedParser"),
+        Import("P", ".parser", "Policy"),
+        Import("utils", ".", "utils"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("grammar", "source", "definitions", "imports"),
+    [
+        pytest.param(
+            "javascript",
+            'import React, { useState as use } from "react";\n'
+            'const { join } = require("./paths");\nconst Cmd = require("../cmd.js");\n'
+            "export function f(a) { return a; }\n"
+            "class K extends B {\n  m(a) {\n    return a;\n  }\n}\n"
+            "const g = async (x) => {\n  return x;\n};\n",
+            {("f", "function", None), ("K", "class", None), ("m", "method", "K"),
+             ("g", "variable", None)},
+            [("React", "react", "default"), ("use", "react", "useState"),
+             ("join", "./paths", "join"), ("Cmd", "../cmd.js", None)],
+            id="javascript",
+        ),
+        pytest.param(
+            "typescript",
+            'import { A, B as C } from "./a";\n'
+            "export interface Shape { area(): number; name: string }\n"
+            "export type Id = string;\nexport enum Color { Red }\n"
+            "export class Box implements Shape {\n  area(): number {\n    return 1;\n  }\n"
+            '  name = "box";\n}\n',
+            {("Shape", "type", None), ("area", "method", "Shape"), ("Id", "type", None),
+             ("Color", "type", None), ("Box", "class", None), ("area", "method", "Box"),
+             ("name", "variable", "Box")},
+            [("A", "./a", "A"), ("C", "./a", "B")],
+            id="typescript",
+        ),
+        pytest.param(
+            "go",
+            'package main\nimport (\n  "fmt"\n  m "example.com/x/mathx"\n)\n'
+            "type Point struct {\n  X int\n}\ntype Shape interface {\n  Area() float64\n}\n"
+            "func Dist(a Point) int { return a.X }\nfunc (p *Point) Move() {}\nconst Max = 3\n",
+            {("Point", "type", None), ("Shape", "type", None), ("Area", "method", "Shape"),
+             ("Dist", "function", None), ("Move", "method", None), ("Max", "constant", None)},
+            [("fmt", "fmt", None), ("m", "example.com/x/mathx", None)],
+            id="go",
+        ),
+        pytest.param(
+            "rust",
+            "use std::io::{self, Read as R};\nuse crate::geo::point::Point;\n"
+            "pub struct S { a: i32 }\ntrait T { fn f(&self); }\n"
+            "impl T for S {\n    fn f(&self) {}\n}\npub fn g(a: i32) -> i32 { a }\n"
+            "const C: i32 = 1;\nmacro_rules! mac { () => {} }\n",
+            {("S", "type", None), ("T", "type", None), ("f", "method", "T"),
+             ("f", "method", "S"), ("g", "function", None), ("C", "constant", None),
+             ("mac", "macro", None)},
+            [("R", "std::io", "Read"), ("Point", "crate::geo::point", "Point")],
+            id="rust",
+        ),
+    ],
+)  # fmt: skip
+def test_definitions_and_imports_of_each_language(grammar, source, definitions, imports):
+    tags = tags_of(grammar, source)
+    assert {(d.name, d.kind, d.container) for d in tags.definitions} == definitions
+    assert [(i.bound, i.module, i.name) for i in tags.imports] == imports
+    for definition in tags.definitions:
+        assert definition.snippet.endswith("\n") and definition.name in definition.snippet
+
+
+def test_a_long_class_snippet_is_capped_and_bodies_are_elided():
+    methods = "".join(f"    def m{i}(self):\n        return {i}\n\n" for i in range(40))
+    tags = tags_of("python", "class Big:\n" + methods)
+    big = next(d for d in tags.definitions if d.name == "Big")
+    lines = big.snippet.rstrip("\n").split("\n")
+    assert lines[0] == "class Big:" and lines[1] == "    def m0(self):"
+    assert len(lines) <= 16 and lines[-1].strip() == "..."
+    assert "return" not in big.snippet
+
+
+# --------------------------------------------------------------------------- the index
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "shop"
+    write(root, "shop/__init__.py", "")
+    write(
+        root,
+        "shop/cart.py",
+        "from .pricing import total_price, Discount\nfrom . import tax\n\n\n"
+        "class Cart:\n    def __init__(self):\n        self.items = []\n\n"
+        "    def add(self, item):\n        self.items.append(item)\n\n\n"
+        "def checkout(cart):\n    price = total_price(cart.items)\n"
+        "    price = tax.with_vat(price)\n    return price\n",
+    )
+    write(
+        root,
+        "shop/pricing.py",
+        "class Discount:\n    def __init__(self, rate):\n        self.rate = rate\n\n"
+        "    def apply(self, price):\n        return price * (1 - self.rate)\n\n\n"
+        "def total_price(items, discount=None):\n    total = sum(i.price for i in items)\n"
+        "    if discount:\n        total = discount.apply(total)\n    return total\n",
+    )
+    write(
+        root, "shop/tax.py", "VAT = 0.2\n\n\ndef with_vat(price):\n    return price * (1 + VAT)\n"
+    )
+    write(root, "shop/shipping.py", "def ship_cost(weight, express=False):\n    return weight\n")
+    write(root, "web/app.js", 'const { render } = require("./view");\nrender(1);\n')
+    write(
+        root,
+        "web/view.js",
+        "function render(page) {\n  return page;\n}\nmodule.exports = { render };\n",
+    )
+    write(root, "ignored/.gitignore", "*\n")
+    write(root, "ignored/secret_algo.py", "def total_price():\n    pass\n")
+    return root
+
+
+def test_the_index_finds_definitions_across_files_and_resolves_imports(project):
+    index = RepositoryIndex([project], FileRules())
+    index.build()
+    assert len(index) == 7 and not index.stats.full
+    [total] = index.named("total_price")  # the ignored folder's one is not read
+    assert total.path.endswith("shop/pricing.py") and total.line == 8
+    cart = (project / "shop/cart.py").resolve().as_posix()
+    pricing = (project / "shop/pricing.py").resolve().as_posix()
+    tax = (project / "shop/tax.py").resolve().as_posix()
+    assert index.module_files(cart, Import("Discount", ".pricing", "Discount")) == [pricing]
+    assert tax in index.module_files(cart, Import("tax", ".", "tax"))
+    app = (project / "web/app.js").resolve().as_posix()
+    view = (project / "web/view.js").resolve().as_posix()
+    assert index.module_files(app, Import("render", "./view", "render")) == [view]
+    assert index.relative(pricing) == "shop/pricing.py"
+
+
+def test_the_index_follows_edits_and_removals(project):
+    index = RepositoryIndex([project], FileRules())
+    index.build()
+    tax = project / "shop/tax.py"
+    assert index.update_text(tax, "def with_vat(price, rate):\n    return price\n")
+    [vat] = index.named("with_vat")
+    assert "rate" in vat.snippet and index.named("VAT") == []
+    tax.unlink()
+    index.update_file(tax)
+    assert index.named("with_vat") == [] and len(index) == 6
+    before = index.stats.definitions
+    write(project, "shop/new.py", "def fresh():\n    return 1\n")
+    index.update_file(project / "shop/new.py")
+    assert [d.name for d in index.named("fresh")] == ["fresh"]
+    assert index.stats.definitions == before + 1
+    # A file outside the rules is never indexed, even when the editor has it open.
+    assert not index.update_text(project / "ignored/secret_algo.py", "def x(): pass\n")
+
+
+def test_the_index_stops_at_its_memory_cap_but_keeps_open_documents(tmp_path):
+    root = tmp_path / "big"
+    for i in range(30):
+        write(
+            root, f"m{i:02}.py", "".join(f"def f{i}_{j}(a, b):\n    return a\n" for j in range(20))
+        )
+    whole = RepositoryIndex([root], FileRules())
+    whole.build()
+    capped = RepositoryIndex([root], FileRules(), max_bytes=whole.stats.bytes // 3)
+    capped.build()
+    assert capped.stats.full and 0 < len(capped) < 30
+    assert capped.stats.bytes <= whole.stats.bytes // 3
+    assert capped.named("f29_0") == []
+    assert capped.update_text(root / "m29.py", "def typed_now():\n    pass\n")
+    assert capped.named("typed_now")  # an open document always gets in
+
+
+def test_the_index_opens_only_permitted_files(workspace, opened):  # noqa: F811
+    index = RepositoryIndex([workspace], RULES)
+    index.build()
+    for name in ("app/util.py", ".env", "src/settings.py", "build/out.py", "vendor/lib.py"):
+        index.update_file(workspace / name)  # as when the editor reports a watched file
+    read = {
+        Path(p).relative_to(workspace.resolve()).as_posix()
+        for p in opened
+        if p.startswith(str(workspace.resolve()))
+    }
+    read -= {p for p in read if p.endswith(".gitignore")}
+    permitted = {p for p in read if allowed(workspace / p, RULES, [workspace])}
+    assert read == permitted
+    assert {"app/main.py", "app/util.py"} <= read
+    assert not read & {".env", "build/out.py", "vendor/lib.py", "top_only.py", "src/link.py"}
+    assert not any(p.startswith("elsewhere") for p in opened)
+    assert index.named("SECRET") == [] and index.named("AWS") == []
+
+
+# --------------------------------------------------------------------------- the selection
+
+
+def cursor_at(project: Path, relative: str, marker: str, text: str | None = None) -> Cursor:
+    path = project / relative
+    text = path.read_text() if text is None else text
+    offset = text.index(marker)
+    line = text.count("\n", 0, offset)
+    return Cursor(
+        path.resolve().as_uri(), path.resolve().as_posix(), text, offset, (line, line + 1), "python"
+    )
+
+
+def test_definitions_of_the_names_around_the_cursor_come_from_the_files_they_are_imported_from(
+    project,
+):
+    index = RepositoryIndex([project], FileRules())
+    index.build()
+    cursor = cursor_at(project, "shop/cart.py", "    return price")
+    snippets = definition_snippets(cursor, index)
+    paths = {(s.path, s.text.split("\n")[0]) for s in snippets}
+    assert ("shop/pricing.py", "def total_price(items, discount=None):") in paths
+    assert ("shop/tax.py", "def with_vat(price):") in paths  # `tax.with_vat`
+    assert ("shop/pricing.py", "class Discount:") in paths  # imported, not used near
+    assert not any("secret" in s.path for s in snippets)
+    # Nearest names first: those used on the lines just above the cursor before the names
+    # of the import line and the class further up.
+    firsts = [s.text.split("(")[0] for s in snippets]
+    assert set(firsts[:2]) == {"def total_price", "def with_vat"}
+    assert {"class Discount:\n    def __init__", "class Cart:\n    def __init__"} <= set(firsts[2:])
+
+
+def test_an_ambiguous_name_is_not_guessed_but_the_files_own_definition_wins(tmp_path):
+    root = tmp_path / "p"
+    for i in range(5):
+        write(root, f"m{i}.py", "def run(job):\n    return job\n")
+    write(root, "main.py", "def run(x):\n    return x\n\n\n\n" + "\n" * 60 + "run(1)\n")
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    text = (root / "m0.py").read_text() + "\n\n\nrun(2)\n"
+    far = cursor_at(root, "m0.py", "run(2)", text)
+    far = Cursor(far.uri, far.path, far.text, far.offset, (3, 6), "python")
+    index.update_text(root / "m0.py", text)
+    [own] = definition_snippets(far, index)
+    assert own.path == "m0.py"  # six files define run: the file's own one is meant
+    other = cursor_at(root, "main.py", "run(1)")
+    index.update_text(root / "main.py", "\n" * 70 + "run(1)\n")
+    assert definition_snippets(other, index) == []  # five candidates elsewhere: no guess
+
+
+def snippet(source: str, text: str, score: float, path: str = "a.py", line: int = 0) -> Snippet:
+    return Snippet(source, path, line, text, "test", score, (source, path, line))
+
+
+def test_the_block_never_exceeds_the_budget_in_the_models_tokens(tiny_vocab):
+    candidates = {
+        "definition": [
+            snippet("definition", f"def f{i}(a, b):\n    ...\n", 1 / (i + 1), f"d{i % 3}.py", i)
+            for i in range(30)
+        ],
+        "similar": [
+            snippet("similar", f"x{i} = compute({i})\n" * 8, 0.5, f"s{i}.py") for i in range(6)
+        ],
+        "edit": [snippet("edit", f"edited_{i}()\n" * 3, 1.0, f"e{i}.py") for i in range(6)],
+    }
+    for budget in (0, 1, 7, 40, 100, 256, 512, 1024, 4096):
+        block = fit(candidates, budget, tiny_vocab.count, "python")
+        assert block.total == (tiny_vocab.count(block.text) if block.text else 0)
+        assert block.total <= budget
+        assert sum(block.tokens) >= block.total - len(block.snippets)  # parts add up
+    block = fit(candidates, 512, tiny_vocab.count, "python")
+    counts = {
+        source: sum(
+            t for s, t in zip(block.snippets, block.tokens, strict=True) if s.source == source
+        )
+        for source, _ in SHARES
+    }
+    # Each source had more than its share to give: each got about its share.
+    for source, share in SHARES:
+        assert counts[source] <= 512 * share + 60, source
+        assert counts[source] >= 512 * share - 80, source
+    # Everything fits a large budget: all snippets, the best definitions last.
+    everything = fit(candidates, 100_000, tiny_vocab.count, "python")
+    assert len(everything.snippets) == 42
+    assert everything.snippets[-1].source == "definition"
+
+
+def test_the_block_is_comments_in_the_target_language_with_each_files_path():
+    snippets = [
+        snippet("definition", "class A:\n    def m(self):\n        ...\n", 1.0, "pkg/a.py", 3),
+        snippet("definition", "class A:\n    def n(self):\n        ...\n", 0.9, "pkg/a.py", 8),
+        snippet("similar", "y = 2\n", 0.2, "b.py"),
+    ]
+    assert render(snippets, "python") == (
+        "# Path: pkg/a.py\n# class A:\n#     def m(self):\n#         ...\n"
+        "#     def n(self):\n#         ...\n# Path: b.py\n# y = 2\n"
+    )
+    assert render(snippets[2:], "javascript") == "// Path: b.py\n// y = 2\n"
+    assert render(snippets[2:], "css") == "/*\nPath: b.py\ny = 2\n*/\n"
+    assert render([], "python") == ""
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def test_the_block_stays_the_same_while_typing_in_one_unit(project, tiny_vocab):
+    cart = project / "shop/cart.py"
+    uri = cart.resolve().as_uri()
+    texts: dict[str, str] = {uri: cart.read_text()}
+    repository = RepositoryContext(ContextSettings(), texts.get)
+    repository.build_now([project])
+    repository.opened(uri, 0, texts[uri])
+
+    def block_at(text: str, marker: str):
+        offset = text.index(marker) + len(marker)
+        return repository.block_for(
+            uri, text, offset, (offset - 40, offset), "python", tiny_vocab.count
+        )
+
+    original = texts[uri]
+    first = block_at(original, "return price")
+    assert first.text and not first.kept
+    assert "def total_price" in first.text and "def with_vat" in first.text
+    typed = " + 0 if cart else None"
+    for i in range(1, len(typed) + 1):
+        text = original.replace("return price", "return price" + typed[:i])
+        block = block_at(text, "return price" + typed[:i])
+        assert block.kept and block.text == first.text, typed[:i]
+    # A name typed near the cursor that resolves to a definition not shown: chosen again.
+    text = original.replace("return price", "return price + ship_cost(2)")
+    again = block_at(text, "return price + ship_cost(2)")
+    assert not again.kept and "def ship_cost(weight, express=False):" in again.text
+    assert "def ship_cost" not in first.text
+    # Another unit (the class above): chosen again.
+    moved = block_at(original, "self.items.append(item)")
+    assert not moved.kept
+
+
+def test_context_off_gives_no_block_and_reads_nothing(project, tiny_vocab, opened):  # noqa: F811
+    repository = RepositoryContext(ContextSettings(enabled=False), lambda uri: None)
+    repository.build_now([project])
+    uri = (project / "shop/cart.py").resolve().as_uri()
+    block = repository.block_for(
+        uri, "x = total_price(1)\n", 5, (0, 18), "python", tiny_vocab.count
+    )
+    assert block.text == "" and repository.index is None
+    assert not [p for p in opened if p.startswith(str(project.resolve()))]
