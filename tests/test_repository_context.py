@@ -4,6 +4,7 @@ block kept stable while the user types."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,15 @@ from tree_sitter_language_pack import get_parser
 from cl_lsp.config import ContextSettings
 from cl_lsp.repository.files import FileRules, allowed
 from cl_lsp.repository.index import RepositoryIndex
-from cl_lsp.repository.selection import SHARES, Cursor, Snippet, definition_snippets, fit, render
+from cl_lsp.repository.selection import (
+    SHARES,
+    Cursor,
+    Snippet,
+    _members_folded,
+    definition_snippets,
+    fit,
+    render,
+)
 from cl_lsp.repository.service import RepositoryContext
 from cl_lsp.repository.tags import Import, file_tags
 
@@ -414,3 +423,70 @@ def test_context_off_gives_no_block_and_reads_nothing(project, tiny_vocab, opene
     )
     assert block.text == "" and repository.index is None
     assert not [p for p in opened if p.startswith(str(project.resolve()))]
+
+
+def test_a_file_being_typed_keeps_its_definitions_and_imports():
+    broken = "from .parser import FeedParser\n\n\nclass Box:\n    def open(self):\n        raise errors.\n"
+    tags = tags_of("python", broken + "            'unterminated')\n")
+    assert [i.bound for i in tags.imports] == ["FeedParser"]
+    assert {d.name for d in tags.definitions} == {"Box", "open"}
+
+
+def test_after_module_dot_the_modules_outline_comes_first(project):
+    index = RepositoryIndex([project], FileRules())
+    index.build()
+    text = "from shop import pricing as p\n\n\ndef total(items):\n    return p."
+    cart = project / "shop/cart.py"
+    index.update_text(cart, text)
+    cursor = Cursor(cart.as_uri(), cart.resolve().as_posix(), text, len(text), (3, 5), "python")
+    best = definition_snippets(cursor, index)[0]
+    assert best.path == "shop/pricing.py" and best.why.startswith("p. is before the cursor")
+    assert best.text == "class Discount:\ndef total_price(items, discount=None):\n"
+    # An aliased module's member used near the cursor is found in that module.
+    text = "from shop import tax as t\n\n\ndef total(x):\n    y = t.with_vat(x)\n    return "
+    index.update_text(cart, text)
+    cursor = replace(cursor, text=text, offset=len(text))
+    assert [s.text.split("(")[0] for s in definition_snippets(cursor, index)][:1] == [
+        "def with_vat"
+    ]
+
+
+def test_definitions_come_from_the_same_language_family_only(tmp_path):
+    root = tmp_path / "mixed"
+    write(root, "tool.py", "def render_page(page):\n    return page\n")
+    write(root, "web/view.ts", "export function renderPage(page: number) {\n  return page;\n}\n")
+    write(root, "web/app.js", "render_page(1)\nrenderPage(2)\n")
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    app = (root / "web/app.js").resolve()
+    text = app.read_text()
+    cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (5, 6), "javascript")
+    assert [s.path for s in definition_snippets(cursor, index)] == ["web/view.ts"]
+
+
+def test_members_of_one_class_do_not_fold_each_other():
+    shown = [
+        snippet("definition", "class M:\n    def get(self):\n", 1.0, "m.py", 10),
+        snippet("definition", "class M:\n    def items(self):\n", 0.9, "m.py", 20),
+        snippet(
+            "definition", "class M:\n    def get(self):\n    def items(self):\n", 0.8, "m.py", 1
+        ),
+    ]
+    shown = [replace(s, member_of="M") for s in shown[:2]] + [
+        replace(shown[2], key=("definition", "m.py", 1, "M"))
+    ]
+    assert len(_members_folded(shown)) == 3  # the class came last: nothing folded
+    folded = _members_folded([shown[2], *shown[:2]])
+    assert folded == [shown[2]]  # the class lists both members
+
+
+def test_the_best_snippet_of_a_source_is_cut_to_fit_rather_than_dropped(tiny_vocab):
+    outline = "".join(f"def function_number_{i}(argument):\n" for i in range(200))
+    block = fit(
+        {"definition": [snippet("definition", outline, 4.0)]}, 200, tiny_vocab.count, "python"
+    )
+    [cut] = block.snippets
+    assert block.total <= 200 and cut.text.endswith("\n...\n")
+    assert cut.text.startswith("def function_number_0(argument):\n") and len(cut.text) < len(
+        outline
+    )

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -181,19 +181,27 @@ class RepositoryIndex:
         with self._lock:
             return list(self._by_name.get(name, ()))
 
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._by_name)
+
     def paths(self) -> list[str]:
         with self._lock:
             return list(self._files)
 
     def module_files(self, importer: str, imported: Import) -> list[str]:
-        """The indexed files `imported` names, seen from the file `importer`."""
-        candidates = list(_module_paths(importer, imported))
+        """The indexed files `imported` names, seen from the file `importer`: those of the
+        first reading of the import that names any (`from pkg import mod`: mod's file if
+        there is one, else pkg's)."""
         with self._lock:
-            found = [c for c in candidates if c in self._files]
-            if found or not any(c.startswith("*/") for c in candidates):
-                return found
-            tails = [c[1:] for c in candidates if c.startswith("*/")]
-            return [path for path in self._files if any(_ends_with(path, t) for t in tails)]
+            for tier in _module_paths(importer, imported):
+                found = [c for c in tier if c in self._files]
+                tails = [c[1:] for c in tier if c.startswith("*/")]
+                if tails:
+                    found += [p for p in self._files if any(_ends_with(p, t) for t in tails)]
+                if found:
+                    return found
+        return []
 
     def relative(self, path: str) -> str:
         """`path` relative to its workspace folder (as the prompt names it)."""
@@ -215,50 +223,42 @@ def _ends_with(path: str, tail: str) -> bool:
 _SCRIPT_EXTENSIONS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".d.ts")
 
 
-def _module_paths(importer: str, imported: Import) -> Iterable[str]:
-    """Where the module an import names may be: exact paths, or "*/tail" for a tail to look
-    for anywhere (an absolute module name, a package path)."""
+def _module_paths(importer: str, imported: Import) -> Iterator[list[str]]:
+    """Where the module an import names may be, in tiers tried in turn: exact paths, or
+    "*/tail" for a tail to look for anywhere (an absolute module name, a package path)."""
     module, grammar = imported.module, grammar_named_by(importer)
+    tags = languages.get(grammar).tags if grammar is not None else None
+    syntax = tags.imports if tags is not None else None
     here = PurePosixPath(importer).parent
-    if grammar == "python":
+    if syntax == "from-import":
         dots = len(module) - len(module.lstrip("."))
         parts = [p for p in module.lstrip(".").split(".") if p]
-        if imported.name is not None:
-            member = [*parts, imported.name]  # `from pkg import module` imports a module too
-        else:
-            member = parts
-        if dots:
-            base = here
-            for _ in range(dots - 1):
-                base = base.parent
-            for names in (parts, member):
-                if names:
-                    yield (base.joinpath(*names)).as_posix() + ".py"
-                    yield (base.joinpath(*names, "__init__.py")).as_posix()
-            if not parts:
-                yield (base / "__init__.py").as_posix()
-        else:
-            for names in (parts, member):
-                if names:
-                    yield "*/" + "/".join(names) + ".py"
-                    yield "*/" + "/".join(names) + "/__init__.py"
-    elif grammar in ("javascript", "typescript", "tsx"):
-        if not module.startswith("."):
-            return
-        target = os.path.normpath((here / module).as_posix())
-        yield target
-        for extension in _SCRIPT_EXTENSIONS:
-            yield target + extension
-            yield f"{target}/index{extension}"
-    elif grammar == "go":
-        yield "*/" + module.rsplit("/", 1)[-1] + "/"
-    elif grammar == "rust":
+        # `from pkg import name`: name may be a module of pkg, else something pkg defines.
+        readings = ([*parts, imported.name], parts) if imported.name is not None else (parts,)
+        for names in readings:
+            if dots:
+                base = here
+                for _ in range(dots - 1):
+                    base = base.parent
+                stem = base.joinpath(*names).as_posix()
+                yield [stem + ".py", stem + "/__init__.py"] if names else [stem + "/__init__.py"]
+            elif names:
+                tail = "*/" + "/".join(names)
+                yield [tail + ".py", tail + "/__init__.py"]
+    elif syntax == "ecmascript":
+        if module.startswith("."):
+            target = os.path.normpath((here / module).as_posix())
+            yield [target] + [
+                path
+                for ext in _SCRIPT_EXTENSIONS
+                for path in (target + ext, f"{target}/index{ext}")
+            ]
+    elif syntax == "go-import":
+        yield ["*/" + module.rsplit("/", 1)[-1] + "/"]
+    elif syntax == "use-tree":
         parts = [p for p in module.split("::") if p not in ("crate", "self", "super", "")]
-        if imported.name:
-            parts_with = [*parts, imported.name]
-        else:
-            parts_with = parts
-        for names in (parts_with, parts):
+        readings = ([*parts, imported.name], parts) if imported.name else (parts,)
+        for names in readings:
             if names:
-                yield "*/" + "/".join(names) + ".rs"
-                yield "*/" + "/".join(names) + "/mod.rs"
+                tail = "*/" + "/".join(names)
+                yield [tail + ".rs", tail + "/mod.rs"]

@@ -18,12 +18,14 @@ last (nearest the code).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..languages import comment_style
+from .. import languages
+from ..languages import comment_style, grammar_named_by
 from .chunks import ChunkPool
 from .edits import RecentEdits
 from .index import RepositoryIndex
@@ -37,8 +39,18 @@ QUERY_ABOVE, QUERY_BELOW = 20, 4
 AMBIGUOUS = 3
 #: The same for a member (`x.name`), whose owner is not known.
 AMBIGUOUS_MEMBER = 2
+#: The score of a definition the file imports but the code near the cursor does not use: about
+#: that of a name used a dozen lines away.
+IMPORTED = 0.08
+#: The score of a class guessed from a name (`self._loop.` -> EventLoop): a guess, below the
+#: names used on the lines around the cursor.
+GUESSED = 0.3
+#: The most definitions a module's outline lists.
+OUTLINE = 60
+#: `name.` right before the cursor (and the part of a word typed after it).
+_OWNER = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*[A-Za-z_0-9]*\Z")
 #: Each source's share of the budget, in the order they fill it.
-SHARES = (("definition", 0.6), ("edit", 0.15), ("similar", 0.25))
+SHARES = (("definition", 0.7), ("edit", 0.1), ("similar", 0.2))
 
 _NAME = re.compile(r"(?<![A-Za-z0-9_])(\.?)([A-Za-z_][A-Za-z0-9_]*)(?:\s*\.\s*([A-Za-z_]\w*))?")
 
@@ -53,6 +65,7 @@ class Snippet:
     score: float  # higher: more relevant
     key: tuple[object, ...]  # what it is, for comparing selections
     near: bool = False  # a definition of a name used near the cursor
+    member_of: str | None = None  # a member's class (impl, interface)
 
     def as_dict(self, tokens: int) -> dict[str, object]:
         return {
@@ -154,15 +167,18 @@ def _line_starts_near(text: str, offset: int) -> list[int]:
 
 
 def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]:
-    """Definitions of the names around the cursor, then of the file's imports, best first."""
+    """Definitions of the names around the cursor, then of the file's imports, best first.
+    Right after `module.` (an imported module) or `self.`, what that module or class
+    defines comes first: the name about to be typed is one of them."""
     names, pairs = names_near(cursor.text, cursor.offset)
     tags = index.tags(cursor.path)
     imports = {i.bound: i for i in tags.imports} if tags else {}
+    syntax = _syntax(cursor.path)
     found: dict[tuple[object, ...], Snippet] = {}
 
     def add(definition: Definition, score: float, why: str, near: bool = True) -> None:
-        if definition.path == cursor.path and _overlaps(definition, cursor.window):
-            return  # the model sees it already
+        if _syntax(definition.path) != syntax:
+            return  # another language's code (a bundled tool's, a build script's)
         key = definition.key
         if key not in found or found[key].score < score:
             found[key] = Snippet(
@@ -174,15 +190,69 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                 score,
                 ("definition", *key),
                 near,
+                definition.container,
             )
 
+    def outside(definition: Definition) -> bool:
+        return not (definition.path == cursor.path and _overlaps(definition, cursor.window))
+
+    owner = _owner_before(cursor.text, cursor.offset)
+    if owner in imports:
+        # `module.|`: an outline of what the module defines (one line each), then its
+        # definitions in the file's order as the budget allows.
+        imported = imports[owner]
+        for path in index.module_files(cursor.path, imported):
+            tops = _tops(index, path)
+            if tops and _syntax(path) == syntax:
+                outline = "".join(d.snippet.split("\n", 1)[0] + "\n" for d in tops[:OUTLINE])
+                why = f"{owner}. is before the cursor: what {index.relative(path)} defines"
+                key = ("outline", path)
+                found[key] = Snippet(
+                    "definition", index.relative(path), 0, outline, why, 4.0, key, True
+                )
+            for order, definition in enumerate(tops):
+                add(definition, 3.0 / (1 + 0.02 * order), f"{owner}. is before the cursor")
+    elif owner in ("self", "this") and tags is not None:
+        line = cursor.text.count("\n", 0, cursor.offset)
+        for definition in tags.definitions:
+            if definition.kind == "class" and definition.line <= line < definition.end_line:
+                # The class the cursor is in: its members' list, even where the window
+                # shows part of it.
+                found[definition.key] = Snippet(
+                    "definition",
+                    index.relative(definition.path),
+                    definition.line,
+                    definition.snippet,
+                    f"{owner}. is before the cursor",
+                    3.0,
+                    ("definition", *definition.key),
+                    True,
+                )
+    elif owner is not None and len(owner.strip("_")) >= 3:
+        # `thing.|`, its type unknown: the members of the classes named like it
+        # (`self._loop.` -> EventLoop), as an outline.
+        for order, (cls, members) in enumerate(_classes_like(owner, index, cursor, imports)):
+            outline = cls.snippet.split("\n", 1)[0] + "\n"
+            outline += "".join(m.snippet.split("\n")[1] + "\n" for m in members[:OUTLINE])
+            key = ("outline", cls.path, cls.line, cls.name)
+            why = f"{owner}. is before the cursor: the members of {cls.name}"
+            found[key] = Snippet(
+                "definition",
+                index.relative(cls.path),
+                cls.line,
+                outline,
+                why,
+                2.5 - order,
+                key,
+                True,
+            )
     for (module, member), weight in pairs.items():
         imported = imports.get(module)
-        if imported is None or imported.name not in (None, module):
+        if imported is None:
             continue
         files = set(index.module_files(cursor.path, imported))
         for definition in index.named(member):
-            if definition.path in files:
+            if definition.path in files and outside(definition):
                 add(definition, 2 * weight, f"{module}.{member} is used near the cursor")
     for key, weight in names.items():
         member = key.startswith(".")
@@ -191,18 +261,16 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
         if imported is not None:
             candidates = _imported_definitions(cursor.path, imported, index)
             for definition in candidates:
-                add(
-                    definition,
-                    2 * weight,
-                    f"{name} is used near the cursor, imported from {imported.module}",
-                )
+                why = f"{name} is used near the cursor, imported from {imported.module}"
+                add(definition, 2 * weight, why)
             if candidates:
                 continue
         candidates = [
             d
             for d in index.named(name)
             if (d.container is not None if member else True)
-            and not (d.path == cursor.path and _overlaps(d, cursor.window))
+            and outside(d)
+            and _syntax(d.path) == syntax
         ]
         local = [d for d in candidates if d.path == cursor.path]
         if local:
@@ -222,8 +290,69 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
             add(definition, factor * weight / math.sqrt(len(candidates)), why)
     for order, imported in enumerate(imports.values()):
         for definition in _imported_definitions(cursor.path, imported, index):
-            add(definition, 0.01 / (1 + order), f"imported from {imported.module}", near=False)
-    return _members_folded(sorted(found.values(), key=lambda s: -s.score))
+            why = f"imported from {imported.module}"
+            add(definition, IMPORTED / (1 + 0.1 * order), why, near=False)
+    return _distinct(_members_folded(sorted(found.values(), key=lambda s: -s.score)))
+
+
+def _owner_before(text: str, offset: int) -> str | None:
+    """`name` when the cursor follows `name.` (and maybe part of a word)."""
+    match = _OWNER.search(text, max(0, offset - 200), offset)
+    return match.group(1) if match else None
+
+
+def _classes_like(
+    owner: str, index: RepositoryIndex, cursor: Cursor, imports: dict[str, Import]
+) -> list[tuple[Definition, list[Definition]]]:
+    """At most two classes whose name ends like `owner` (`_loop` -> `BaseEventLoop`), with
+    their members: those in files the file imports first, then its folder's, then the
+    shortest names."""
+    word = owner.strip("_").lower()
+    syntax = _syntax(cursor.path)
+    imported = {p for i in imports.values() for p in index.module_files(cursor.path, i)}
+    here = cursor.path.rsplit("/", 1)[0] + "/"
+    classes = [
+        d
+        for name in index.names()
+        if name.lower().endswith(word)
+        for d in index.named(name)
+        if d.kind == "class" and d.container is None and _syntax(d.path) == syntax
+    ]
+    classes.sort(
+        key=lambda d: (d.path not in imported, not d.path.startswith(here), len(d.name), d.path)
+    )
+    found = []
+    for cls in classes[:2]:
+        tags = index.tags(cls.path)
+        members = [m for m in tags.definitions if m.container == cls.name] if tags else []
+        if members:
+            found.append((cls, members))
+    return found
+
+
+def _tops(index: RepositoryIndex, path: str) -> list[Definition]:
+    tags = index.tags(path)
+    return [d for d in tags.definitions if d.container is None] if tags else []
+
+
+@functools.lru_cache(maxsize=4096)
+def _syntax(path: str) -> str | None:
+    """The import syntax of a file's language: definitions from files of another language
+    family are not shown (JavaScript and TypeScript are one family)."""
+    grammar = grammar_named_by(path)
+    tags = languages.get(grammar).tags if grammar is not None else None
+    return tags.imports if tags is not None else None
+
+
+def _distinct(snippets: list[Snippet]) -> list[Snippet]:
+    """One snippet per text: the CommonJS and ES module builds of a package define the same."""
+    seen: set[str] = set()
+    kept = []
+    for snippet in snippets:
+        if snippet.text not in seen:
+            seen.add(snippet.text)
+            kept.append(snippet)
+    return kept
 
 
 def _imported_definitions(path: str, imported: Import, index: RepositoryIndex) -> list[Definition]:
@@ -248,14 +377,16 @@ def _overlaps(definition: Definition, window: tuple[int, int]) -> bool:
 
 
 def _members_folded(snippets: list[Snippet]) -> list[Snippet]:
-    """A member's snippet repeats its container's header: when the container's own snippet is
-    chosen too (it lists the members), the member's is left out."""
+    """A member's snippet repeats its class's header; when the class's own snippet is chosen
+    too and lists the member, the member's is left out."""
     kept: list[Snippet] = []
     for snippet in snippets:
-        if any(
+        lines = snippet.text.split("\n")
+        signature = lines[1].strip() if snippet.member_of and len(lines) > 1 else None
+        if signature and any(
             other.path == snippet.path
-            and other.text.startswith(snippet.text.split("\n", 1)[0])
-            and other.line < snippet.line
+            and other.key[-1] == snippet.member_of
+            and signature in (line.strip() for line in other.text.split("\n"))
             for other in kept
         ):
             continue
@@ -336,6 +467,12 @@ def fit(
         while rest:
             cost = count(render([rest[0]], grammar))
             if used + cost > allowance or spent + cost > budget:
+                if not used:  # the source's best is too long: its head, if that fits
+                    room = int(min(allowance, budget - spent))
+                    cut = _cut(rest[0], room, count, grammar)
+                    if cut is not None:
+                        rest[0], cost = cut
+                        continue
                 break
             chosen.append((rest.pop(0), cost))
             used += cost
@@ -363,6 +500,27 @@ def fit(
         total=total,
         budget=budget,
     )
+
+
+#: The fewest lines of a snippet cut to fit the budget.
+CUT_LINES = 3
+
+
+def _cut(
+    snippet: Snippet, room: int, count: Callable[[str], int], grammar: str | None
+) -> tuple[Snippet, int] | None:
+    """The longest head of `snippet` (whole lines, then `...`) that fits `room` tokens."""
+    lines = snippet.text.rstrip("\n").split("\n")
+    low, high, best = CUT_LINES, len(lines) - 1, None
+    while low <= high:
+        middle = (low + high) // 2
+        text = "\n".join(lines[:middle]) + "\n...\n"
+        cost = count(render([replace(snippet, text=text)], grammar))
+        if cost <= room:
+            best, low = (replace(snippet, text=text), cost), middle + 1
+        else:
+            high = middle - 1
+    return best
 
 
 def _ordered(chosen: list[tuple[Snippet, int]]) -> list[tuple[Snippet, int]]:

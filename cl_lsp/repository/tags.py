@@ -86,6 +86,10 @@ class _Reader:
             if kind is None:
                 if child.type in self.table.wrappers or child.type in self.table.bodies:
                     yield from self.walk(child, container, depth)
+                elif child.type == "ERROR":
+                    # A file being typed rarely parses: what the parser could not place
+                    # still holds whole definitions.
+                    yield from self.walk(child, container, depth)
                 continue
             if child.type == "assignment" and depth > 0:
                 continue  # class attributes show in the class's snippet
@@ -112,7 +116,10 @@ class _Reader:
     def name_of(self, node: Any) -> str | None:
         if node.type == "assignment":
             left = node.child_by_field_name("left")
-            return self.text(left) if left is not None and left.type == "identifier" else None
+            if left is None or left.type != "identifier":
+                return None
+            name = self.text(left)
+            return None if name.startswith("__") else name  # `__all__`, `__version__`
         if node.type == "impl_item":
             return None  # an impl is found by its methods
         name = node.child_by_field_name("name")
@@ -274,8 +281,13 @@ def _imports(root: Any, source: bytes, syntax: str) -> Iterator[Import]:
         return source[node.start_byte : node.end_byte].decode("utf-8", errors="replace")
 
     reader = _IMPORT_READERS[syntax]
-    for node in root.named_children:
-        yield from reader(node, text)
+    nodes = list(root.named_children)
+    while nodes:
+        node = nodes.pop(0)
+        if node.type == "ERROR":
+            nodes[:0] = node.named_children  # as for definitions: a file being typed
+        else:
+            yield from reader(node, text)
 
 
 def _python_imports(node: Any, text: Any) -> Iterator[Import]:
