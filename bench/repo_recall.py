@@ -431,10 +431,10 @@ def plan_with(
         for open_uri in session.uris:
             repo.opened(open_uri, 0, session.texts[open_uri])
 
-        def block(context: CursorContext, budget: int) -> ContextBlock:
+        def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
             window = (context.window_start, context.window_end)
             return repo.block_for(
-                uri, text, context.offset, window, context.language, vocab.count, budget
+                uri, text, context.offset, window, context.language, vocab.count, budget, style
             )
 
         kwargs = {"repository": block, "repo_tokens": variant.budget}

@@ -67,6 +67,14 @@ TINY_MODEL = MODELS_DIR / "tiny-codellama.F32.gguf"
 CONFIGS: dict[str, dict[str, Any]] = {
     "responsive": {"promptFormat": "auto", "stableWindow": True, "debounceMs": 150, "reuse": True},
     "naive": {"promptFormat": "psm", "stableWindow": False, "debounceMs": 0, "reuse": False},
+    # responsive without repository context (context.enabled false): the cost of the block
+    "nocontext": {
+        "promptFormat": "auto",
+        "stableWindow": True,
+        "debounceMs": 150,
+        "reuse": True,
+        "context": {"enabled": False},
+    },
     # responsive with the debounce fitted to the typing pace (completion.adaptiveDebounce)
     "adaptive": {
         "promptFormat": "auto",
@@ -399,9 +407,16 @@ class Pending:
 class Server:
     """One `python -m cl_lsp --stdio` process and a pytest-lsp client talking to it."""
 
-    def __init__(self, model: Path, options: dict[str, Any], root: Path = ROOT) -> None:
+    def __init__(
+        self,
+        model: Path,
+        options: dict[str, Any],
+        root: Path = ROOT,
+        workspace: Path | None = None,
+    ) -> None:
         self.model, self.options = model, options
         self.root = root  # the checkout whose cl_lsp runs (another one: a baseline)
+        self.workspace = workspace or root  # the editor's workspace folder
         self.client: Any = None
         self.pid: int | None = None
         self.versions: dict[str, int] = {}
@@ -427,7 +442,7 @@ class Server:
                 types.InitializeParams(
                     capabilities=capabilities,
                     initialization_options=self.options,
-                    root_uri=self.root.as_uri(),
+                    root_uri=self.workspace.as_uri(),
                 )
             ),
             60,
@@ -659,9 +674,12 @@ async def run_config(
     big: tuple[Source, Spot] | None,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    completion = dict(completion)
     options = {"completion": completion}
+    if "context" in completion:
+        options["context"] = completion.pop("context")
     started = time.monotonic()
-    server = Server(model, options)
+    server = Server(model, options, workspace=args.workspace)
     result: dict[str, Any] = {"name": name, "options": options, "bursts": [], "error": None}
     try:
         loaded = await server.start(args.ready_timeout)
@@ -683,6 +701,8 @@ async def run_config(
                 result["timeLimited"] = True
                 break
             uri = (ROOT / "bench" / ".virtual" / f"b{index:03d}" / spot.source.name).as_uri()
+            if args.workspace and spot.source.path.resolve().is_relative_to(args.workspace):
+                uri = spot.source.path.resolve().as_uri()  # the real file: indexed, then typed
             burst_started = time.monotonic()
             burst = await run_burst(
                 server, spot, uri, paces(args.seed, str(index), len(spot.span)), args.answer_timeout
@@ -1066,6 +1086,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-rss", action="store_true", help="skip the model.useMmap true/false memory starts"
+    )
+    parser.add_argument(
+        "--workspace",
+        type=lambda p: Path(p).resolve(),
+        help="the workspace folder the editor names (repository context indexes it; bursts in "
+        "files under it use their real paths); default: this checkout",
     )
     parser.add_argument("--json", help="write all figures and raw records here")
     args = parser.parse_args(argv)

@@ -353,10 +353,10 @@ async def _complete(
     repository.build_now([project_root(Path(path))])
     repository.opened(uri, 0, text)
 
-    def block(context: CursorContext, budget: int) -> ContextBlock:
+    def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
         window = (context.window_start, context.window_end)
         return repository.block_for(
-            uri, text, offset, window, context.language, vocab.count, budget
+            uri, text, offset, window, context.language, vocab.count, budget, style
         )
 
     plan = plan_completion(

@@ -391,3 +391,37 @@ def test_a_suffix_first_family_heals_end_to_end(family_gguf, vocabularies, tmp_p
     generated = "".join(vocab.text_of(token) for token in answer["generated_tokens"])
     assert generated == " " + ANSWER and answer["stop_reason"] == "eot"
     assert answer["completion"] == ANSWER.removeprefix("ret")
+
+
+# The repository formats, as their authors give them (other files, then the one completed):
+# - StarCoder2: the StarCoder 2 paper, §5.1 (`<repo_name>reponame<file_sep>filepath0\ncode0
+#   <file_sep><fim_prefix>filepath1\ncode1_pre<fim_suffix>code1_suf<fim_middle>`).
+# - Qwen2.5-Coder: QwenLM/Qwen2.5-Coder README, "repository-level code completion".
+REPOSITORY = {
+    "starcoder": "<repo_name>shop<file_sep>shop/pricing.py\n{code}<file_sep><fim_prefix>"
+    "shop/cart.py\n{prefix}<fim_suffix>{suffix}<fim_middle>",
+    "qwen2.5-coder": "<|repo_name|>shop\n<|file_sep|>shop/pricing.py\n{code}<|file_sep|>"
+    "shop/cart.py\n<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPOSITORY))
+def test_families_with_repository_tokens_get_other_files_in_their_format(
+    family_gguf, vocabularies, name
+):
+    from cl_lsp.completion.prompts import RepoFiles
+
+    vocab = vocabularies[name]
+    fim = fim_format(vocab)
+    assert fim.repository is fim.family.repository is not None
+    code = "def total_price(items):\n    ...\n"
+    files = RepoFiles("shop", "shop/cart.py", (("shop/pricing.py", code),))
+    prefix, suffix = "def checkout(cart):\n    return ", "\n"
+    prompt = build_prompt(
+        PromptFormat.AUTO, prefix, suffix, vocab.encode, fim, vocab.bos, files=files
+    )
+    template = REPOSITORY[name].replace("{code}", code)
+    assert list(prompt.tokens) == documented_ids(family_gguf(name), template, prefix, suffix)
+    assert prompt.text == template.replace("{prefix}", prefix).replace("{suffix}", suffix)
+    # Families without the tokens (DeepSeek-Coder) never get them: comments do instead.
+    assert fim_format(vocabularies["deepseek-coder"]).repository is None

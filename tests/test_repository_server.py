@@ -155,3 +155,37 @@ def test_the_project_root_is_the_git_repository_else_the_current_folder(tmp_path
     assert project_root(tmp_path / "plain/b.py") == tmp_path.resolve()
     # A file outside the current folder: its own folder.
     assert project_root(tmp_path.parent / "other/c.py") == (tmp_path.parent / "other").resolve()
+
+
+def test_a_family_with_repository_tokens_gets_the_files_in_its_format(tmp_path, family_gguf):
+    from cl_lsp.engine import Vocabulary
+
+    (tmp_path / "pricing.py").write_text(PRICING)
+    model = family_gguf("starcoder")
+    on = complete_json(tmp_path, CART, 5, 16, "--model", str(model))
+    off = complete_json(
+        tmp_path,
+        CART,
+        5,
+        16,
+        "--model",
+        str(model),
+        "--settings",
+        '{"context": {"enabled": false}}',
+    )
+    vocab = Vocabulary(model)
+    try:
+        repo_name, file_sep = vocab.token_id("<repo_name>"), vocab.token_id("<file_sep>")
+        prefix = vocab.token_id("<fim_prefix>")
+        text = b"".join(vocab.piece(t) for t in on["prompt_tokens"]).decode(errors="replace")
+    finally:
+        vocab.close()
+    tokens = on["prompt_tokens"]
+    # <repo_name>repo<file_sep>pricing.py\n...<file_sep><fim_prefix>source.py\n...
+    assert tokens[0] == repo_name and tokens.count(file_sep) == 2
+    assert tokens[tokens.index(prefix) - 1] == file_sep
+    assert (
+        f"{tmp_path.name}" in text and "pricing.py\ndef total_price(items, discount=None):" in text
+    )
+    assert "source.py\nfrom pricing import total_price" in text and "# Path:" not in text
+    assert 0 < len(tokens) - len(off["prompt_tokens"]) <= on["context"]["budget"]

@@ -38,6 +38,21 @@ Part = str  # "pre", "suf", "mid", "prefix", "suffix"
 
 
 @dataclass(frozen=True)
+class RepoFormat:
+    """How a family was trained on several files of one repository: its repository-name and
+    file-separator tokens, and where the file being completed names its path."""
+
+    repo_name: str
+    file_sep: str
+    # StarCoder2: `<file_sep><fim_prefix>path\nprefix`; Qwen2.5-Coder: `<|file_sep|>path\n`
+    # before `<|fim_prefix|>`.
+    path_in_prefix: bool
+    # Qwen2.5-Coder: a line break after the repository's name.
+    line_breaks: bool
+    source: str
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # the `completion.template` value
     title: str
@@ -53,6 +68,9 @@ class Family:
     signature: tuple[str, ...] = ()
     # Words in a model's file name that name the family (when nothing else can tell).
     names: tuple[str, ...] = ()
+    # The repository format, for vocabularies with its tokens (StarCoder has none, StarCoder2
+    # has them): other files' code goes in as the family read repositories in training.
+    repository: RepoFormat | None = None
 
     @property
     def default_layout(self) -> Layout:
@@ -97,6 +115,14 @@ STARCODER = Family(
     layouts={Layout.PSM: _PSM},
     source="bigcode-project/starcoder README (fill-in-the-middle); bigcode/starcoder2 model card",
     names=("starcoder", "granite"),
+    repository=RepoFormat(
+        "<repo_name>",
+        "<file_sep>",
+        path_in_prefix=True,
+        line_breaks=False,
+        source="StarCoder 2 paper §5.1: <repo_name>reponame<file_sep>filepath0\\ncode0"
+        "<file_sep><fim_prefix>filepath1\\ncode1_pre<fim_suffix>code1_suf<fim_middle>",
+    ),
 )
 
 DEEPSEEK_CODER = Family(
@@ -145,6 +171,15 @@ QWEN_CODER = Family(
     layouts={Layout.PSM: _PSM},
     source="QwenLM/Qwen2.5-Coder README (file-level code completion, fill-in-the-middle)",
     names=("qwen",),
+    repository=RepoFormat(
+        "<|repo_name|>",
+        "<|file_sep|>",
+        path_in_prefix=False,
+        line_breaks=True,
+        source="QwenLM/Qwen2.5-Coder README (repository-level code completion): "
+        "<|repo_name|>{repo}\\n<|file_sep|>{path}\\n{code}\\n...<|file_sep|>{path}\\n"
+        "<|fim_prefix|>...",
+    ),
 )
 
 CODESTRAL = Family(
@@ -189,6 +224,13 @@ class FimFormat:
     detected_by: str  # "llama.cpp", "token texts", "setting", "model name", "default"
     bos: int | None = None  # the vocabulary adds BOS: the prompt starts with it
     space_prefix: bool = False  # the vocabulary adds an implicit leading space
+    # The repository tokens' ids ("repo_name", "file_sep"), when the vocabulary has them.
+    repo_ids: Mapping[str, int] | None = None
+
+    @property
+    def repository(self) -> RepoFormat | None:
+        """The family's repository format, if this vocabulary can spell it."""
+        return self.family.repository if self.repo_ids is not None else None
 
     @property
     def name(self) -> str:
@@ -278,7 +320,13 @@ def _resolve(vocab: Tokenizer, family: Family, detected_by: str) -> FimFormat | 
         token for text in family.ends + family.stops if (token := vocab.token_id(text)) is not None
     }
     bos = vocab.bos if vocab.add_bos and vocab.bos >= 0 else None
-    return FimFormat(family, ids, frozenset(stops), detected_by, bos, vocab.space_prefix)
+    repo_ids = None
+    if family.repository is not None:
+        named = vocab.token_id(family.repository.repo_name)
+        separator = vocab.token_id(family.repository.file_sep)
+        if named is not None and separator is not None:
+            repo_ids = {"repo_name": named, "file_sep": separator}
+    return FimFormat(family, ids, frozenset(stops), detected_by, bos, vocab.space_prefix, repo_ids)
 
 
 def _first_id(vocab: Tokenizer, texts: tuple[str, ...]) -> int | None:
@@ -293,6 +341,8 @@ def text_format(family: Family, detected_by: str) -> FimFormat:
     """A family for a server that takes text: placeholder ids (never sent), the family's
     spellings in the text form (the server adds BOS)."""
     ids = {role: -(index + 2) for index, role in enumerate(family.roles())}
+    # No repository format: without the vocabulary nobody can tell StarCoder2 (which has the
+    # tokens) from StarCoder (which would read them as text).
     return FimFormat(family, ids, frozenset(), detected_by)
 
 

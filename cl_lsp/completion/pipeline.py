@@ -26,16 +26,17 @@ from .postprocess import (
     clean_completion,
     end_of_block_cut,
 )
-from .prompts import FimPrompt, build_prompt, fim_text
+from .prompts import FimPrompt, RepoFiles, build_prompt, fim_text
 
 log = logging.getLogger(__name__)
 
 # Room kept free in the context window besides prompt and generation (control tokens etc.).
 CONTEXT_MARGIN = 8
 
-#: The context block from other files for a cursor context, within a token budget
+#: The context block from other files for a cursor context, within a token budget, rendered
+#: as comments or as the family's repository format ("files")
 #: (`repository.service.RepositoryContext.block_for`, bound to the document).
-RepositoryBlock = Callable[[CursorContext, int], ContextBlock]
+RepositoryBlock = Callable[[CursorContext, int, str], ContextBlock]
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,24 @@ def plan_completion(
         context = replace(context, suffix=suffix_anchor, window_end=offset + len(suffix_anchor))
     if context.mode is CompletionMode.NONE:
         return CompletionPlan(context, None, None, fim)
-    block = repository(context, repo_tokens) if repository is not None and repo_tokens else None
+    block = None
+    if repository is not None and repo_tokens:
+        style = "files" if fim is not None and fim.repository is not None else "comments"
+        block = repository(context, repo_tokens, style)
+    files = (
+        RepoFiles(block.repo, block.path, block.files())
+        if block is not None and block.style == "files" and block.snippets
+        else None
+    )
     prompt = build_prompt(
         settings.prompt_format,
-        block.text + context.prefix if block is not None else context.prefix,
+        block.text + context.prefix if block is not None and files is None else context.prefix,
         context.suffix,
         vocab.encode,
         fim,
         vocab.bos if vocab.add_bos else None,
         healing=healing,
+        files=files,
     )
     single = context.mode is CompletionMode.SINGLE_LINE
     request = GenerationRequest(

@@ -32,9 +32,26 @@ from dataclasses import dataclass
 from ..config import PromptFormat
 from ..engine.tokenizer import Encode, encode_nospace
 from ..syntax import ends_inside_identifier, is_identifier_char
-from .families import FimFormat, Layout
+from .families import FimFormat, Layout, RepoFormat
 
-__all__ = ["FimPrompt", "Layout", "build_fim_prompt", "build_prefix_prompt", "build_prompt"]
+__all__ = [
+    "FimPrompt",
+    "Layout",
+    "RepoFiles",
+    "build_fim_prompt",
+    "build_prefix_prompt",
+    "build_prompt",
+]
+
+
+@dataclass(frozen=True)
+class RepoFiles:
+    """Other files' code for a family with repository tokens (`families.RepoFormat`): the
+    repository's name, the path of the file being completed, and (path, code) per file."""
+
+    repo: str
+    path: str
+    files: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -54,20 +71,22 @@ def build_prompt(
     bos: int | None,
     *,
     healing: bool = True,
+    files: RepoFiles | None = None,
 ) -> FimPrompt:
     """The prompt for `setting`: a plain prefix prompt for models without FIM tokens; SPM or PSM
     when forced (and the family was trained with it); by default (auto) the family's preferred
     layout, SPM with token healing when the prefix ends inside a name. An engine that cannot
     constrain the answer's start (`healing` False: inference servers) gets PSM inside a name
-    instead, the layout Code Llama's own rules give there."""
+    instead, the layout Code Llama's own rules give there. `files`: other files' code, in the
+    family's repository format (only families with one get it)."""
     if fim is None:
         return build_prefix_prompt(encode(prefix) if prefix else [], bos, prefix)
     forced = {PromptFormat.PSM: Layout.PSM, PromptFormat.SPM: Layout.SPM}.get(setting)
     if forced in fim.layouts:
-        return build_fim_prompt(prefix, suffix, encode, fim, forced)
+        return build_fim_prompt(prefix, suffix, encode, fim, forced, files)
     layout = fim.default_layout
     if layout is not Layout.SPM:
-        return build_fim_prompt(prefix, suffix, encode, fim, layout)
+        return build_fim_prompt(prefix, suffix, encode, fim, layout, files)
     if not healing:
         if ends_inside_identifier(prefix) and Layout.PSM in fim.layouts:
             layout = Layout.PSM
@@ -76,20 +95,50 @@ def build_prompt(
 
 
 def build_fim_prompt(
-    prefix: str, suffix: str, encode: Encode, fim: FimFormat, layout: Layout
+    prefix: str,
+    suffix: str,
+    encode: Encode,
+    fim: FimFormat,
+    layout: Layout,
+    files: RepoFiles | None = None,
 ) -> FimPrompt:
     try:
         parts = fim.layouts[layout]
     except KeyError:
         raise ValueError(f"{fim.family.title} has no {layout.value} layout") from None
+    tokens = [] if fim.bos is None else [fim.bos]
+    repository = fim.repository if files is not None else None
+    if repository is not None and files is not None and fim.repo_ids is not None:
+        head, prefix = _repository_head(repository, files, prefix)
+        for piece in head:
+            tokens.extend((fim.repo_ids[piece],) if piece in fim.repo_ids else encode(piece))
     texts = {
         "prefix": encode(prefix) if prefix else [],
         "suffix": encode_nospace(encode, suffix) if fim.space_prefix else encode(suffix),
     }
-    tokens = [] if fim.bos is None else [fim.bos]
     for part in parts:
         tokens.extend(texts[part] if part in texts else (fim.ids[part],))
-    return FimPrompt(layout, tuple(tokens), text=fim_text(fim, layout, prefix, suffix))
+    text = fim_text(fim, layout, prefix, suffix)
+    if repository is not None and files is not None:
+        spelled = {"repo_name": repository.repo_name, "file_sep": repository.file_sep}
+        text = "".join(spelled.get(piece, piece) for piece in head) + text
+    return FimPrompt(layout, tuple(tokens), text=text)
+
+
+def _repository_head(
+    repository: RepoFormat, files: RepoFiles, prefix: str
+) -> tuple[list[str], str]:
+    """The prompt's start in the family's repository format, as pieces ("repo_name" and
+    "file_sep" stand for the tokens, anything else is text), and the prefix (StarCoder2 starts
+    it with the file's path)."""
+    head = ["repo_name", files.repo + ("\n" if repository.line_breaks else "")]
+    for path, code in files.files:
+        head += ["file_sep", f"{path}\n{code.rstrip(chr(10))}\n"]  # a file ends its line
+    head.append("file_sep")
+    if repository.path_in_prefix:
+        return head, f"{files.path}\n{prefix}"
+    head.append(f"{files.path}\n")
+    return head, prefix
 
 
 def fim_text(fim: FimFormat, layout: Layout, prefix: str, suffix: str) -> str:

@@ -364,10 +364,10 @@ class Completions:
         if repository is None or not repository.settings.enabled:
             return {}
 
-        def block(context: CursorContext, budget: int) -> ContextBlock:
+        def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
             window = (context.window_start, context.window_end)
             return repository.block_for(
-                uri, text, context.offset, window, context.language, vocab.count, budget
+                uri, text, context.offset, window, context.language, vocab.count, budget, style
             )
 
         chosen: RepositoryBlock = block

@@ -131,12 +131,18 @@ class ClLanguageServer(LanguageServer):
         thread; the open documents are its first chunks."""
         if self.repository is not None:
             self.repository.stop()
-        self.repository = RepositoryContext(self.settings.context, self._open_text)
+        self.repository = RepositoryContext(
+            self.settings.context, self._open_text, self._model_running
+        )
         for uri in self.documents.uris():
             document = self.documents.get(uri)
             if document is not None:
                 self.repository.opened(uri, document.version, document.text)
         self.repository.start(self.workspace_roots)
+
+    def _model_running(self) -> bool:
+        """A completion or a warm-up is running on the model (the index waits meanwhile)."""
+        return self.engine.busy.is_set() or bool(getattr(self.engine, "warming", False))
 
     def _open_text(self, uri: str) -> str | None:
         document = self.documents.get(uri)

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -64,15 +64,24 @@ class RepositoryIndex:
         self.stats = IndexStats()
         self._files: dict[str, FileTags] = {}
         self._by_name: dict[str, list[Definition]] = {}
+        # Files by name and by folder name, so an import's "*/tail" looks at a few files.
+        self._by_basename: dict[str, set[str]] = {}
+        self._by_folder: dict[str, set[str]] = {}
+        self._classes: set[str] = set()  # names that some class has
         self._lock = threading.Lock()
         self._parsers: dict[str, object] = {}  # the indexing thread's own (parsers are per thread)
 
     # -- building ----------------------------------------------------------------------------
 
-    def build(self, stop: threading.Event | None = None) -> None:
-        """Index every permitted file of the workspace folders (call off the event loop)."""
+    def build(
+        self, stop: threading.Event | None = None, between: Callable[[], None] | None = None
+    ) -> None:
+        """Index every permitted file of the workspace folders (call off the event loop);
+        `between` runs before each file (the server waits there while the model runs)."""
         started = time.monotonic()
         for path in source_files(self.roots, self.rules):
+            if between is not None:
+                between()
             if stop is not None and stop.is_set():
                 return
             if self.stats.full:
@@ -114,6 +123,7 @@ class RepositoryIndex:
             old = self._files.pop(path.as_posix(), None)
             if old is not None:
                 self._unlink(old)
+                self._unfile(path.as_posix())
                 self.stats.files -= 1
 
     def _put(self, key: str, text: str, *, open_document: bool) -> None:
@@ -139,11 +149,28 @@ class RepositoryIndex:
                 self._unlink(old)
             else:
                 self.stats.files += 1
+                folder, _, name = key.rpartition("/")
+                self._by_basename.setdefault(name, set()).add(key)
+                self._by_folder.setdefault(folder.rpartition("/")[2], set()).add(key)
             self._files[key] = tags
             for definition in tags.definitions:
                 self._by_name.setdefault(definition.name, []).append(definition)
+                if definition.kind == "class":
+                    self._classes.add(definition.name)
             self.stats.definitions += len(tags.definitions)
             self.stats.bytes += cost
+
+    def _unfile(self, key: str) -> None:
+        folder, _, name = key.rpartition("/")
+        for table, entry in (
+            (self._by_basename, name),
+            (self._by_folder, folder.rpartition("/")[2]),
+        ):
+            files = table.get(entry)
+            if files is not None:
+                files.discard(key)
+                if not files:
+                    del table[entry]
 
     def _unlink(self, tags: FileTags) -> None:
         for definition in tags.definitions:
@@ -181,9 +208,10 @@ class RepositoryIndex:
         with self._lock:
             return list(self._by_name.get(name, ()))
 
-    def names(self) -> list[str]:
+    def class_names(self) -> list[str]:
+        """The names classes have (some may since have gone: look them up with `named`)."""
         with self._lock:
-            return list(self._by_name)
+            return list(self._classes)
 
     def paths(self) -> list[str]:
         with self._lock:
@@ -196,12 +224,17 @@ class RepositoryIndex:
         with self._lock:
             for tier in _module_paths(importer, imported):
                 found = [c for c in tier if c in self._files]
-                tails = [c[1:] for c in tier if c.startswith("*/")]
-                if tails:
-                    found += [p for p in self._files if any(_ends_with(p, t) for t in tails)]
+                for tail in (c[1:] for c in tier if c.startswith("*/")):
+                    found += [p for p in self._near(tail) if _ends_with(p, tail)]
                 if found:
                     return found
         return []
+
+    def _near(self, tail: str) -> set[str]:
+        """The files that may end with `tail`: those of its file name, or of its folder's."""
+        if tail.endswith("/"):
+            return self._by_folder.get(tail.rstrip("/").rpartition("/")[2], set())
+        return self._by_basename.get(tail.rpartition("/")[2], set())
 
     def relative(self, path: str) -> str:
         """`path` relative to its workspace folder (as the prompt names it)."""

@@ -110,6 +110,13 @@ class ContextBlock:
     kept: bool = False  # the previous block, kept for the model's cache
     # The definitions of names near the cursor when it was chosen, shown or not.
     considered: frozenset[tuple[object, ...]] = field(default_factory=frozenset)
+    style: str = "comments"  # or "files": the family's repository format (`render`)
+    repo: str = ""  # the workspace folder's name
+    path: str = ""  # the file's path in it
+
+    def files(self) -> tuple[tuple[str, str], ...]:
+        """(path, code) per file, for a repository format."""
+        return tuple(file_texts(self.snippets))
 
     def describe(self) -> dict[str, object]:
         return {
@@ -313,7 +320,7 @@ def _classes_like(
     here = cursor.path.rsplit("/", 1)[0] + "/"
     classes = [
         d
-        for name in index.names()
+        for name in index.class_names()
         if name.lower().endswith(word)
         for d in index.named(name)
         if d.kind == "class" and d.container is None and _syntax(d.path) == syntax
@@ -451,6 +458,7 @@ def fit(
     budget: int,
     count: Callable[[str], int],
     grammar: str | None,
+    style: str = "comments",
 ) -> ContextBlock:
     """The snippets that fit `budget` (tokens of the block as the prompt holds it), each
     source first within its share, then the rest in turn."""
@@ -465,11 +473,11 @@ def fit(
         rest = list(candidates.get(source, ()))
         used = 0
         while rest:
-            cost = count(render([rest[0]], grammar))
+            cost = count(render([rest[0]], grammar, style))
             if used + cost > allowance or spent + cost > budget:
                 if not used:  # the source's best is too long: its head, if that fits
                     room = int(min(allowance, budget - spent))
-                    cut = _cut(rest[0], room, count, grammar)
+                    cut = _cut(rest[0], room, count, grammar, style)
                     if cut is not None:
                         rest[0], cost = cut
                         continue
@@ -481,17 +489,17 @@ def fit(
         leftovers.append((source, rest))
     for _source, rest in leftovers:
         for snippet in rest:
-            cost = count(render([snippet], grammar))
+            cost = count(render([snippet], grammar, style))
             if spent + cost <= budget:
                 chosen.append((snippet, cost))
                 spent += cost
     # Least relevant first: the best sit right before the code.
     ordered = _ordered(chosen)
-    text = render([s for s, _ in ordered], grammar)
+    text = render([s for s, _ in ordered], grammar, style)
     total = count(text) if text else 0
     while ordered and total > budget:  # joining texts can cost a token more than the parts
         ordered.pop(0)
-        text = render([s for s, _ in ordered], grammar)
+        text = render([s for s, _ in ordered], grammar, style)
         total = count(text) if text else 0
     return ContextBlock(
         text=text,
@@ -499,6 +507,7 @@ def fit(
         tokens=tuple(c for _, c in ordered),
         total=total,
         budget=budget,
+        style=style,
     )
 
 
@@ -507,7 +516,7 @@ CUT_LINES = 3
 
 
 def _cut(
-    snippet: Snippet, room: int, count: Callable[[str], int], grammar: str | None
+    snippet: Snippet, room: int, count: Callable[[str], int], grammar: str | None, style: str
 ) -> tuple[Snippet, int] | None:
     """The longest head of `snippet` (whole lines, then `...`) that fits `room` tokens."""
     lines = snippet.text.rstrip("\n").split("\n")
@@ -515,7 +524,7 @@ def _cut(
     while low <= high:
         middle = (low + high) // 2
         text = "\n".join(lines[:middle]) + "\n...\n"
-        cost = count(render([replace(snippet, text=text)], grammar))
+        cost = count(render([replace(snippet, text=text)], grammar, style))
         if cost <= room:
             best, low = (replace(snippet, text=text), cost), middle + 1
         else:
@@ -541,23 +550,39 @@ def _rank(group: list[tuple[Snippet, int]]) -> tuple[int, float]:
     return (_SOURCE_RANK[best.source], best.score)
 
 
-def render(snippets: Sequence[Snippet], grammar: str | None) -> str:
-    """The snippets as comments in the target file's syntax (Code Llama reads other files'
-    code this way, as Copilot and Continue show it): `Path:` before each file's snippets."""
-    if not snippets:
-        return ""
-    marker, closer = comment_style(grammar)
-    lines: list[str] = []
-    path = header = None
+def file_texts(snippets: Sequence[Snippet]) -> list[tuple[str, str]]:
+    """The snippets as (path, code) per file in turn; a member's class header line is not
+    repeated right after another member of that class."""
+    files: list[tuple[str, list[str]]] = []
+    header = None
     for snippet in snippets:
-        if snippet.path != path:
-            path, header = snippet.path, None
-            lines.append(f"Path: {path}")
+        if not files or files[-1][0] != snippet.path:
+            files.append((snippet.path, []))
+            header = None
         text = snippet.text.rstrip("\n").split("\n")
         if len(text) > 1 and text[0] == header:
             text = text[1:]  # another member of the class just shown
         header = text[0] if len(text) > 1 and snippet.text.startswith(text[0]) else header
-        lines.extend(text)
+        files[-1][1].extend(text)
+    return [(path, "".join(line + "\n" for line in lines)) for path, lines in files]
+
+
+#: Stands for a repository format's file separator when a block is counted as text (a
+#: spelled-out marker costs more tokens than the one control token: the count errs high).
+FILE_SEPARATOR = "<file_sep>"
+
+
+def render(snippets: Sequence[Snippet], grammar: str | None, style: str = "comments") -> str:
+    """The snippets as the prompt holds them: comments in the target file's syntax (Code
+    Llama reads other files' code this way, as Copilot and Continue show it), `Path:` before
+    each file's snippets; or ("files") as files of a repository format, counted as text."""
+    if not snippets:
+        return ""
+    files = file_texts(snippets)
+    if style == "files":
+        return "".join(f"{FILE_SEPARATOR}{path}\n{code}" for path, code in files)
+    lines = [line for path, code in files for line in (f"Path: {path}", *code.split("\n")[:-1])]
+    marker, closer = comment_style(grammar)
     if closer is None:
         return "".join(f"{marker} {line}".rstrip() + "\n" for line in lines)
     body = "\n".join(line.replace(closer, "") for line in lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from .edits import RecentEdits
 from .files import FileRules
 from .index import RepositoryIndex
 from .selection import (
+    FILE_SEPARATOR,
     ContextBlock,
     Cursor,
     Snippet,
@@ -44,10 +46,21 @@ log = logging.getLogger(__name__)
 
 #: An open document is read into the index again after this long without another change.
 REINDEX_PAUSE = 0.5
+#: How often the index checks whether the model still runs, while it waits.
+BUSY_POLL = 0.05
 
 
 def file_rules(settings: ContextSettings) -> FileRules:
     return FileRules(exclude=settings.exclude, max_bytes=settings.max_file_kb * 1024)
+
+
+def _lower_priority() -> None:
+    """Run this thread at the lowest CPU priority (Linux takes a thread's id here): reading
+    and parsing the workspace must not take cores from the model."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the build just competes
+        log.debug("could not lower the index thread's priority", exc_info=True)
 
 
 def uri_path(uri: str) -> Path | None:
@@ -58,9 +71,15 @@ def uri_path(uri: str) -> Path | None:
 
 
 class RepositoryContext:
-    def __init__(self, settings: ContextSettings, text_of: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        settings: ContextSettings,
+        text_of: Callable[[str], str | None],
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.settings = settings
         self.text_of = text_of  # an open document's current text
+        self.busy = busy  # the model is running: the index waits (it would take its cores)
         self.index: RepositoryIndex | None = None
         self.chunks = ChunkPool()
         self.edits = RecentEdits()
@@ -103,8 +122,9 @@ class RepositoryContext:
 
     def _run(self) -> None:
         assert self.index is not None
+        _lower_priority()
         try:
-            self.index.build(self._stop)
+            self.index.build(self._stop, self._wait_for_model)
         except Exception:  # the index is a help: without it completion goes on
             log.exception("repository index failed")
         self.ready.set()
@@ -123,7 +143,15 @@ class RepositoryContext:
                 for uri in due:
                     del self._dirty[uri]
             for uri in due:
+                self._wait_for_model()
                 self._reindex(uri)
+
+    def _wait_for_model(self) -> None:
+        """Hold the index's work while the model runs: parsing files would take a core from
+        it (2 cores: a third of its speed) and the GIL from its thread."""
+        while self.busy() and not self._stop.is_set():
+            self._stop.wait(BUSY_POLL)
+        time.sleep(0)  # and let the event loop and the planner have the GIL between files
 
     def _reindex(self, uri: str) -> None:
         path, index = uri_path(uri), self.index
@@ -194,9 +222,12 @@ class RepositoryContext:
         grammar: str | None,
         count: Callable[[str], int],
         budget: int | None = None,
+        style: str = "comments",
     ) -> ContextBlock:
         """The context block for a prompt at `offset` whose window is `window` (character
-        offsets): the previous one while it stands (module docstring), else chosen anew."""
+        offsets): the previous one while it stands (module docstring), else chosen anew.
+        `style` "files": for a family's repository format, whose repository name and file
+        path are counted in the budget too."""
         budget = self.settings.repo_tokens if budget is None else budget
         if not self.settings.enabled or budget <= 0:
             return ContextBlock(budget=budget)
@@ -217,11 +248,17 @@ class RepositoryContext:
             previous is not None
             and previous.unit == unit
             and previous.budget == budget
+            and previous.style == style
             and near <= previous.considered
         ):
             return replace(previous, kept=True)
         candidates = {"definition": definitions, **self.others(cursor)}
-        block = replace(fit(candidates, budget, count, grammar), unit=unit, considered=near)
+        repo, relative = self._roots[0].name if self._roots else "", self.path_of(uri)
+        room = budget
+        if style == "files":
+            room -= count(f"{FILE_SEPARATOR}{repo}\n{FILE_SEPARATOR}{relative}\n")
+        block = fit(candidates, room, count, grammar, style)
+        block = replace(block, unit=unit, considered=near, budget=budget, repo=repo, path=relative)
         self._blocks[uri] = block
         return block
 
