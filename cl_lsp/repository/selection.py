@@ -134,14 +134,12 @@ def names_near(text: str, offset: int) -> tuple[dict[str, float], dict[tuple[str
     """The names used around the cursor with a weight (1 on the cursor's line, falling with
     the distance; lines below count half), and the `a.b` pairs likewise. The word being typed
     at the cursor is left out: it is not a name yet."""
-    starts = _line_starts_near(text, offset)
+    starts, hi = _lines_around(text, offset, NEAR_ABOVE, NEAR_BELOW)
     cursor_line = bisect.bisect_right(starts, offset) - 1
     word_start = offset
     while word_start > 0 and (text[word_start - 1].isalnum() or text[word_start - 1] == "_"):
         word_start -= 1
-    lo = starts[max(0, cursor_line - NEAR_ABOVE)]
-    last = cursor_line + NEAR_BELOW + 1
-    hi = starts[last] if last < len(starts) else len(text)
+    lo = starts[0]
     names: dict[str, float] = {}
     pairs: dict[tuple[str, str], float] = {}
     for match in _NAME.finditer(text, lo, hi):
@@ -159,15 +157,27 @@ def names_near(text: str, offset: int) -> tuple[dict[str, float], dict[tuple[str
     return names, pairs
 
 
-def _line_starts_near(text: str, offset: int) -> list[int]:
-    """Line starts of the whole text (cheap enough: one scan for \\n in C)."""
-    starts = [0]
-    find = text.find
-    position = find("\n")
+def _lines_around(text: str, offset: int, above: int, below: int) -> tuple[list[int], int]:
+    """The starts of the lines from `above` lines before the cursor's line to `below` after
+    it, and where the last of them ends: a bounded scan, whatever the document's size."""
+    lo = text.rfind("\n", 0, offset) + 1
+    for _ in range(above):
+        if lo == 0:
+            break
+        lo = text.rfind("\n", 0, lo - 1) + 1
+    hi = offset
+    for _ in range(below + 1):
+        found = text.find("\n", hi)
+        if found < 0:
+            hi = len(text)
+            break
+        hi = found + 1
+    starts = [lo]
+    position = text.find("\n", lo, hi - 1)
     while position >= 0:
         starts.append(position + 1)
-        position = find("\n", position + 1)
-    return starts
+        position = text.find("\n", position + 1, hi - 1)
+    return starts, hi
 
 
 # --------------------------------------------------------------------------- definitions
@@ -407,12 +417,8 @@ def _members_folded(snippets: list[Snippet]) -> list[Snippet]:
 def similar_snippets(cursor: Cursor, sources: Sources, limit: int = 8) -> list[Snippet]:
     if sources.chunks is None:
         return []
-    starts = _line_starts_near(cursor.text, cursor.offset)
-    line = bisect.bisect_right(starts, cursor.offset) - 1
-    lo = starts[max(0, line - QUERY_ABOVE)]
-    end = line + QUERY_BELOW + 1
-    hi = starts[end] if end < len(starts) else len(cursor.text)
-    query = cursor.text[lo:hi]
+    starts, hi = _lines_around(cursor.text, cursor.offset, QUERY_ABOVE, QUERY_BELOW)
+    query = cursor.text[starts[0] : hi]
     picked = sources.chunks.similar(
         query, limit=limit, exclude=(cursor.uri, cursor.window[0], cursor.window[1])
     )
