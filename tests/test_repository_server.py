@@ -189,3 +189,22 @@ def test_a_family_with_repository_tokens_gets_the_files_in_its_format(tmp_path, 
     )
     assert "source.py\nfrom pricing import total_price" in text and "# Path:" not in text
     assert 0 < len(tokens) - len(off["prompt_tokens"]) <= on["context"]["budget"]
+
+
+async def test_workspace_folders_added_and_removed_are_indexed(start_server, x_model, tmp_path):
+    client = await start_server(model=x_model)
+    await wait_until(client, lambda s: s["repository"]["ready"])
+    other = tmp_path.parent / f"{tmp_path.name}-other"
+    other.mkdir()
+    (other / "pricing.py").write_text(PRICING)
+    client.workspace_did_change_workspace_folders(
+        types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(
+                added=[types.WorkspaceFolder(uri=other.as_uri(), name="other")],
+                removed=[types.WorkspaceFolder(uri=tmp_path.as_uri(), name="main")],
+            )
+        )
+    )
+    state = await wait_until(client, lambda s: s["repository"]["definitions"] == 4)
+    assert state["repository"]["roots"] == [other.resolve().as_posix()]
+    assert state["repository"]["files"] == 1

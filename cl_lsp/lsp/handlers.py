@@ -165,6 +165,17 @@ def did_save(ls: ClLanguageServer, params: types.DidSaveTextDocumentParams) -> N
         ls.repository.saved(params.text_document.uri)
 
 
+def did_change_workspace_folders(
+    ls: ClLanguageServer, params: types.DidChangeWorkspaceFoldersParams
+) -> None:
+    """Folders added to or removed from the workspace: index the new set."""
+    removed = {path for f in params.event.removed if (path := uri_path(f.uri)) is not None}
+    added = [path for f in params.event.added if (path := uri_path(f.uri)) is not None]
+    roots = [root for root in ls.workspace_roots if root not in removed]
+    ls.workspace_roots = roots + [root for root in added if root not in roots]
+    ls.start_repository()
+
+
 def did_change_watched_files(
     ls: ClLanguageServer, params: types.DidChangeWatchedFilesParams
 ) -> None:
@@ -402,6 +413,7 @@ def build_server(cli_model: str | None = None, base: Settings | None = None) -> 
     ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
     ls.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))(did_save)
     ls.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)(did_change_watched_files)
+    ls.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)(did_change_workspace_folders)
     ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(
         inline_completion
     )
