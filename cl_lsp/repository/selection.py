@@ -3,16 +3,19 @@
 Three sources, each switchable:
 
 - **definitions** of the names used around the cursor (nearest first; an imported name is
-  looked up in the files it was imported from, `module.name` in that module's files), then of
-  what the file imports;
+  looked up in the files it was imported from, `module.name` in that module's files; right
+  after `module.` the module's outline, after `self.` the class's members, after `thing.`
+  the members of classes named like it), then of what the file imports, from files of the
+  same language family only;
 - **similar** chunks of the open documents (`chunks`);
 - recent **edits** in any open document (`edits`).
 
-The budget is shared: definitions may take `SHARES` of it first, then edits, then similar
-chunks, each passing on what it leaves. Tokens are counted with the model's tokenizer on the
-block as it goes into the prompt, so the block never exceeds the budget. The block is comments
-in the target file's comment syntax, one ``Path:`` line per file, the most relevant snippets
-last (nearest the code).
+The budget is shared: definitions may take their `SHARES` of it first, then edits, then
+similar chunks, each passing on what it leaves; a source's best snippet too long for its share
+is cut to fit. Tokens are counted with the model's tokenizer on the block as it goes into the
+prompt, so the block never exceeds the budget. The block is comments in the target file's
+comment syntax, one ``Path:`` line per file, or (``style`` "files") the files of a family's
+repository format; the most relevant snippets come last, nearest the code.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ AMBIGUOUS_MEMBER = 2
 #: The score of a definition the file imports but the code near the cursor does not use: about
 #: that of a name used a dozen lines away.
 IMPORTED = 0.08
-#: The score of a class guessed from a name (`self._loop.` -> EventLoop): a guess, below the
-#: names used on the lines around the cursor.
-GUESSED = 0.3
+#: The score of a class guessed from a name (`self._loop.` -> EventLoop): after `thing.` the
+#: next word is one of thing's members, so the guess goes before the names around the cursor
+#: (measured: scored below them, recall fell from 57.9% to 57.6%).
+GUESSED = 2.5
 #: The most definitions a module's outline lists.
 OUTLINE = 60
 #: `name.` right before the cursor (and the part of a word typed after it).
@@ -122,6 +126,7 @@ class ContextBlock:
         return {
             "tokens": self.total,
             "budget": self.budget,
+            "style": self.style,
             "kept": self.kept,
             "snippets": [s.as_dict(t) for s, t in zip(self.snippets, self.tokens, strict=True)],
         }
@@ -259,7 +264,7 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                 cls.line,
                 outline,
                 why,
-                2.5 - order,
+                GUESSED / (1 + order),
                 key,
                 True,
             )
