@@ -87,17 +87,17 @@ from cl_lsp.completion.context import CursorContext
 from cl_lsp.completion.pipeline import CompletionPlan, plan_completion
 from cl_lsp.config import CompletionSettings, ContextSettings
 from cl_lsp.languages import grammar_named_by, parser_for
-from cl_lsp.repository.files import read_source
-from cl_lsp.repository.index import RepositoryIndex
-from cl_lsp.repository.selection import (
+from cl_lsp.repository.definitions import (
     AMBIGUOUS,
     AMBIGUOUS_MEMBER,
-    ContextBlock,
-    Cursor,
     definition_snippets,
     names_near,
 )
+from cl_lsp.repository.files import read_source
+from cl_lsp.repository.index import RepositoryIndex
+from cl_lsp.repository.selection import ContextBlock
 from cl_lsp.repository.service import RepositoryContext, uri_path
+from cl_lsp.repository.snippets import Cursor
 from cl_lsp.repository.tags import Definition
 
 STDLIB_PROJECTS = ("email", "asyncio", "json")

@@ -12,18 +12,12 @@ from test_repository_files import RULES, opened, workspace, write  # noqa: F401 
 from tree_sitter_language_pack import get_parser
 
 from cl_lsp.config import ContextSettings
+from cl_lsp.repository.definitions import _members_folded, definition_snippets
 from cl_lsp.repository.files import FileRules, allowed
 from cl_lsp.repository.index import RepositoryIndex
-from cl_lsp.repository.selection import (
-    SHARES,
-    Cursor,
-    Snippet,
-    _members_folded,
-    definition_snippets,
-    fit,
-    render,
-)
+from cl_lsp.repository.selection import SHARES, fit, render
 from cl_lsp.repository.service import RepositoryContext
+from cl_lsp.repository.snippets import Cursor, Snippet
 from cl_lsp.repository.tags import Import, file_tags
 
 

@@ -30,20 +30,19 @@ from urllib.parse import unquote, urlparse
 
 from ..config import ContextSettings
 from .chunks import ChunkPool
+from .definitions import definition_snippets
 from .edits import RecentEdits
 from .files import FileRules
 from .index import RepositoryIndex
 from .selection import (
     FILE_SEPARATOR,
     ContextBlock,
-    Cursor,
-    Snippet,
     Sources,
-    definition_snippets,
     edit_snippets,
     fit,
     similar_snippets,
 )
+from .snippets import Cursor, Snippet
 
 log = logging.getLogger(__name__)
 
