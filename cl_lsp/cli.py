@@ -321,6 +321,10 @@ def _engine_for(args: argparse.Namespace, settings: Settings) -> tuple[Engine, P
     return engine, vocabulary
 
 
+#: How long `complete` reads the workspace for repository context (its file's folder first).
+INDEX_SECONDS = 10.0
+
+
 def project_root(file: Path) -> Path:
     """The git repository `file` is in, else the current directory (the file's own folder
     when it is not under it): the workspace whose files `complete` may show the model."""
@@ -350,7 +354,7 @@ async def _complete(
     assert engine.vocab is not None
     vocab = engine.vocab
     repository = RepositoryContext(settings.context, {uri: text}.get)
-    repository.build_now([project_root(Path(path))])
+    repository.build_now([project_root(Path(path))], Path(path), INDEX_SECONDS)
     repository.opened(uri, 0, text)
 
     def block(context: CursorContext, budget: int, style: str) -> ContextBlock:

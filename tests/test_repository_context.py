@@ -484,3 +484,12 @@ def test_the_best_snippet_of_a_source_is_cut_to_fit_rather_than_dropped(tiny_voc
     assert cut.text.startswith("def function_number_0(argument):\n") and len(cut.text) < len(
         outline
     )
+
+
+def test_a_one_shot_index_reads_the_files_folder_first_then_stops_in_time(project):
+    repository = RepositoryContext(ContextSettings(), lambda uri: None)
+    repository.build_now([project], project / "web/app.js", seconds=0)
+    index = repository.index
+    assert index is not None and index.stats.timed_out
+    assert sorted(index.relative(p) for p in index.paths()) == ["web/app.js", "web/view.js"]
+    assert repository.status()["indexTimedOut"]

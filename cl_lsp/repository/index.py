@@ -35,6 +35,7 @@ class IndexStats:
     definitions: int = 0
     bytes: int = 0  # the estimate the cap is checked against
     full: bool = False  # the cap was reached: files were left out
+    timed_out: bool = False  # the build's time ran out: files were left out
     seconds: float = 0.0  # the last full build
 
 
@@ -74,10 +75,14 @@ class RepositoryIndex:
     # -- building ----------------------------------------------------------------------------
 
     def build(
-        self, stop: threading.Event | None = None, between: Callable[[], None] | None = None
+        self,
+        stop: threading.Event | None = None,
+        between: Callable[[], None] | None = None,
+        seconds: float | None = None,
     ) -> None:
         """Index every permitted file of the workspace folders (call off the event loop);
-        `between` runs before each file (the server waits there while the model runs)."""
+        `between` runs before each file (the server waits there while the model runs);
+        after `seconds` the files not reached yet are left out."""
         started = time.monotonic()
         for path in source_files(self.roots, self.rules):
             if between is not None:
@@ -85,6 +90,9 @@ class RepositoryIndex:
             if stop is not None and stop.is_set():
                 return
             if self.stats.full:
+                break
+            if seconds is not None and time.monotonic() - started > seconds:
+                self.stats.timed_out = True
                 break
             key = path.as_posix()
             if key in self._files:
@@ -99,7 +107,11 @@ class RepositoryIndex:
             self.stats.definitions,
             self.stats.bytes / 1e6,
             self.stats.seconds,
-            " (memory cap reached: files left out)" if self.stats.full else "",
+            " (memory cap reached: files left out)"
+            if self.stats.full
+            else " (time ran out: files left out)"
+            if self.stats.timed_out
+            else "",
         )
 
     def update_text(self, path: Path, text: str) -> bool:

@@ -107,14 +107,22 @@ class RepositoryContext:
         self._thread = threading.Thread(target=self._run, name="cl-lsp-index", daemon=True)
         self._thread.start()
 
-    def build_now(self, roots: Iterable[Path]) -> None:
-        """Index `roots` on this thread (`cl-lsp complete`)."""
+    def build_now(
+        self, roots: Iterable[Path], near: Path | None = None, seconds: float | None = None
+    ) -> None:
+        """Index `roots` on this thread (`cl-lsp complete`): the files of `near`'s folder
+        first, then the rest for at most `seconds` (a command run from a home folder must
+        not read all of it)."""
         self._roots = [root for root in roots if root.is_dir()]
         if self.settings.enabled and self._roots:
             self.index = RepositoryIndex(
                 self._roots, file_rules(self.settings), self.settings.index_mb << 20
             )
-            self.index.build()
+            if near is not None and near.parent.is_dir():
+                for sibling in sorted(near.parent.iterdir()):
+                    if sibling.is_file():
+                        self.index.update_file(sibling)
+            self.index.build(seconds=seconds)
         self.ready.set()
 
     def stop(self) -> None:
@@ -312,5 +320,6 @@ class RepositoryContext:
             "definitions": stats.definitions if stats else 0,
             "indexBytes": stats.bytes if stats else 0,
             "indexFull": stats.full if stats else False,
+            "indexTimedOut": stats.timed_out if stats else False,
             "indexSeconds": round(stats.seconds, 3) if stats else 0.0,
         }
