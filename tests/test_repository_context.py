@@ -493,3 +493,29 @@ def test_a_one_shot_index_reads_the_files_folder_first_then_stops_in_time(projec
     assert index is not None and index.stats.timed_out
     assert sorted(index.relative(p) for p in index.paths()) == ["web/app.js", "web/view.js"]
     assert repository.status()["indexTimedOut"]
+
+
+def test_after_self_dot_the_class_and_what_it_inherits(tmp_path):
+    root = tmp_path / "inherit"
+    write(
+        root,
+        "base.py",
+        "class Store:\n    def save(self, item):\n        pass\n\n    def load(self, key):\n        pass\n",
+    )
+    write(
+        root,
+        "mid.py",
+        "from base import Store\n\n\nclass CachedStore(Store):\n    def evict(self):\n        pass\n",
+    )
+    text = "import mid\n\n\nclass Cart(mid.CachedStore):\n    def add(self, item):\n        self."
+    write(root, "cart.py", text)
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    cart = (root / "cart.py").resolve()
+    cursor = Cursor(cart.as_uri(), cart.as_posix(), text, len(text), (4, 6), "python")
+    outlines = {s.path: s for s in definition_snippets(cursor, index) if s.key[0] == "outline"}
+    assert outlines["mid.py"].text == "class CachedStore(Store):\n    def evict(self):\n"
+    assert outlines["base.py"].text == (
+        "class Store:\n    def save(self, item):\n    def load(self, key):\n"
+    )
+    assert outlines["mid.py"].score > outlines["base.py"].score  # the nearer generation first

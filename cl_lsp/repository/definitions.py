@@ -114,7 +114,7 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
         for definition in tags.definitions:
             if definition.kind == "class" and definition.line <= line < definition.end_line:
                 # The class the cursor is in: its members' list, even where the window
-                # shows part of it.
+                # shows part of it; then what it inherits, from the base classes up.
                 found[definition.key] = Snippet(
                     "definition",
                     index.relative(definition.path),
@@ -125,12 +125,24 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                     ("definition", *definition.key),
                     True,
                 )
+                for depth, base in enumerate(_bases(definition, index, imports), start=1):
+                    why = f"{owner}. is before the cursor: {definition.name} inherits from {base.name}"
+                    key = ("outline", base.path, base.line, base.name)
+                    found[key] = Snippet(
+                        "definition",
+                        index.relative(base.path),
+                        base.line,
+                        _members_outline(base, index),
+                        why,
+                        3.0 / (1 + 0.1 * depth),
+                        key,
+                        True,
+                    )
     elif owner is not None and len(owner.strip("_")) >= 3:
         # `thing.|`, its type unknown: the members of the classes named like it
         # (`self._loop.` -> EventLoop), as an outline.
         for order, (cls, members) in enumerate(_classes_like(owner, index, cursor, imports)):
-            outline = cls.snippet.split("\n", 1)[0] + "\n"
-            outline += "".join(m.snippet.split("\n")[1] + "\n" for m in members[:OUTLINE])
+            outline = _members_outline(cls, index)
             key = ("outline", cls.path, cls.line, cls.name)
             why = f"{owner}. is before the cursor: the members of {cls.name}"
             found[key] = Snippet(
@@ -225,6 +237,64 @@ def _classes_like(
         if members:
             found.append((cls, members))
     return found
+
+
+#: A class statement's base classes: Python's parentheses, or `extends` / `implements`.
+_BASES = re.compile(r"\(([^)]*)\)\s*:|\bextends\s+([\w.$]+)|\bimplements\s+([\w.$, ]+)")
+#: How many generations of base classes `self.` shows.
+INHERITED = 3
+
+
+def _bases(cls: Definition, index: RepositoryIndex, imports: dict[str, Import]) -> list[Definition]:
+    """The classes `cls` inherits from, nearest first, `INHERITED` generations up: each base
+    named in its header, found through the imports of `cls`'s file where they name it, else
+    unambiguously by name."""
+    found: list[Definition] = []
+    generation = [(cls, imports)]
+    for _ in range(INHERITED):
+        following = []
+        for child, child_imports in generation:
+            header = child.snippet.split("\n", 1)[0]
+            for match in _BASES.finditer(header):
+                text = next(group for group in match.groups() if group is not None)
+                for written in (part.strip() for part in text.split(",")):
+                    if not written or "=" in written:
+                        continue  # `metaclass=...`
+                    base = _class_named(written, child.path, index, child_imports)
+                    if base is not None and base not in found and base != cls:
+                        found.append(base)
+                        tags = index.tags(base.path)
+                        following.append((base, {i.bound: i for i in tags.imports} if tags else {}))
+        generation = following
+    return found
+
+
+def _class_named(
+    written: str, path: str, index: RepositoryIndex, imports: dict[str, Import]
+) -> Definition | None:
+    """The class `written` (`Base`, `module.Base`) names in the file at `path`."""
+    head, _, name = written.rpartition(".")
+    name = name or written
+    imported = imports.get(head.split(".")[0] if head else name)
+    classes = [d for d in index.named(name) if d.kind == "class" and d.container is None]
+    if imported is not None:
+        files = set(index.module_files(path, imported))
+        named = [d for d in classes if d.path in files]
+        if named:
+            return named[0]
+    same = [d for d in classes if d.path == path]
+    if same:
+        return same[0]
+    return classes[0] if len(classes) == 1 else None
+
+
+def _members_outline(cls: Definition, index: RepositoryIndex) -> str:
+    """A class's header and each member's first line (its whole list, up to `OUTLINE`)."""
+    tags = index.tags(cls.path)
+    members = [m for m in tags.definitions if m.container == cls.name] if tags else []
+    lines = [cls.snippet.split("\n", 1)[0]]
+    lines += [m.snippet.split("\n")[1] for m in members[:OUTLINE] if "\n" in m.snippet.strip()]
+    return "".join(line + "\n" for line in lines)
 
 
 def _tops(index: RepositoryIndex, path: str) -> list[Definition]:
