@@ -519,3 +519,27 @@ def test_after_self_dot_the_class_and_what_it_inherits(tmp_path):
         "class Store:\n    def save(self, item):\n    def load(self, key):\n"
     )
     assert outlines["mid.py"].score > outlines["base.py"].score  # the nearer generation first
+
+
+def test_after_an_untyped_name_dot_the_classes_named_like_it(tmp_path):
+    root = tmp_path / "guess"
+    write(
+        root,
+        "futures.py",
+        "class Future:\n    def done(self):\n        pass\n\n    def add_done_callback(self, fn):\n        pass\n",
+    )
+    write(root, "loops.py", "class EventLoop:\n    def call_soon(self, callback):\n        pass\n")
+    write(root, "other.py", "class Unrelated:\n    def done(self):\n        pass\n")
+    text = (
+        "from futures import Future\n\n\ndef wait(fut, loop):\n    loop.call_soon(print)\n    fut."
+    )
+    write(root, "app.py", text)
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    app = (root / "app.py").resolve()
+    cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (3, 6), "python")
+    best = definition_snippets(cursor, index)[0]
+    assert (
+        best.path == "futures.py" and best.why == "fut. is before the cursor: the members of Future"
+    )
+    assert best.text == "class Future:\n    def done(self):\n    def add_done_callback(self, fn):\n"

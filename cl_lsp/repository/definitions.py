@@ -213,9 +213,9 @@ def _owner_before(text: str, offset: int) -> str | None:
 def _classes_like(
     owner: str, index: RepositoryIndex, cursor: Cursor, imports: dict[str, Import]
 ) -> list[tuple[Definition, list[Definition]]]:
-    """At most two classes whose name ends like `owner` (`_loop` -> `BaseEventLoop`), with
-    their members: those in files the file imports first, then its folder's, then the
-    shortest names."""
+    """At most two classes whose name ends or begins like `owner` (`_loop` -> `EventLoop`,
+    `fut` -> `Future`), with their members: those in files the file imports first, then its
+    folder's, then the shortest names."""
     word = owner.strip("_").lower()
     syntax = _syntax(cursor.path)
     imported = {p for i in imports.values() for p in index.module_files(cursor.path, i)}
@@ -223,7 +223,7 @@ def _classes_like(
     classes = [
         d
         for name in index.class_names()
-        if name.lower().endswith(word)
+        if name.lower().endswith(word) or name.lower().startswith(word)
         for d in index.named(name)
         if d.kind == "class" and d.container is None and _syntax(d.path) == syntax
     ]
