@@ -110,9 +110,8 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
             for order, definition in enumerate(tops):
                 add(definition, 3.0 / (1 + 0.02 * order), f"{owner}. is before the cursor")
     elif owner in ("self", "this") and tags is not None:
-        line = cursor.text.count("\n", 0, cursor.offset)
         for definition in tags.definitions:
-            if definition.kind == "class" and definition.line <= line < definition.end_line:
+            if definition.kind == "class" and definition.line <= cursor.line < definition.end_line:
                 # The class the cursor is in: its members' list, even where the window
                 # shows part of it; then what it inherits, from the base classes up.
                 found[definition.key] = Snippet(

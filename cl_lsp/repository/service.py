@@ -242,14 +242,14 @@ class RepositoryContext:
         if not self.settings.enabled or budget <= 0:
             return ContextBlock(budget=budget)
         path = uri_path(uri)
-        cursor = Cursor(
-            uri,
-            path.resolve().as_posix() if path is not None else "",
-            text,
-            offset,
-            (text.count("\n", 0, window[0]), text.count("\n", 0, window[1]) + 1),
-            grammar,
+        # The document's lines are counted once per request, the window's from the cursor.
+        line = text.count("\n", 0, offset)
+        lines = (
+            line - text.count("\n", window[0], offset),
+            line + text.count("\n", offset, window[1]) + 1,
         )
+        resolved = path.resolve().as_posix() if path is not None else ""
+        cursor = Cursor(uri, resolved, text, offset, lines, grammar, line)
         unit = self._unit(cursor)
         definitions = self.definitions(cursor)
         near = frozenset(s.key for s in definitions if s.near)
@@ -291,7 +291,7 @@ class RepositoryContext:
         """The top-level definition the cursor is in (by the index's last reading of the
         file), or the gap after one."""
         tags = self.index.tags(cursor.path) if self.index is not None else None
-        line = cursor.text.count("\n", 0, cursor.offset)
+        line = cursor.line
         if not tags:
             return (cursor.uri, None)
         tops = [d for d in tags.definitions if d.container is None]

@@ -39,6 +39,11 @@ class Cursor:
     offset: int
     window: tuple[int, int]  # first and after-last line of the prompt window
     grammar: str | None
+    line: int = -1  # the cursor's line (counted from `text` when not given)
+
+    def __post_init__(self) -> None:
+        if self.line < 0:
+            object.__setattr__(self, "line", self.text.count("\n", 0, self.offset))
 
 
 def lines_around(text: str, offset: int, above: int, below: int) -> tuple[list[int], int]:
