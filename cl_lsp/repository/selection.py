@@ -23,22 +23,12 @@ from dataclasses import dataclass, field, replace
 from ..languages import comment_style
 from .chunks import ChunkPool
 from .edits import RecentEdits
-from .index import RepositoryIndex
 from .snippets import Cursor, Snippet, lines_around
 
 #: Lines around the cursor that similar chunks are compared with.
 QUERY_ABOVE, QUERY_BELOW = 20, 4
 #: Each source's share of the budget, in the order they fill it.
 SHARES = (("definition", 0.7), ("edit", 0.1), ("similar", 0.2))
-
-
-@dataclass(frozen=True)
-class Sources:
-    index: RepositoryIndex | None
-    chunks: ChunkPool | None
-    edits: RecentEdits | None
-    text_of: Callable[[str], str | None] = lambda uri: None  # an open document's text
-    path_of: Callable[[str], str] = lambda uri: uri
 
 
 @dataclass(frozen=True)
@@ -73,18 +63,18 @@ class ContextBlock:
 # --------------------------------------------------------------------------- the others
 
 
-def similar_snippets(cursor: Cursor, sources: Sources, limit: int = 8) -> list[Snippet]:
-    if sources.chunks is None:
-        return []
+def similar_snippets(
+    cursor: Cursor, chunks: ChunkPool, path_of: Callable[[str], str], limit: int = 8
+) -> list[Snippet]:
     starts, hi = lines_around(cursor.text, cursor.offset, QUERY_ABOVE, QUERY_BELOW)
     query = cursor.text[starts[0] : hi]
-    picked = sources.chunks.similar(
+    picked = chunks.similar(
         query, limit=limit, exclude=(cursor.uri, cursor.window[0], cursor.window[1])
     )
     return [
         Snippet(
             "similar",
-            sources.path_of(chunk.uri),
+            path_of(chunk.uri),
             chunk.start_line,
             chunk.text,
             f"similar to the code around the cursor ({score:.2f})",
@@ -95,16 +85,20 @@ def similar_snippets(cursor: Cursor, sources: Sources, limit: int = 8) -> list[S
     ]
 
 
-def edit_snippets(cursor: Cursor, sources: Sources, limit: int = 8) -> list[Snippet]:
-    if sources.edits is None:
-        return []
-    regions = sources.edits.regions(
-        sources.text_of, exclude=(cursor.uri, cursor.window[0], cursor.window[1]), limit=limit
+def edit_snippets(
+    cursor: Cursor,
+    edits: RecentEdits,
+    text_of: Callable[[str], str | None],
+    path_of: Callable[[str], str],
+    limit: int = 8,
+) -> list[Snippet]:
+    regions = edits.regions(
+        text_of, exclude=(cursor.uri, cursor.window[0], cursor.window[1]), limit=limit
     )
     return [
         Snippet(
             "edit",
-            sources.path_of(region.uri),
+            path_of(region.uri),
             region.start_line,
             region.text,
             "edited recently",

@@ -37,7 +37,6 @@ from .index import RepositoryIndex
 from .selection import (
     FILE_SEPARATOR,
     ContextBlock,
-    Sources,
     edit_snippets,
     fit,
     similar_snippets,
@@ -279,12 +278,11 @@ class RepositoryContext:
 
     def others(self, cursor: Cursor) -> dict[str, list[Snippet]]:
         """The similar chunks and recent edits (computed only when the block is chosen)."""
-        sources = Sources(self.index, self.chunks, self.edits, self.text_of, self.path_of)
         found: dict[str, list[Snippet]] = {}
         if self.settings.edits:
-            found["edit"] = edit_snippets(cursor, sources)
+            found["edit"] = edit_snippets(cursor, self.edits, self.text_of, self.path_of)
         if self.settings.similar:
-            found["similar"] = similar_snippets(cursor, sources)
+            found["similar"] = similar_snippets(cursor, self.chunks, self.path_of)
         return found
 
     def _unit(self, cursor: Cursor) -> object:
