@@ -84,7 +84,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import typing_replay as replay  # the bench's own helpers: machine, percentile
 
 from cl_lsp.completion.context import CursorContext
-from cl_lsp.completion.pipeline import CompletionPlan, plan_completion
+from cl_lsp.completion.pipeline import CompletionPlan, plan_completion, repository_block
 from cl_lsp.config import CompletionSettings, ContextSettings
 from cl_lsp.languages import grammar_named_by, parser_for
 from cl_lsp.repository.definitions import (
@@ -431,12 +431,7 @@ def plan_with(
         for open_uri in session.uris:
             repo.opened(open_uri, 0, session.texts[open_uri])
 
-        def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
-            window = (context.window_start, context.window_end)
-            return repo.block_for(
-                uri, text, context.offset, window, context.language, vocab.count, budget, style
-            )
-
+        block = repository_block(repo, uri, text, vocab.count)
         kwargs = {"repository": block, "repo_tokens": variant.budget}
     started = time.perf_counter()
     try:

@@ -339,11 +339,9 @@ def project_root(file: Path) -> Path:
 async def _complete(
     engine: Engine, model: Path | None, settings: Settings, text: str, offset: int, path: str
 ) -> tuple[CompletionPlan, Generation | None]:
-    from .completion.context import CursorContext
-    from .completion.pipeline import plan_completion
+    from .completion.pipeline import plan_completion, repository_block
     from .engine import EngineError
     from .engine.remote import RemoteEngine
-    from .repository.selection import ContextBlock
     from .repository.service import RepositoryContext
 
     uri = Path(path).resolve().as_uri()
@@ -356,13 +354,7 @@ async def _complete(
     repository = RepositoryContext(settings.context, {uri: text}.get)
     repository.build_now([project_root(Path(path))], Path(path), INDEX_SECONDS)
     repository.opened(uri, 0, text)
-
-    def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
-        window = (context.window_start, context.window_end)
-        return repository.block_for(
-            uri, text, offset, window, context.language, vocab.count, budget, style
-        )
-
+    block = repository_block(repository, uri, text, vocab.count)
     plan = plan_completion(
         text,
         offset,

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import CompletionSettings
 from ..engine import Generation, GenerationRequest, Tokenizer, kv_cache
@@ -28,6 +28,9 @@ from .postprocess import (
 )
 from .prompts import FimPrompt, RepoFiles, build_prompt, fim_text
 
+if TYPE_CHECKING:
+    from ..repository.service import RepositoryContext
+
 log = logging.getLogger(__name__)
 
 # Room kept free in the context window besides prompt and generation (control tokens etc.).
@@ -37,6 +40,21 @@ CONTEXT_MARGIN = 8
 #: as comments or as the family's repository format ("files")
 #: (`repository.service.RepositoryContext.block_for`, bound to the document).
 RepositoryBlock = Callable[[CursorContext, int, str], ContextBlock]
+
+
+def repository_block(
+    repository: RepositoryContext, uri: str, text: str, count: Callable[[str], int]
+) -> RepositoryBlock:
+    """`repository`'s block for the document `uri` holding `text`, as `plan_completion`
+    asks for it (the server, `cl-lsp complete` and the benches bind it alike)."""
+
+    def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
+        window = (context.window_start, context.window_end)
+        return repository.block_for(
+            uri, text, context.offset, window, context.language, count, budget, style
+        )
+
+    return block
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,15 @@ from dataclasses import dataclass, replace
 
 from ..config import CompletionSettings, camel_dict
 from ..engine import Engine, EngineError, Generation, Tokenizer
-from ..repository.selection import ContextBlock
 from ..repository.service import RepositoryContext
-from .context import CursorContext
 from .families import FimFormat
 from .pipeline import (
     CompletionPlan,
-    RepositoryBlock,
     finish_completion,
     model_format,
     plan_completion,
     plan_within,
+    repository_block,
 )
 from .reuse import CacheKey, ResultCache, Shown, typed_ahead
 from .scheduler import Scheduler, Ticket
@@ -363,15 +361,10 @@ class Completions:
         repository = self.repository()
         if repository is None or not repository.settings.enabled:
             return {}
-
-        def block(context: CursorContext, budget: int, style: str) -> ContextBlock:
-            window = (context.window_start, context.window_end)
-            return repository.block_for(
-                uri, text, context.offset, window, context.language, vocab.count, budget, style
-            )
-
-        chosen: RepositoryBlock = block
-        return {"repository": chosen, "repo_tokens": repository.settings.repo_tokens}
+        return {
+            "repository": repository_block(repository, uri, text, vocab.count),
+            "repo_tokens": repository.settings.repo_tokens,
+        }
 
     async def _debounce(self, pending: Pending) -> bool:
         """Wait out the debounce; False (and why, in the record) if the request is superseded
