@@ -51,10 +51,6 @@ REINDEX_PAUSE = 0.5
 BUSY_POLL = 0.05
 
 
-def file_rules(settings: ContextSettings) -> FileRules:
-    return FileRules(exclude=settings.exclude, max_bytes=settings.max_file_kb * 1024)
-
-
 def _lower_priority() -> None:
     """Run this thread at the lowest CPU priority (Linux takes a thread's id here): reading
     and parsing the workspace must not take cores from the model."""
@@ -100,9 +96,7 @@ class RepositoryContext:
         if not self.settings.enabled or not self._roots or self._thread is not None:
             self.ready.set()
             return
-        self.index = RepositoryIndex(
-            self._roots, file_rules(self.settings), self.settings.index_mb << 20
-        )
+        self.index = self._new_index()
         self._thread = threading.Thread(target=self._run, name="cl-lsp-index", daemon=True)
         self._thread.start()
 
@@ -114,15 +108,18 @@ class RepositoryContext:
         not read all of it)."""
         self._roots = [root for root in roots if root.is_dir()]
         if self.settings.enabled and self._roots:
-            self.index = RepositoryIndex(
-                self._roots, file_rules(self.settings), self.settings.index_mb << 20
-            )
+            self.index = self._new_index()
             if near is not None and near.parent.is_dir():
                 for sibling in sorted(near.parent.iterdir()):
                     if sibling.is_file():
                         self.index.update_file(sibling)
             self.index.build(seconds=seconds)
         self.ready.set()
+
+    def _new_index(self) -> RepositoryIndex:
+        """An empty index of the workspace folders under the `context.*` file rules."""
+        rules = FileRules(exclude=self.settings.exclude, max_bytes=self.settings.max_file_kb << 10)
+        return RepositoryIndex(self._roots, rules, self.settings.index_mb << 20)
 
     def stop(self) -> None:
         self._stop.set()
