@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from conftest import complete_json, status
 from lsprotocol import types
@@ -22,20 +23,17 @@ CART = (
 )
 
 
+def with_and_without_context(tmp_path: Path, model: Path) -> tuple[dict, dict]:
+    """`complete --json` at the end of CART's `return price`, context on and off."""
+    on = complete_json(tmp_path, CART, 5, 16, "--model", str(model))
+    off_setting = ("--settings", '{"context": {"enabled": false}}')
+    return on, complete_json(tmp_path, CART, 5, 16, "--model", str(model), *off_setting)
+
+
 def test_complete_json_shows_which_snippets_went_in_and_why(tmp_path, x_model, tiny_vocab):
     (tmp_path / "pricing.py").write_text(PRICING)
     (tmp_path / ".env").write_text("def leaked(): pass\n")
-    on = complete_json(tmp_path, CART, 5, 16, "--model", str(x_model))
-    off = complete_json(
-        tmp_path,
-        CART,
-        5,
-        16,
-        "--model",
-        str(x_model),
-        "--settings",
-        '{"context": {"enabled": false}}',
-    )
+    on, off = with_and_without_context(tmp_path, x_model)
     context = on["context"]
     [snippet] = [s for s in context["snippets"] if s["path"] == "pricing.py"]
     assert snippet["source"] == "definition" and snippet["line"] == 9
@@ -162,17 +160,7 @@ def test_a_family_with_repository_tokens_gets_the_files_in_its_format(tmp_path, 
 
     (tmp_path / "pricing.py").write_text(PRICING)
     model = family_gguf("starcoder")
-    on = complete_json(tmp_path, CART, 5, 16, "--model", str(model))
-    off = complete_json(
-        tmp_path,
-        CART,
-        5,
-        16,
-        "--model",
-        str(model),
-        "--settings",
-        '{"context": {"enabled": false}}',
-    )
+    on, off = with_and_without_context(tmp_path, model)
     vocab = Vocabulary(model)
     try:
         repo_name, file_sep = vocab.token_id("<repo_name>"), vocab.token_id("<file_sep>")
