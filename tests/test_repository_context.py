@@ -12,7 +12,12 @@ from test_repository_files import RULES, opened, workspace, write  # noqa: F401 
 from tree_sitter_language_pack import get_parser
 
 from cl_lsp.config import ContextSettings
-from cl_lsp.repository.definitions import _members_folded, definition_snippets
+from cl_lsp.repository.definitions import (
+    IMPORTED,
+    UNUSED_IMPORT,
+    _members_folded,
+    definition_snippets,
+)
 from cl_lsp.repository.files import FileRules, allowed
 from cl_lsp.repository.index import RepositoryIndex
 from cl_lsp.repository.selection import SHARES, fit, render
@@ -519,6 +524,16 @@ def test_after_self_dot_the_class_and_what_it_inherits(tmp_path):
         "class Store:\n    def save(self, item):\n    def load(self, key):\n"
     )
     assert outlines["mid.py"].score > outlines["base.py"].score  # the nearer generation first
+    assert all(s.next_word for s in outlines.values())
+    # What a class overrides is listed under it only, not again under its base.
+    override = text.replace(
+        "def add(self, item)", "def save(self, item):\n        pass\n\n    def x(self)"
+    )
+    write(root, "cart.py", override)
+    index.update_text(cart, override)
+    cursor = Cursor(cart.as_uri(), cart.as_posix(), override, len(override), (4, 9), "python")
+    outlines = {s.path: s for s in definition_snippets(cursor, index) if s.key[0] == "outline"}
+    assert outlines["base.py"].text == "class Store:\n    def load(self, key):\n"
 
 
 def test_after_an_untyped_name_dot_the_classes_named_like_it(tmp_path):
@@ -540,6 +555,138 @@ def test_after_an_untyped_name_dot_the_classes_named_like_it(tmp_path):
     cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (3, 6), "python")
     best = definition_snippets(cursor, index)[0]
     assert (
-        best.path == "futures.py" and best.why == "fut. is before the cursor: the members of Future"
+        best.path == "futures.py"
+        and best.why == "fut. is before the cursor: the members of Future (named like it)"
     )
     assert best.text == "class Future:\n    def done(self):\n    def add_done_callback(self, fn):\n"
+
+
+def test_after_an_untyped_name_dot_the_classes_whose_members_the_file_uses_on_it(tmp_path):
+    root = tmp_path / "duck"
+    write(
+        root,
+        "message.py",
+        "class Message:\n    def get_payload(self):\n        pass\n\n"
+        "    def is_multipart(self):\n        pass\n\n    def set_payload(self, p):\n"
+        "        pass\n",
+    )
+    # Shares one member: covered less. Many classes define `close`: it says nothing.
+    write(root, "parts.py", "class Part:\n    def get_payload(self):\n        pass\n")
+    write(
+        root,
+        "closers.py",
+        "".join(f"class C{i}:\n    def close(self):\n        pass\n" for i in range(8)),
+    )
+    text = (
+        "def walk(msg):\n    if msg.is_multipart():\n        return msg.get_payload()\n"
+        "    msg.close()\n    msg.\n"
+    )
+    write(root, "walk.py", text)
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    walk = (root / "walk.py").resolve()
+    offset = text.index("msg.\n") + 4
+    cursor = Cursor(walk.as_uri(), walk.as_posix(), text, offset, (0, 5), "python", 4)
+    found = definition_snippets(cursor, index)
+    guessed = [s for s in found if s.why.startswith("msg. is before the cursor")]
+    assert [(s.path, s.why.rsplit(": ", 1)[1]) for s in guessed] == [
+        ("message.py", "the members of Message (the file uses msg's members)"),
+        ("parts.py", "the members of Part (the file uses msg's members)"),
+    ]
+    assert "def set_payload(self, p):" in guessed[0].text
+    assert guessed[0].score > guessed[1].score
+    # The same file with the name used on nothing else guesses nothing from members.
+    alone = "def walk(msg):\n    msg.\n"
+    cursor = Cursor(walk.as_uri(), walk.as_posix(), alone, len(alone) - 1, (0, 2), "python", 1)
+    assert not [s for s in definition_snippets(cursor, index) if "msg's members" in s.why]
+
+
+def test_after_a_compound_name_dot_the_classes_named_like_its_last_word(tmp_path):
+    root = tmp_path / "words"
+    write(root, "events.py", "class EventLoop:\n    def call_soon(self, callback):\n        pass\n")
+    text = "def wake(dest_loop):\n    dest_loop."
+    write(root, "app.py", text)
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    app = (root / "app.py").resolve()
+    cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (0, 2), "python", 1)
+    best = definition_snippets(cursor, index)[0]
+    assert best.why == "dest_loop. is before the cursor: the members of EventLoop (named like it)"
+
+
+def test_what_the_next_word_is_one_of_may_take_the_whole_budget(tiny_vocab):
+    members = "".join(f"    def member_number_{i}(self, argument):\n" for i in range(80))
+    outline = replace(snippet("definition", "class Big:\n" + members, 3.0), next_word=True)
+    chunk = snippet("similar", "total = price * count\n", 0.5)
+    budget = 300
+    block = fit({"definition": [outline], "similar": [chunk]}, budget, tiny_vocab.count, "python")
+    [cut] = block.snippets
+    assert cut.text.endswith("\n...\n") and block.total <= budget
+    # More than the definitions' share: the share alone would have cut it shorter.
+    share = dict(SHARES)["definition"]
+    assert block.total > budget * share
+    plain = fit(
+        {"definition": [replace(outline, next_word=False)], "similar": [chunk]},
+        budget,
+        tiny_vocab.count,
+        "python",
+    )
+    assert len(plain.snippets) == 2 and len(plain.snippets[1].text) < len(cut.text)
+
+
+def test_a_package_name_is_found_in_node_modules_nearest_first(tmp_path):
+    root = tmp_path / "node"
+    write(root, "node_modules/fund/lib/index.js", "function normalize (x) {\n  return x\n}\n")
+    write(root, "node_modules/@scope/tool/index.js", "class Tool {\n  run () {}\n}\n")
+    write(root, "node_modules/semver/classes/range.js", "class Range {\n  test () {}\n}\n")
+    write(root, "lib/node_modules/fund/index.js", "function normalize (y) {\n  return y\n}\n")
+    write(root, "lib/app.js", "const x = 1\n")
+    write(root, "bin/cli.js", "const y = 2\n")
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+
+    def found(importer: str, module: str) -> list[str]:
+        path = (root / importer).resolve().as_posix()
+        return [index.relative(p) for p in index.module_files(path, Import("n", module, None))]
+
+    assert found("bin/cli.js", "fund") == ["node_modules/fund/lib/index.js"]
+    assert found("lib/app.js", "fund") == ["lib/node_modules/fund/index.js"]  # the nearest
+    assert found("bin/cli.js", "@scope/tool") == ["node_modules/@scope/tool/index.js"]
+    assert found("bin/cli.js", "semver/classes/range") == ["node_modules/semver/classes/range.js"]
+    assert found("bin/cli.js", "fs") == [] and found("bin/cli.js", "node:fs") == []
+
+
+def test_an_import_the_file_does_not_use_yet_ranks_its_definition_higher(tmp_path):
+    root = tmp_path / "unused"
+    write(root, "shapes.py", "class Circle:\n    pass\n\n\nclass Square:\n    pass\n")
+    filler = "".join(f"WIDTH_{i} = {i}\n" for i in range(50))  # the import is not near
+    text = f"from shapes import Circle, Square\n{filler}\n\ndef draw():\n    c = Circle()\n    return \n"
+    write(root, "draw.py", text)
+    assert tags_of("python", text).unused == frozenset({"Square"})
+    assert tags_of("javascript", "const { a, b } = require('x')\nb()\n").unused == {"a"}
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    draw = (root / "draw.py").resolve()
+    offset = text.index("return ") + 7
+    cursor = Cursor(draw.as_uri(), draw.as_posix(), text, offset, (40, 56), "python")
+    found = {s.text.split("\n")[0]: s for s in definition_snippets(cursor, index)}
+    assert found["class Square:"].why == "imported from shapes, not used in the file yet"
+    assert found["class Circle:"].why == "Circle is used near the cursor, imported from shapes"
+    # Not used yet: ahead of any import the file uses away from the cursor.
+    assert found["class Square:"].score == UNUSED_IMPORT > IMPORTED
+
+
+def test_after_exports_dot_no_class_is_guessed(tmp_path):
+    root = tmp_path / "exports"
+    write(
+        root,
+        "cache.js",
+        "class Exports {\n  get () {}\n}\nclass Entry {\n  a () {}\n  b () {}\n}\n",
+    )
+    text = "exports.a = 1\nexports.b = 2\nexports."
+    write(root, "index.js", text)
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    path = (root / "index.js").resolve()
+    cursor = Cursor(path.as_uri(), path.as_posix(), text, len(text), (0, 3), "javascript")
+    assert not [s for s in definition_snippets(cursor, index) if s.next_word]

@@ -9,6 +9,7 @@ import bisect
 import functools
 import math
 import re
+from collections.abc import Collection
 
 from .. import languages
 from ..languages import grammar_named_by
@@ -25,10 +26,23 @@ AMBIGUOUS_MEMBER = 2
 #: The score of a definition the file imports but the code near the cursor does not use: about
 #: that of a name used a dozen lines away.
 IMPORTED = 0.08
+#: The score of a definition the file imports but does not use yet: the import was written
+#: for code still to come, likely where the cursor is (about a name used 2 lines away).
+UNUSED_IMPORT = 0.3
 #: The score of a class guessed from a name (`self._loop.` -> EventLoop): after `thing.` the
 #: next word is one of thing's members, so the guess goes before the names around the cursor
 #: (measured: scored below them, recall fell from 57.9% to 57.6%).
 GUESSED = 2.5
+#: What a JavaScript module writes its exports on: `exports.` is followed by one of the
+#: file's own names, not a member of some class.
+EXPORTS = frozenset({"exports", "module"})
+#: The most classes guessed for `thing.`, and how well a class must cover the members the
+#: file uses on `thing` to be guessed from them (see `_classes_used_like`).
+GUESSES, COVERED = 2, 0.5
+#: A member defined by more classes than this (`get`, `close`) says nothing of its owner.
+COMMON_MEMBER = 6
+#: The words of a name: `dest_loop` -> dest, loop; `childNode` -> child, Node.
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 #: The most definitions a module's outline lists.
 OUTLINE = 60
 #: `name.` right before the cursor (and the part of a word typed after it).
@@ -105,7 +119,7 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                 why = f"{owner}. is before the cursor: what {index.relative(path)} defines"
                 key = ("outline", path)
                 found[key] = Snippet(
-                    "definition", index.relative(path), 0, outline, why, 4.0, key, True
+                    "definition", index.relative(path), 0, outline, why, 4.0, key, True, None, True
                 )
             for order, definition in enumerate(tops):
                 add(definition, 3.0 / (1 + 0.02 * order), f"{owner}. is before the cursor")
@@ -123,27 +137,33 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                     3.0,
                     ("definition", *definition.key),
                     True,
+                    next_word=True,
                 )
+                # What a class overrides is listed once, under the class nearest the cursor.
+                listed = {m.name for m in tags.definitions if m.container == definition.name}
                 for depth, base in enumerate(_bases(definition, index, imports), start=1):
                     why = f"{owner}. is before the cursor: {definition.name} inherits from {base.name}"
                     key = ("outline", base.path, base.line, base.name)
+                    outline = _members_outline(base, index, skip=listed)
+                    listed |= {m.name for m in _members(base, index)}
                     found[key] = Snippet(
                         "definition",
                         index.relative(base.path),
                         base.line,
-                        _members_outline(base, index),
+                        outline,
                         why,
                         3.0 / (1 + 0.1 * depth),
                         key,
                         True,
+                        next_word=True,
                     )
-    elif owner is not None and len(owner.strip("_")) >= 3:
-        # `thing.|`, its type unknown: the members of the classes named like it
-        # (`self._loop.` -> EventLoop), as an outline.
-        for order, (cls, members) in enumerate(_classes_like(owner, index, cursor, imports)):
-            outline = _members_outline(cls, index)
+    elif owner is not None and owner not in EXPORTS:
+        # `thing.|`, its type unknown: the members of the classes whose members the file
+        # uses on `thing`, or named like it (`self._loop.` -> EventLoop), as an outline.
+        for order, (cls, how) in enumerate(_owner_classes(owner, index, cursor, imports)):
+            outline = _members_outline(cls, index, public=True)
             key = ("outline", cls.path, cls.line, cls.name)
-            why = f"{owner}. is before the cursor: the members of {cls.name}"
+            why = f"{owner}. is before the cursor: the members of {cls.name} ({how})"
             found[key] = Snippet(
                 "definition",
                 index.relative(cls.path),
@@ -153,6 +173,7 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                 GUESSED / (1 + order),
                 key,
                 True,
+                next_word=True,
             )
     for (module, member), weight in pairs.items():
         imported = imports.get(module)
@@ -196,10 +217,14 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
         for definition in candidates[:2]:
             why = f"{name} is used near the cursor"
             add(definition, factor * weight / math.sqrt(len(candidates)), why)
+    unused = tags.unused if tags is not None else frozenset()
     for order, imported in enumerate(imports.values()):
         for definition in _imported_definitions(cursor.path, imported, index):
-            why = f"imported from {imported.module}"
-            add(definition, IMPORTED / (1 + 0.1 * order), why, near=False)
+            if imported.bound in unused:
+                why = f"imported from {imported.module}, not used in the file yet"
+                add(definition, UNUSED_IMPORT, why, near=False)
+            else:
+                add(definition, IMPORTED / (1 + 0.1 * order), f"imported from {imported.module}")
     return _distinct(_members_folded(sorted(found.values(), key=lambda s: -s.score)))
 
 
@@ -209,32 +234,88 @@ def _owner_before(text: str, offset: int) -> str | None:
     return match.group(1) if match else None
 
 
+def _owner_classes(
+    owner: str, index: RepositoryIndex, cursor: Cursor, imports: dict[str, Import]
+) -> list[tuple[Definition, str]]:
+    """At most `GUESSES` classes `owner` may be an instance of, each with how it was found:
+    those defining the members the file uses on it (`msg.get_payload()` elsewhere: Message),
+    then those named like it."""
+    found: dict[Definition, str] = {}
+    used = f"the file uses {owner}'s members"
+    for cls in _classes_used_like(owner, index, cursor):
+        found.setdefault(cls, used)
+    for cls in _classes_like(owner, index, cursor, imports):
+        found.setdefault(cls, "named like it")
+    return list(found.items())[:GUESSES]
+
+
+def _classes_used_like(owner: str, index: RepositoryIndex, cursor: Cursor) -> list[Definition]:
+    """The classes of the cursor's language that define the members the file uses on
+    `owner` (`owner.name`, anywhere in it but at the cursor), best covered first: each member
+    counts 1 shared among the classes defining it; a member most classes define (`get`)
+    says nothing. A class needs `COVERED` at least."""
+    pattern = re.compile(rf"(?<![\w$]){re.escape(owner)}\s*\.\s*([A-Za-z_$][\w$]*)")
+    used = {
+        m.group(1)
+        for m in pattern.finditer(cursor.text)
+        if not m.start(1) <= cursor.offset <= m.end(1)
+    }
+    syntax = _syntax(cursor.path)
+    scores: dict[tuple[str, str], float] = {}
+    for member in used:
+        owners = {
+            (d.path, d.container)
+            for d in index.named(member)
+            if d.container is not None and _syntax(d.path) == syntax
+        }
+        if len(owners) > COMMON_MEMBER:
+            continue
+        for key in owners:
+            scores[key] = scores.get(key, 0.0) + 1 / len(owners)
+    found = []
+    for (path, name), score in sorted(scores.items(), key=lambda i: (-i[1], i[0])):
+        if score < COVERED:
+            break
+        cls = next(
+            (d for d in index.named(name) if d.path == path and d.kind == "class"),
+            None,
+        )
+        if cls is not None:
+            found.append(cls)
+    return found
+
+
 def _classes_like(
     owner: str, index: RepositoryIndex, cursor: Cursor, imports: dict[str, Import]
-) -> list[tuple[Definition, list[Definition]]]:
-    """At most two classes whose name ends or begins like `owner` (`_loop` -> `EventLoop`,
-    `fut` -> `Future`), with their members: those in files the file imports first, then its
-    folder's, then the shortest names."""
-    word = owner.strip("_").lower()
+) -> list[Definition]:
+    """Classes with members whose name ends or begins like `owner` or its last word
+    (`_loop` and `dest_loop` -> `EventLoop`, `fut` -> `Future`): those in files the file
+    imports first, then its folder's, then the shortest names."""
+    words = [owner.strip("_$").lower()]
+    last = _WORDS.findall(owner)
+    if len(last) > 1:
+        words.append(last[-1].lower())
+    words = [w for w in words if len(w) >= 3]
     syntax = _syntax(cursor.path)
     imported = {p for i in imports.values() for p in index.module_files(cursor.path, i)}
     here = cursor.path.rsplit("/", 1)[0] + "/"
-    classes = [
-        d
-        for name in index.class_names()
-        if name.lower().endswith(word) or name.lower().startswith(word)
-        for d in index.named(name)
-        if d.kind == "class" and d.container is None and _syntax(d.path) == syntax
-    ]
-    classes.sort(
-        key=lambda d: (d.path not in imported, not d.path.startswith(here), len(d.name), d.path)
-    )
-    found = []
-    for cls in classes[:2]:
-        tags = index.tags(cls.path)
-        members = [m for m in tags.definitions if m.container == cls.name] if tags else []
-        if members:
-            found.append((cls, members))
+    found: list[Definition] = []
+    for word in words:
+        classes = [
+            d
+            for name in index.class_names()
+            if name.lower().endswith(word) or name.lower().startswith(word)
+            for d in index.named(name)
+            if d.kind == "class" and d.container is None and _syntax(d.path) == syntax
+        ]
+        classes.sort(
+            key=lambda d: (d.path not in imported, not d.path.startswith(here), len(d.name), d.path)
+        )
+        for cls in classes:
+            if _members(cls, index):
+                found.append(cls)
+                if len(found) >= GUESSES:
+                    return found
     return found
 
 
@@ -287,10 +368,26 @@ def _class_named(
     return classes[0] if len(classes) == 1 else None
 
 
-def _members_outline(cls: Definition, index: RepositoryIndex) -> str:
-    """A class's header and each member's first line (its whole list, up to `OUTLINE`)."""
+def _members(cls: Definition, index: RepositoryIndex) -> list[Definition]:
     tags = index.tags(cls.path)
-    members = [m for m in tags.definitions if m.container == cls.name] if tags else []
+    return [m for m in tags.definitions if m.container == cls.name] if tags else []
+
+
+def _members_outline(
+    cls: Definition,
+    index: RepositoryIndex,
+    public: bool = False,
+    skip: Collection[str] = frozenset(),
+) -> str:
+    """A class's header and each member's first line (its whole list, up to `OUTLINE`), but
+    those named in `skip` (listed already, under a class overriding them); `public`: only the
+    members code outside the class calls (not `_private`, not `__dunder__`: `thing.` is rarely
+    followed by them)."""
+    members = [
+        m
+        for m in _members(cls, index)
+        if m.name not in skip and not (public and m.name.startswith("_"))
+    ]
     lines = [cls.snippet.split("\n", 1)[0]]
     lines += [m.snippet.split("\n")[1] for m in members[:OUTLINE] if "\n" in m.snippet.strip()]
     return "".join(line + "\n" for line in lines)

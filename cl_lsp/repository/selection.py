@@ -9,7 +9,8 @@ Three sources, each switchable:
 
 The budget is shared: definitions may take their `SHARES` of it first, then edits, then
 similar chunks, each passing on what it leaves; a source's best snippet too long for its share
-is cut to fit. Tokens are counted with the model's tokenizer on the block as it goes into the
+is cut to fit. The exception: what the word about to be typed is one of (the members after
+`module.`, `self.` or `thing.`) may take all the budget left, cut to fit. Tokens are counted with the model's tokenizer on the block as it goes into the
 prompt, so the block never exceeds the budget. The block is comments in the target file's
 comment syntax, one ``Path:`` line per file, or (``style`` "files") the files of a family's
 repository format; the most relevant snippets come last, nearest the code.
@@ -133,9 +134,10 @@ def fit(
         used = 0
         while rest:
             cost = count(render([rest[0]], grammar, style))
-            if used + cost > allowance or spent + cost > budget:
-                if not used:  # the source's best is too long: its head, if that fits
-                    room = int(min(allowance, budget - spent))
+            first = rest[0].next_word  # may take all that is left of the budget
+            if (used + cost > allowance and not first) or spent + cost > budget:
+                if not used or first:  # the source's best is too long: its head, if it fits
+                    room = int(budget - spent if first else min(allowance, budget - spent))
                     cut = _cut(rest[0], room, count, grammar, style)
                     if cut is not None:
                         rest[0], cost = cut

@@ -17,6 +17,9 @@ class Snippet:
     key: tuple[object, ...]  # what it is, for comparing selections
     near: bool = False  # a definition of a name used near the cursor
     member_of: str | None = None  # a member's class (impl, interface)
+    #: What the word about to be typed is one of (the members after `thing.`): it may take
+    #: the whole budget, cut to fit, before any other snippet.
+    next_word: bool = False
 
     def as_dict(self, tokens: int) -> dict[str, object]:
         return {

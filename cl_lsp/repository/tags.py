@@ -14,6 +14,8 @@ tree-sitter parser.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +57,7 @@ class Import:
 class FileTags:
     definitions: tuple[Definition, ...] = ()
     imports: tuple[Import, ...] = ()
+    unused: frozenset[str] = frozenset()  # names imports bind that the file does not use yet
 
 
 #: Members are looked for this deep (a method of a class in a module; no deeper).
@@ -70,7 +73,21 @@ def file_tags(path: str, source: bytes, grammar: str, parser: Any) -> FileTags:
     reader = _Reader(path, source, table)
     definitions = tuple(reader.walk(root, None, 0))
     imports = tuple(_imports(root, source, table.imports))
-    return FileTags(definitions, imports)
+    return FileTags(definitions, imports, _unused(imports, source))
+
+
+#: A name in code, as bytes.
+_WORD = re.compile(rb"[A-Za-z_$][\w$]*")
+
+
+def _unused(imports: tuple[Import, ...], source: bytes) -> frozenset[str]:
+    """The names the imports bind that the file does not use elsewhere: written no more
+    often than the imports write them (once each; in a comment or a string counts as used)."""
+    if not imports:
+        return frozenset()
+    bound = Counter(i.bound.encode() for i in imports)
+    written = Counter(word for word in _WORD.findall(source) if word in bound)
+    return frozenset(name.decode() for name, n in bound.items() if written[name] <= n)
 
 
 class _Reader:
