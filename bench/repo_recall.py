@@ -21,10 +21,22 @@ first thing the model would write; the editor holds the file without it, the cur
 start. Holes are sampled with ``random.Random(seed)``, at most 3 per file (so a project of
 few files gets fewer than ``--holes``).
 
-Most such holes in a big project are names that merely coincide (``opts``, ``length``), so
-recall is also given for **linked** holes: the file imports (as the index resolves imports) a
-file that defines X. Each hole also says how X reaches the file: ``imported`` (an import binds
-X), ``module.X`` (after a name an import binds), ``obj.X`` (after another ``.``), ``bare``.
+Most such holes are names that merely coincide with another file's definition (``opts``,
+``length``), which the issue's rule ("the true middle uses an identifier defined in another
+file") does not mean, so each hole is also read with tree-sitter for whether X is a **use** of
+another file's definition. It is not when X is
+- bound in the file itself: a parameter, a variable, a loop's or a pattern's name, a nested
+  function or class, anywhere in the file (``bound_names``), or ``self.X``/``this.X`` where
+  the file assigns ``self.X`` (``own_attributes``);
+- an object key or a keyword argument's name;
+- one of the language's builtins, or ``x.X`` with X a member of a builtin type (``str``,
+  ``dict``, ``Array``...: the owner's type decides, and nothing here knows it);
+- imported from, or ``module.X`` of, a module outside the project (no indexed file);
+- ``x.X`` where x is no module and another file defines X only at top level.
+Recall is reported on those uses (the target), on all holes, and on **linked** holes: the
+file imports (as the index resolves imports) a file that defines X. Each hole also says how X
+reaches the file (from the tree): ``imported`` (an import binds X), ``module.X`` (after a name
+an import binds), ``obj.X`` (after another ``.``), ``bare``.
 
 **Each hole** is planned with the real pipeline (``plan_completion``, default
 ``CompletionSettings``, ``n_ctx`` 4096) and Code Llama's tokenizer (the tests' tiny Code Llama
@@ -165,6 +177,7 @@ NOT_USES = {
     "key": "an object key or a keyword argument's name",
     "builtin": "one of the language's builtins",
     "builtin member": "x.X where X is a member of a builtin type (str, dict, Array...)",
+    "own attribute": "self.X or this.X where the file assigns self.X (its class's attribute)",
     "outside": "X comes from a module outside the project (an import of it, or module.X)",
     "not a member": "x.X where x is no module and another file defines X only at top level",
 }
@@ -390,12 +403,18 @@ def bound_names(root: Any, kind: str | None, source: bytes) -> set[str]:
             return
         if node.type in NOT_BOUND or node.type.endswith("expression"):
             return  # `a.b = ...` and `a[i] = ...` bind no name; annotations are uses
-        if node.type in ("default_parameter", "typed_default_parameter"):
-            node = node.child_by_field_name("name") or node
-        elif node.type in ("assignment_pattern", "object_assignment_pattern"):
-            node = node.child_by_field_name("left") or node
-        elif node.type == "pair_pattern":
-            node = node.child_by_field_name("value") or node
+        field_name = {
+            "default_parameter": "name",
+            "typed_default_parameter": "name",
+            "assignment_pattern": "left",
+            "object_assignment_pattern": "left",
+            "pair_pattern": "value",
+        }.get(node.type)
+        if field_name is not None:  # `a=1`, `{ a = 1 }`, `{ k: a }`: only `a` is bound
+            target = node.child_by_field_name(field_name)
+            if target is not None:
+                take(target)
+            return
         for child in node.named_children:
             take(child)
 
@@ -416,6 +435,33 @@ def bound_names(root: Any, kind: str | None, source: bytes) -> set[str]:
                     take(child)
         elif (target := node.child_by_field_name(field_name)) is not None:
             take(target)
+    return names
+
+
+def own_attributes(root: Any, source: bytes) -> set[str]:
+    """The attributes a file assigns on `self` or `this` (`self.X = ...`): its classes' own."""
+    names: set[str] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.named_children)
+        if node.type not in ("assignment", "augmented_assignment", "assignment_expression"):
+            continue
+        targets = [node.child_by_field_name("left")]
+        while targets:
+            target = targets.pop()
+            if target is None:
+                continue
+            if target.type in ("pattern_list", "tuple_pattern"):
+                targets.extend(target.named_children)
+            elif target.type in ("attribute", "member_expression"):
+                owner = target.child_by_field_name("object")
+                member = target.named_children[-1]
+                if owner is not None and source[owner.start_byte : owner.end_byte] in (
+                    b"self",
+                    b"this",
+                ):
+                    names.add(source[member.start_byte : member.end_byte].decode())
     return names
 
 
@@ -470,6 +516,7 @@ def file_candidates(project: Project, path: str, text: str) -> list[Hole]:
     reached = {f for i in tags.imports for f in project.index.module_files(path, i)}
     kind = family(path)
     bound = bound_names(tree.root_node, kind, source)
+    attributes = own_attributes(tree.root_node, source)
     relative = project.index.relative(path)
     found: list[Hole] = []
     stack = [tree.root_node]
@@ -510,6 +557,8 @@ def file_candidates(project: Project, path: str, text: str) -> list[Hole]:
             assert module is not None
             outside = not project.index.module_files(path, module)
             not_use = "outside" if outside else ""
+        elif use == "member" and written in (b"self", b"this") and name in attributes:
+            not_use = "own attribute"
         elif use == "member" and all(d.container is None for d in wanted):
             not_use = not_a_use(name, use, kind, bound) or "not a member"
         else:

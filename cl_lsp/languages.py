@@ -173,6 +173,7 @@ _JS_TAGS = TagRules(
     {
         "function_declaration": "function",
         "generator_function_declaration": "function",
+        "function_signature": "function",  # `declare function f(): T;` (.d.ts)
         "class_declaration": "class",
         "abstract_class_declaration": "class",
         "method_definition": "method",
@@ -183,11 +184,14 @@ _JS_TAGS = TagRules(
         "method_signature": "method",
         "abstract_method_signature": "method",
         "public_field_definition": "variable",
+        "field_definition": "variable",  # JavaScript's class fields (`static params = [...]`)
     },
     containers=frozenset(
         {"class_declaration", "abstract_class_declaration", "interface_declaration"}
     ),
-    wrappers=frozenset({"export_statement", "lexical_declaration", "variable_declaration"}),
+    wrappers=frozenset(
+        {"export_statement", "lexical_declaration", "variable_declaration", "ambient_declaration"}
+    ),
     bodies=frozenset({"class_body", "interface_body", "object_type"}),
     imports="ecmascript",
 )

@@ -101,10 +101,10 @@ def test_python_definitions_imports_and_snippets():
             'import React, { useState as use } from "react";\n'
             'const { join } = require("./paths");\nconst Cmd = require("../cmd.js");\n'
             "export function f(a) { return a; }\n"
-            "class K extends B {\n  m(a) {\n    return a;\n  }\n}\n"
+            "class K extends B {\n  static params = [];\n  m(a) {\n    return a;\n  }\n}\n"
             "const g = async (x) => {\n  return x;\n};\n",
-            {("f", "function", None), ("K", "class", None), ("m", "method", "K"),
-             ("g", "variable", None)},
+            {("f", "function", None), ("K", "class", None), ("params", "variable", "K"),
+             ("m", "method", "K"), ("g", "variable", None)},
             [("React", "react", "default"), ("use", "react", "useState"),
              ("join", "./paths", "join"), ("Cmd", "../cmd.js", None)],
             id="javascript",
@@ -121,6 +121,16 @@ def test_python_definitions_imports_and_snippets():
              ("name", "variable", "Box")},
             [("A", "./a", "A"), ("C", "./a", "B")],
             id="typescript",
+        ),
+        pytest.param(
+            "typescript",
+            "declare class Builder<T = X> {\n  crawl(root?: string): Builder<T>;\n}\n"
+            "declare function fdir(path: string): Builder;\ndeclare const VERSION: string;\n"
+            "export { Builder, fdir };\n",
+            {("Builder", "class", None), ("crawl", "method", "Builder"),
+             ("fdir", "function", None), ("VERSION", "variable", None)},
+            [],
+            id="typescript declarations (.d.ts)",
         ),
         pytest.param(
             "go",
@@ -690,3 +700,33 @@ def test_after_exports_dot_no_class_is_guessed(tmp_path):
     path = (root / "index.js").resolve()
     cursor = Cursor(path.as_uri(), path.as_posix(), text, len(text), (0, 3), "javascript")
     assert not [s for s in definition_snippets(cursor, index) if s.next_word]
+
+
+def test_an_outline_lists_the_members_the_project_calls_most_first(tmp_path):
+    root = tmp_path / "popular"
+    write(
+        root,
+        "loops.py",
+        "class EventLoop:\n    def close(self):\n        pass\n\n    def call_soon(self, fn):\n"
+        "        pass\n\n    def time(self):\n        pass\n",
+    )
+    for i in range(3):
+        write(root, f"user{i}.py", f"def f{i}(loop):\n    loop.call_soon(print)\n")
+    write(root, "timer.py", "def t(loop):\n    return loop.time()\n")
+    text = "def run(loop):\n    loop."
+    write(root, "run.py", text)
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    assert (index.member_uses("call_soon"), index.member_uses("time")) == (3, 1)
+    run = (root / "run.py").resolve()
+    cursor = Cursor(run.as_uri(), run.as_posix(), text, len(text), (0, 2), "python", 1)
+
+    def outline() -> list[str]:
+        [guess] = [s for s in definition_snippets(cursor, index) if s.next_word]
+        return [line.strip() for line in guess.text.split("\n")[1:] if line]
+
+    assert outline() == ["def call_soon(self, fn):", "def time(self):", "def close(self):"]
+    for i in range(3):
+        index.remove((root / f"user{i}.py").resolve())
+    assert index.member_uses("call_soon") == 0
+    assert outline() == ["def time(self):", "def close(self):", "def call_soon(self, fn):"]

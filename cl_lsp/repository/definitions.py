@@ -379,8 +379,9 @@ def _members_outline(
     public: bool = False,
     skip: Collection[str] = frozenset(),
 ) -> str:
-    """A class's header and each member's first line (its whole list, up to `OUTLINE`), but
-    those named in `skip` (listed already, under a class overriding them); `public`: only the
+    """A class's header and each member's first line (its whole list, up to `OUTLINE`), those
+    the most files call first (a budget cutting the outline keeps them), but those named in
+    `skip` (listed already, under a class overriding them); `public`: only the
     members code outside the class calls (not `_private`, not `__dunder__`: `thing.` is rarely
     followed by them)."""
     members = [
@@ -388,6 +389,7 @@ def _members_outline(
         for m in _members(cls, index)
         if m.name not in skip and not (public and m.name.startswith("_"))
     ]
+    members.sort(key=lambda m: -index.member_uses(m.name))  # the most called first
     lines = [cls.snippet.split("\n", 1)[0]]
     lines += [m.snippet.split("\n")[1] for m in members[:OUTLINE] if "\n" in m.snippet.strip()]
     return "".join(line + "\n" for line in lines)

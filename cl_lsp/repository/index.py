@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 #: Bytes counted per definition besides its texts (the objects, the name table's entry).
 DEFINITION_OVERHEAD = 400
 FILE_OVERHEAD = 600
+#: A file's entry for one member name it writes (a set slot; the name itself is shared).
+MEMBER_USE_OVERHEAD = 16
 
 
 @dataclass
@@ -48,8 +51,13 @@ def _minified(text: str) -> bool:
 
 
 def _cost(tags: FileTags) -> int:
-    return FILE_OVERHEAD + sum(
-        DEFINITION_OVERHEAD + len(d.snippet) + len(d.name) + len(d.path) for d in tags.definitions
+    return (
+        FILE_OVERHEAD
+        + sum(
+            DEFINITION_OVERHEAD + len(d.snippet) + len(d.name) + len(d.path)
+            for d in tags.definitions
+        )
+        + MEMBER_USE_OVERHEAD * len(tags.members_used)
     )
 
 
@@ -69,6 +77,7 @@ class RepositoryIndex:
         self._by_basename: dict[str, set[str]] = {}
         self._by_folder: dict[str, set[str]] = {}
         self._classes: set[str] = set()  # names that some class has
+        self._member_uses: Counter[str] = Counter()  # how many files write `x.name`
         self._lock = threading.Lock()
         self._parsers: dict[str, object] = {}  # the indexing thread's own (parsers are per thread)
 
@@ -165,6 +174,7 @@ class RepositoryIndex:
                 self._by_basename.setdefault(name, set()).add(key)
                 self._by_folder.setdefault(folder.rpartition("/")[2], set()).add(key)
             self._files[key] = tags
+            self._member_uses.update(tags.members_used)
             for definition in tags.definitions:
                 self._by_name.setdefault(definition.name, []).append(definition)
                 if definition.kind == "class":
@@ -191,6 +201,10 @@ class RepositoryIndex:
                 same[:] = [d for d in same if d is not definition]
                 if not same:
                     del self._by_name[definition.name]
+        self._member_uses.subtract(tags.members_used)
+        for name in tags.members_used:
+            if self._member_uses[name] <= 0:
+                del self._member_uses[name]
         self.stats.definitions -= len(tags.definitions)
         self.stats.bytes -= _cost(tags)
 
@@ -219,6 +233,10 @@ class RepositoryIndex:
     def named(self, name: str) -> list[Definition]:
         with self._lock:
             return list(self._by_name.get(name, ()))
+
+    def member_uses(self, name: str) -> int:
+        """How many indexed files write `x.name`: how much the project calls on `name`."""
+        return self._member_uses.get(name, 0)
 
     def class_names(self) -> list[str]:
         """The names classes have (some may since have gone: look them up with `named`)."""

@@ -15,6 +15,7 @@ tree-sitter parser.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class FileTags:
     definitions: tuple[Definition, ...] = ()
     imports: tuple[Import, ...] = ()
     unused: frozenset[str] = frozenset()  # names imports bind that the file does not use yet
+    members_used: frozenset[str] = frozenset()  # the `x.name` the file writes (its names)
 
 
 #: Members are looked for this deep (a method of a class in a module; no deeper).
@@ -73,7 +75,12 @@ def file_tags(path: str, source: bytes, grammar: str, parser: Any) -> FileTags:
     reader = _Reader(path, source, table)
     definitions = tuple(reader.walk(root, None, 0))
     imports = tuple(_imports(root, source, table.imports))
-    return FileTags(definitions, imports, _unused(imports, source))
+    members_used = frozenset(sys.intern(m.decode()) for m in _MEMBER.findall(source))
+    return FileTags(definitions, imports, _unused(imports, source), members_used)
+
+
+#: A member written after a dot (`x.name`, `module.name`).
+_MEMBER = re.compile(rb"\.[ \t]*([A-Za-z_$][\w$]*)")
 
 
 #: A name in code, as bytes.
@@ -139,7 +146,8 @@ class _Reader:
             return None if name.startswith("__") else name  # `__all__`, `__version__`
         if node.type == "impl_item":
             return None  # an impl is found by its methods
-        name = node.child_by_field_name("name")
+        # A JavaScript class field names its `property`; everything else its `name`.
+        name = node.child_by_field_name("property" if node.type == "field_definition" else "name")
         if name is None or name.type not in _NAME_TYPES:
             return None
         return self.text(name)
