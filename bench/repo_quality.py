@@ -1,10 +1,11 @@
 """Repository context with a real model: does SmolLM2 write the name defined elsewhere?
 
     python bench/repo_quality.py [--holes 10] [--projects email,asyncio,json,npm] [--seed 0]
-                                 [--json OUT]
+                                 [--all-holes] [--json OUT]
 
 The holes are `repo_recall.py`'s (a name X defined in another file of the project; the middle
-is the rest of the line from X), the first ``--holes`` of each project with its seed. Each is
+is the rest of the line from X) whose X is a use of another file's definition (all of them
+with ``--all-holes``), the first ``--holes`` of each project with its seed. Each is
 planned with the real pipeline twice, without repository context and with it (defaults), on
 SmolLM2-135M-Instruct (the test model: real text, no FIM tokens, so the prompt is the prefix,
 after the block when there is one; its own tokenizer counts the budget), and answered with
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projects", default="email,asyncio,json,npm")
     parser.add_argument("--holes", type=int, default=10, help="holes per project (10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--all-holes",
+        action="store_true",
+        help="every hole, not only those whose X is a use of another file's definition",
+    )
     parser.add_argument("--json", help="write every hole's record here")
     args = parser.parse_args(argv)
     import sysconfig
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             tags = index.tags(path)
             if tags and tags.definitions and (text := read_source(Path(path), index.rules)):
                 texts[path] = text
-        holes = recall.pick_holes(project, texts, args.holes, args.seed)
+        holes = recall.pick_holes(project, texts, args.holes, args.seed, not args.all_holes)
         variants = [
             recall.Variant("none", None, 0),
             recall.variant("context", recall.ContextSettings().repo_tokens, index, session),

@@ -576,10 +576,15 @@ def family(path: str) -> str | None:
     return "javascript" if grammar in ("javascript", "typescript", "tsx") else grammar
 
 
-def pick_holes(project: Project, texts: dict[str, str], holes: int, seed: int) -> list[Hole]:
+def pick_holes(
+    project: Project, texts: dict[str, str], holes: int, seed: int, uses_only: bool = False
+) -> list[Hole]:
+    """Up to `holes` seeded-random holes, `PER_FILE` per file at most; `uses_only`: of those
+    whose X is a use of another file's definition."""
     candidates: list[Hole] = []
     for path in sorted(texts):
-        candidates.extend(file_candidates(project, path, texts[path]))
+        found = file_candidates(project, path, texts[path])
+        candidates.extend(h for h in found if not (uses_only and h.not_use))
     candidates.sort(key=lambda h: (h.path, h.start))
     random.Random(seed).shuffle(candidates)
     per_file: Counter[str] = Counter()
