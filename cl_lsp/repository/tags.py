@@ -59,7 +59,7 @@ class FileTags:
     definitions: tuple[Definition, ...] = ()
     imports: tuple[Import, ...] = ()
     unused: frozenset[str] = frozenset()  # names imports bind that the file does not use yet
-    members_used: frozenset[str] = frozenset()  # the `x.name` the file writes (its names)
+    members_used: tuple[str, ...] = ()  # the names the file writes as `x.name`, once each
 
 
 #: Members are looked for this deep (a method of a class in a module; no deeper).
@@ -75,7 +75,7 @@ def file_tags(path: str, source: bytes, grammar: str, parser: Any) -> FileTags:
     reader = _Reader(path, source, table)
     definitions = tuple(reader.walk(root, None, 0))
     imports = tuple(_imports(root, source, table.imports))
-    members_used = frozenset(sys.intern(m.decode()) for m in _MEMBER.findall(source))
+    members_used = tuple(sorted({sys.intern(m.decode()) for m in _MEMBER.findall(source)}))
     return FileTags(definitions, imports, _unused(imports, source), members_used)
 
 
