@@ -730,3 +730,21 @@ def test_an_outline_lists_the_members_the_project_calls_most_first(tmp_path):
         index.remove((root / f"user{i}.py").resolve())
     assert index.member_uses("call_soon") == 0
     assert outline() == ["def time(self):", "def close(self):", "def call_soon(self, fn):"]
+
+
+def test_the_index_waits_while_the_user_types(project, monkeypatch):
+    from cl_lsp.repository import service
+
+    monkeypatch.setattr(service, "TYPING_PAUSE", 0.3)
+    repository = RepositoryContext(ContextSettings(), lambda uri: None)
+    uri = (project / "shop/cart.py").resolve().as_uri()
+    repository.changed(uri, 2, "x = 1\n", [(0, 0, 0)])
+    assert repository.typing()
+    repository.start([project])
+    try:
+        assert not repository.ready.wait(0.15)  # typed 0.15 s ago: nothing read yet
+        assert repository.index is not None and len(repository.index) == 0
+        assert repository.ready.wait(5)  # the user paused: the build runs
+        assert not repository.typing() and len(repository.index) == 7
+    finally:
+        repository.stop()

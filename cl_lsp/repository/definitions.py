@@ -119,7 +119,15 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                 why = f"{owner}. is before the cursor: what {index.relative(path)} defines"
                 key = ("outline", path)
                 found[key] = Snippet(
-                    "definition", index.relative(path), 0, outline, why, 4.0, key, True, None, True
+                    "definition",
+                    index.relative(path),
+                    0,
+                    outline,
+                    why,
+                    4.0,
+                    key,
+                    True,
+                    next_word=True,
                 )
             for order, definition in enumerate(tops):
                 add(definition, 3.0 / (1 + 0.02 * order), f"{owner}. is before the cursor")
