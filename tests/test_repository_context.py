@@ -451,6 +451,12 @@ def test_after_module_dot_the_modules_outline_comes_first(project):
     best = definition_snippets(cursor, index)[0]
     assert best.path == "shop/pricing.py" and best.why.startswith("p. is before the cursor")
     assert best.text == "class Discount:\ndef total_price(items, discount=None):\n"
+    # What the project calls most comes first: two files write `pricing.total_price`.
+    for name in ("a", "b"):
+        write(project, f"shop/{name}.py", "from shop import pricing\npricing.total_price([])\n")
+        index.update_file(project / f"shop/{name}.py")
+    best = definition_snippets(cursor, index)[0]
+    assert best.text == "def total_price(items, discount=None):\nclass Discount:\n"
     # An aliased module's member used near the cursor is found in that module.
     text = "from shop import tax as t\n\n\ndef total(x):\n    y = t.with_vat(x)\n    return "
     index.update_text(cart, text)

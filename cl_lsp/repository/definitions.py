@@ -115,7 +115,8 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
         for path in index.module_files(cursor.path, imported):
             tops = _tops(index, path)
             if tops and _syntax(path) == syntax:
-                outline = "".join(d.snippet.split("\n", 1)[0] + "\n" for d in tops[:OUTLINE])
+                popular = sorted(tops, key=lambda d: -index.member_uses(d.name))
+                outline = "".join(d.snippet.split("\n", 1)[0] + "\n" for d in popular[:OUTLINE])
                 why = f"{owner}. is before the cursor: what {index.relative(path)} defines"
                 key = ("outline", path)
                 found[key] = Snippet(

@@ -4,9 +4,9 @@ chunks and recent edits, and each document's context block kept stable while the
 The event loop only records what happened (`opened`, `changed`, `saved`, `closed`,
 `files_changed`): reading and parsing files happen on the index's own thread, which builds the
 index once and then re-reads what changed after a short pause. That thread runs at the lowest
-CPU priority, waits while the model runs and lets go of the GIL between files, so building the
-index of a large workspace next to the model does not slow typing (BENCHMARKS.md). `block_for`
-runs on the completion planner's thread. New settings or workspace folders make a new
+CPU priority, waits while the model runs or the user types, and lets go of the GIL between
+files, so building the index of a large workspace next to the model does not slow typing
+(BENCHMARKS.md). `block_for` runs on the completion planner's thread. New settings or workspace folders make a new
 `RepositoryContext`.
 
 **Stability.** A document's block is chosen again only when the cursor moves to another unit
