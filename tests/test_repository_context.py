@@ -26,6 +26,19 @@ from cl_lsp.repository.snippets import Cursor, Snippet
 from cl_lsp.repository.tags import Import, file_tags
 
 
+def built(root: Path) -> RepositoryIndex:
+    """The index of the workspace folder `root`, built."""
+    index = RepositoryIndex([root], FileRules())
+    index.build()
+    return index
+
+
+def cursor_in(root: Path, name: str, *args) -> Cursor:
+    """A cursor in the workspace file `name` (`Cursor`'s fields from `text` on)."""
+    path = (root / name).resolve()
+    return Cursor(path.as_uri(), path.as_posix(), *args)
+
+
 def tags_of(grammar: str, source: str):
     return file_tags("f", source.encode(), grammar, get_parser(grammar))
 
@@ -322,8 +335,7 @@ def test_an_ambiguous_name_is_not_guessed_but_the_files_own_definition_wins(tmp_
     for i in range(5):
         write(root, f"m{i}.py", "def run(job):\n    return job\n")
     write(root, "main.py", "def run(x):\n    return x\n\n\n\n" + "\n" * 60 + "run(1)\n")
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
     text = (root / "m0.py").read_text() + "\n\n\nrun(2)\n"
     far = cursor_at(root, "m0.py", "run(2)", text)
     far = Cursor(far.uri, far.path, far.text, far.offset, (3, 6), "python")
@@ -471,8 +483,7 @@ def test_definitions_come_from_the_same_language_family_only(tmp_path):
     write(root, "tool.py", "def render_page(page):\n    return page\n")
     write(root, "web/view.ts", "export function renderPage(page: number) {\n  return page;\n}\n")
     write(root, "web/app.js", "render_page(1)\nrenderPage(2)\n")
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
     app = (root / "web/app.js").resolve()
     text = app.read_text()
     cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (5, 6), "javascript")
@@ -530,8 +541,7 @@ def test_after_self_dot_the_class_and_what_it_inherits(tmp_path):
     )
     text = "import mid\n\n\nclass Cart(mid.CachedStore):\n    def add(self, item):\n        self."
     write(root, "cart.py", text)
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
     cart = (root / "cart.py").resolve()
     cursor = Cursor(cart.as_uri(), cart.as_posix(), text, len(text), (4, 6), "python")
     outlines = {s.path: s for s in definition_snippets(cursor, index) if s.key[0] == "outline"}
@@ -565,10 +575,8 @@ def test_after_an_untyped_name_dot_the_classes_named_like_it(tmp_path):
         "from futures import Future\n\n\ndef wait(fut, loop):\n    loop.call_soon(print)\n    fut."
     )
     write(root, "app.py", text)
-    index = RepositoryIndex([root], FileRules())
-    index.build()
-    app = (root / "app.py").resolve()
-    cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (3, 6), "python")
+    index = built(root)
+    cursor = cursor_in(root, "app.py", text, len(text), (3, 6), "python")
     best = definition_snippets(cursor, index)[0]
     assert (
         best.path == "futures.py"
@@ -598,8 +606,7 @@ def test_after_an_untyped_name_dot_the_classes_whose_members_the_file_uses_on_it
         "    msg.close()\n    msg.\n"
     )
     write(root, "walk.py", text)
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
     walk = (root / "walk.py").resolve()
     offset = text.index("msg.\n") + 4
     cursor = Cursor(walk.as_uri(), walk.as_posix(), text, offset, (0, 5), "python", 4)
@@ -622,10 +629,8 @@ def test_after_a_compound_name_dot_the_classes_named_like_its_last_word(tmp_path
     write(root, "events.py", "class EventLoop:\n    def call_soon(self, callback):\n        pass\n")
     text = "def wake(dest_loop):\n    dest_loop."
     write(root, "app.py", text)
-    index = RepositoryIndex([root], FileRules())
-    index.build()
-    app = (root / "app.py").resolve()
-    cursor = Cursor(app.as_uri(), app.as_posix(), text, len(text), (0, 2), "python", 1)
+    index = built(root)
+    cursor = cursor_in(root, "app.py", text, len(text), (0, 2), "python", 1)
     best = definition_snippets(cursor, index)[0]
     assert best.why == "dest_loop. is before the cursor: the members of EventLoop (named like it)"
 
@@ -658,8 +663,7 @@ def test_a_package_name_is_found_in_node_modules_nearest_first(tmp_path):
     write(root, "lib/node_modules/fund/index.js", "function normalize (y) {\n  return y\n}\n")
     write(root, "lib/app.js", "const x = 1\n")
     write(root, "bin/cli.js", "const y = 2\n")
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
 
     def found(importer: str, module: str) -> list[str]:
         path = (root / importer).resolve().as_posix()
@@ -680,8 +684,7 @@ def test_an_import_the_file_does_not_use_yet_ranks_its_definition_higher(tmp_pat
     write(root, "draw.py", text)
     assert tags_of("python", text).unused == frozenset({"Square"})
     assert tags_of("javascript", "const { a, b } = require('x')\nb()\n").unused == {"a"}
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
     draw = (root / "draw.py").resolve()
     offset = text.index("return ") + 7
     cursor = Cursor(draw.as_uri(), draw.as_posix(), text, offset, (40, 56), "python")
@@ -701,10 +704,8 @@ def test_after_exports_dot_no_class_is_guessed(tmp_path):
     )
     text = "exports.a = 1\nexports.b = 2\nexports."
     write(root, "index.js", text)
-    index = RepositoryIndex([root], FileRules())
-    index.build()
-    path = (root / "index.js").resolve()
-    cursor = Cursor(path.as_uri(), path.as_posix(), text, len(text), (0, 3), "javascript")
+    index = built(root)
+    cursor = cursor_in(root, "index.js", text, len(text), (0, 3), "javascript")
     assert not [s for s in definition_snippets(cursor, index) if s.next_word]
 
 
@@ -721,11 +722,9 @@ def test_an_outline_lists_the_members_the_project_calls_most_first(tmp_path):
     write(root, "timer.py", "def t(loop):\n    return loop.time()\n")
     text = "def run(loop):\n    loop."
     write(root, "run.py", text)
-    index = RepositoryIndex([root], FileRules())
-    index.build()
+    index = built(root)
     assert (index.member_uses("call_soon"), index.member_uses("time")) == (3, 1)
-    run = (root / "run.py").resolve()
-    cursor = Cursor(run.as_uri(), run.as_posix(), text, len(text), (0, 2), "python", 1)
+    cursor = cursor_in(root, "run.py", text, len(text), (0, 2), "python", 1)
 
     def outline() -> list[str]:
         [guess] = [s for s in definition_snippets(cursor, index) if s.next_word]
