@@ -61,6 +61,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import typing_replay as replay  # the bench's own helpers: files, spots, machine
+from typing_replay import pct, share
 
 from cl_lsp.completion import postprocess
 from cl_lsp.completion.context import CompletionMode, CursorContext, extract_context
@@ -179,14 +180,6 @@ UNBALANCED = {
 
 def log(message: str) -> None:
     print(f"[quality] {message}", file=sys.stderr, flush=True)
-
-
-def pct(share: float | None) -> str:
-    return "-" if share is None else f"{100 * share:.1f}%"
-
-
-def share(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
 
 
 # -- the filters, whichever API they have -------------------------------------------------------

@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r[label] for r in answered]
         probs = [row["logprob"] for row in rows if row["logprob"] is not None]
         print(
-            f"| {label} | {recall.pct(recall.share([row['name'] for row in rows]))} "
-            f"| {recall.pct(recall.share([row['exact'] for row in rows]))} "
+            f"| {label} | {replay.pct(replay.share([row['name'] for row in rows]))} "
+            f"| {replay.pct(replay.share([row['exact'] for row in rows]))} "
             f"| {statistics.fmean(probs):.3f} / {statistics.median(probs):.3f} "
             f"| {statistics.median(row['promptTokens'] for row in rows):.0f} |"
         )

@@ -95,6 +95,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "tests"))
 import typing_replay as replay  # the bench's own helpers: machine, percentile
+from typing_replay import pct, share
 
 from cl_lsp.completion.context import CursorContext
 from cl_lsp.completion.pipeline import CompletionPlan, plan_completion, repository_block
@@ -186,14 +187,6 @@ TARGET = 0.80
 
 def log(message: str) -> None:
     print(f"[repo-recall] {message}", file=sys.stderr, flush=True)
-
-
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def share(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
 
 
 def median(values: list[float]) -> float | None:

@@ -778,6 +778,15 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:.{digits}f}"
 
 
+def share(flags: list[bool]) -> float | None:
+    """The share of true flags (None for none)."""
+    return sum(flags) / len(flags) if flags else None
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 METRICS = (
     ("evaluated", "evaluated tokens / generated request", 0),
     ("k2s", "keystroke-to-suggestion (ms)", 0),
