@@ -149,41 +149,21 @@ def definition_snippets(cursor: Cursor, index: RepositoryIndex) -> list[Snippet]
                     next_word=True,
                 )
                 # What a class overrides is listed once, under the class nearest the cursor.
-                listed = {m.name for m in tags.definitions if m.container == definition.name}
+                listed = {m.name for m in _members(definition, index)}
                 for depth, base in enumerate(_bases(definition, index, imports), start=1):
                     why = f"{owner}. is before the cursor: {definition.name} inherits from {base.name}"
-                    key = ("outline", base.path, base.line, base.name)
                     outline = _members_outline(base, index, skip=listed)
                     listed |= {m.name for m in _members(base, index)}
-                    found[key] = Snippet(
-                        "definition",
-                        index.relative(base.path),
-                        base.line,
-                        outline,
-                        why,
-                        3.0 / (1 + 0.1 * depth),
-                        key,
-                        True,
-                        next_word=True,
-                    )
+                    snippet = _outline_snippet(base, outline, why, 3.0 / (1 + 0.1 * depth), index)
+                    found[snippet.key] = snippet
     elif owner is not None and owner not in EXPORTS:
         # `thing.|`, its type unknown: the members of the classes whose members the file
         # uses on `thing`, or named like it (`self._loop.` -> EventLoop), as an outline.
         for order, (cls, how) in enumerate(_owner_classes(owner, index, cursor, imports)):
             outline = _members_outline(cls, index, public=True)
-            key = ("outline", cls.path, cls.line, cls.name)
             why = f"{owner}. is before the cursor: the members of {cls.name} ({how})"
-            found[key] = Snippet(
-                "definition",
-                index.relative(cls.path),
-                cls.line,
-                outline,
-                why,
-                GUESSED / (1 + order),
-                key,
-                True,
-                next_word=True,
-            )
+            snippet = _outline_snippet(cls, outline, why, GUESSED / (1 + order), index)
+            found[snippet.key] = snippet
     for (module, member), weight in pairs.items():
         imported = imports.get(module)
         if imported is None:
@@ -375,6 +355,24 @@ def _class_named(
     if same:
         return same[0]
     return classes[0] if len(classes) == 1 else None
+
+
+def _outline_snippet(
+    cls: Definition, outline: str, why: str, score: float, index: RepositoryIndex
+) -> Snippet:
+    """A class's outline as a snippet: what the word about to be typed is one of."""
+    key = ("outline", cls.path, cls.line, cls.name)
+    return Snippet(
+        "definition",
+        index.relative(cls.path),
+        cls.line,
+        outline,
+        why,
+        score,
+        key,
+        True,
+        next_word=True,
+    )
 
 
 def _members(cls: Definition, index: RepositoryIndex) -> list[Definition]:
