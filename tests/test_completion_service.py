@@ -162,6 +162,19 @@ async def test_the_debounce_waits_then_the_model_generates(editor, engine, setti
     assert prompt.endswith(TEXT[:OFFSET]) and prompt.startswith(TEXT[OFFSET:])  # SPM
 
 
+async def test_a_place_with_nothing_to_write_is_answered_before_the_debounce_ends(
+    editor, engine, settings
+):
+    settings["completion"] = CompletionSettings(debounce_ms=2000)
+    inside_a_name = TEXT.index("add(1") + 2  # pr|int: the model is not asked mid-word
+    started = time.monotonic()
+    suggestion, record = await asyncio.wait_for(editor.suggest(offset=inside_a_name), 5)
+    assert (suggestion, record.outcome) == ("", "none")
+    assert time.monotonic() - started < 1.0  # not the 2 s debounce
+    assert record.debounce_ms < 1000
+    assert engine.requests == []
+
+
 async def test_a_documents_next_generation_starts_once_the_superseded_one_ended(editor, engine):
     # A server engine's superseded stream takes a moment to close: the next generation for
     # the document waits for it, so the server never runs two for one document.

@@ -27,7 +27,8 @@ class Ticket:
     uri: str
     number: int
     cancel: threading.Event = field(default_factory=threading.Event)  # read by the engine
-    _woken: asyncio.Event = field(default_factory=asyncio.Event)
+    _woken: asyncio.Event = field(default_factory=asyncio.Event)  # superseded
+    _waited: asyncio.Event = field(default_factory=asyncio.Event)  # the debounce may end
     superseded_at: float | None = None
 
     @property
@@ -43,6 +44,11 @@ class Ticket:
             self.superseded_at = now
         self.cancel.set()
         self._woken.set()
+        self._waited.set()
+
+    def end_debounce(self) -> None:
+        """Let the request go on before its debounce ends (nothing is left to wait for)."""
+        self._waited.set()
 
 
 class TypingPace:
@@ -103,10 +109,11 @@ class Scheduler:
             del self._latest[ticket.uri]
 
     async def debounce(self, ticket: Ticket, seconds: float) -> bool:
-        """Wait `seconds` unless superseded first; True if the request should go on."""
+        """Wait `seconds` unless superseded (or `end_debounce`) first; True if the request
+        should go on."""
         if seconds > 0 and not ticket.superseded:
             try:
-                await asyncio.wait_for(ticket._woken.wait(), seconds)
+                await asyncio.wait_for(ticket._waited.wait(), seconds)
             except asyncio.TimeoutError:
                 pass
         return not ticket.superseded

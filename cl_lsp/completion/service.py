@@ -113,6 +113,15 @@ def _discard(future: asyncio.Future[object]) -> None:
         future.exception()
 
 
+def _answer_at_once(ticket: Ticket, planning: asyncio.Future[CompletionPlan]) -> None:
+    """A plan with nothing to write (inside a name, a comment when those are off) needs no
+    debounce: its empty answer costs nothing, so the editor gets it as soon as it is known."""
+    if planning.cancelled() or planning.exception() is not None:
+        return
+    if planning.result().request is None:
+        ticket.end_debounce()
+
+
 def _note_generation(
     record: RequestRecord, ticket: Ticket, done: asyncio.Future[Generation]
 ) -> None:
@@ -295,6 +304,7 @@ class Completions:
         if pending.settings.reuse and (reused := self._reuse(pending)) is not None:
             return reused
         planning = self._plan(pending)
+        planning.add_done_callback(functools.partial(_answer_at_once, pending.ticket))
         if not await self._debounce(pending):
             planning.add_done_callback(_discard)
             return ""
